@@ -1,14 +1,12 @@
 """Test set-up: the pack's root folder is a package (ComfyUI imports it by folder name), so the tests load it
 under one fixed name, `talkingpose_pack`, whatever the checkout's folder is called."""
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
-PACK_ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("TALKINGPOSE_SHARED", PACK_ROOT.parent / "shared"))
+from helpers import PACK_ROOT, SHARED
 
 
 def _load_pack():

@@ -1,0 +1,120 @@
+"""Image preprocessing exactly as the official TalkingPose pipeline does it.
+
+- CLIP: the source resized to 224×224 with PIL bicubic, then transformers' `CLIPImageProcessor()` defaults.
+- Reference: the source resized to the output size with diffusers' `VaeImageProcessor` (Lanczos), in [-1, 1].
+- Pose: each render resized the same way, kept in [0, 1].
+
+Inputs may be PIL images, uint8 or float arrays (H×W×C) or torch tensors (H×W×C in [0, 1], ComfyUI's layout).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import TalkingPoseError
+
+FIT_MODES = ("stretch", "crop", "pad")
+
+
+def check_output_size(width: int, height: int) -> None:
+    for name, value in (("width", width), ("height", height)):
+        if value < 64 or value % 8:
+            raise TalkingPoseError(
+                f"Output {name} {value} is not a multiple of 8 of at least 64: the VAE works on 8×8 pixel blocks. "
+                f"Use e.g. {max(64, value - value % 8)}."
+            )
+
+
+def to_pil_rgb(image, what: str = "image") -> Image.Image:
+    """An RGB PIL image from any supported input; refuses NaNs and alpha channels with a clear message."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            raise TalkingPoseError(
+                f"The {what} has an alpha channel. Flatten it onto a background first (ComfyUI's Load Image "
+                "already does; in an image editor, export without transparency)."
+            )
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().float().numpy()
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise TalkingPoseError(f"The {what} has shape {array.shape}; expected height × width × channels.")
+    if array.shape[-1] == 4:
+        raise TalkingPoseError(f"The {what} has an alpha channel (4 channels). Flatten it onto a background first.")
+    if array.shape[-1] not in (1, 3):
+        raise TalkingPoseError(f"The {what} has {array.shape[-1]} channels; expected 1 (grey) or 3 (RGB).")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise TalkingPoseError(f"The {what} contains NaN or infinite values; check the node or file that made it.")
+        # Float images are in [0, 1] (ComfyUI's convention); renders are 8-bit, so this round trip is exact.
+        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    return Image.fromarray(array, "RGB")
+
+
+def fit_image(image: Image.Image, width: int, height: int, mode: str = "stretch", fill=(0, 0, 0)) -> Image.Image:
+    """Bring an image to the output's aspect ratio before resizing.
+
+    `stretch` leaves it as is (the official pipeline stretches); `crop` cuts the centre; `pad` adds borders.
+    """
+    if mode not in FIT_MODES:
+        raise TalkingPoseError(f"Unknown fit mode '{mode}'; choose one of {', '.join(FIT_MODES)}.")
+    w, h = image.size
+    if mode == "stretch" or w * height == h * width:
+        return image
+    if mode == "crop":
+        if w * height > h * width:  # too wide
+            new_w = round(h * width / height)
+            left = (w - new_w) // 2
+            return image.crop((left, 0, left + new_w, h))
+        new_h = round(w * height / width)
+        top = (h - new_h) // 2
+        return image.crop((0, top, w, top + new_h))
+    if w * height > h * width:
+        canvas = Image.new("RGB", (w, round(w * height / width)), fill)
+    else:
+        canvas = Image.new("RGB", (round(h * width / height), h), fill)
+    canvas.paste(image, ((canvas.width - w) // 2, (canvas.height - h) // 2))
+    return canvas
+
+
+@lru_cache(maxsize=None)
+def _vae_processor(normalize: bool):
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor(vae_scale_factor=8, do_convert_rgb=True, do_normalize=normalize)
+
+
+@lru_cache(maxsize=None)
+def _clip_processor():
+    # The PIL implementation is the one the official pipeline ran; newer transformers default to a torchvision
+    # backend when torchvision is installed, whose resampling differs slightly.
+    try:
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:
+        from transformers import CLIPImageProcessor as Processor
+    return Processor()
+
+
+def clip_pixels(source: Image.Image) -> torch.Tensor:
+    """[1, 3, 224, 224] CLIP input."""
+    resized = source.resize((224, 224), Image.BICUBIC)
+    return _clip_processor()(images=resized, return_tensors="pt").pixel_values
+
+
+def reference_pixels(source: Image.Image, width: int, height: int) -> torch.Tensor:
+    """[1, 3, H, W] in [-1, 1] for the VAE."""
+    return _vae_processor(True).preprocess(source, height=height, width=width)
+
+
+def pose_pixels(pose, width: int, height: int, fit: str = "stretch") -> torch.Tensor:
+    """[1, 3, H, W] in [0, 1] for the pose guider; the render is resized as the official pipeline does."""
+    image = fit_image(to_pil_rgb(pose, "pose image"), width, height, fit)
+    return _vae_processor(False).preprocess(image, height=height, width=width)

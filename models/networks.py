@@ -1,0 +1,104 @@
+"""The three TalkingPose networks wired together: denoising UNet, reference UNet and pose guider.
+
+Both UNets are stock diffusers `UNet2DConditionModel`s; the reference mechanism lives in attention processors
+(`reference_attention.py`) and the pose features enter through a forward hook on the denoising UNet's
+`conv_in`, so diffusers' own forward runs unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .reference_attention import (
+    RecordSelfAttentionInput,
+    ReferenceContext,
+    ReferenceSelfAttention,
+    project_reference_tokens,
+    self_attention_modules,
+)
+
+ReferenceKV = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class TalkingPoseNetworks(nn.Module):
+    def __init__(self, denoising_unet, reference_unet, pose_guider, fingerprint: str = "", source: str = ""):
+        super().__init__()
+        self.denoising_unet = denoising_unet
+        self.reference_unet = reference_unet
+        self.pose_guider = pose_guider
+        self.fingerprint = fingerprint
+        self.source = source
+        self._context = ReferenceContext()
+        self._recorded: dict[str, torch.Tensor] = {}
+        self._denoising_attention = self_attention_modules(denoising_unet)
+        for name, attn in self._denoising_attention.items():
+            attn.set_processor(ReferenceSelfAttention(name, self._context))
+        for name, attn in self_attention_modules(reference_unet).items():
+            attn.set_processor(RecordSelfAttentionInput(name, self._recorded))
+        denoising_unet.conv_in.register_forward_hook(self._add_pose_features)
+
+    def _add_pose_features(self, module, inputs, output):
+        features = self._context.pose_features
+        return output if features is None else output + features
+
+    # ---------------------------------------------------------------------------------------------- properties
+    @property
+    def unet_width(self) -> int:
+        return self.denoising_unet.config.block_out_channels[0]
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return self.denoising_unet.config.cross_attention_dim
+
+    @property
+    def latent_channels(self) -> int:
+        return self.denoising_unet.config.in_channels
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoising_unet.conv_in.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoising_unet.conv_in.weight.dtype
+
+    # ---------------------------------------------------------------------------------------------- passes
+    @torch.no_grad()
+    def reference_keys_values(self, reference_latent: torch.Tensor, image_context: torch.Tensor) -> ReferenceKV:
+        """One reference-UNet pass at timestep 0, projected to the denoising blocks' keys and values."""
+        self._recorded.clear()
+        try:
+            self.reference_unet(
+                reference_latent.to(self.device, self.dtype),
+                torch.zeros((), dtype=torch.long, device=self.device),
+                encoder_hidden_states=image_context.to(self.device, self.dtype),
+                return_dict=False,
+            )
+            return project_reference_tokens(self._denoising_attention, dict(self._recorded))
+        finally:
+            self._recorded.clear()
+
+    @torch.no_grad()
+    def pose_features(self, pose_pixels: torch.Tensor) -> torch.Tensor:
+        """Pose renders in [0, 1], [N, 3, H, W] → features at latent resolution, [N, unet_width, H/8, W/8]."""
+        return self.pose_guider(pose_pixels.to(self.device, self.dtype))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        image_context: torch.Tensor,
+        pose_features: torch.Tensor,
+        reference: ReferenceKV | None,
+        n_unconditional: int,
+    ) -> torch.Tensor:
+        """The denoising UNet's output for a batch whose first `n_unconditional` rows see no reference tokens."""
+        ctx = self._context
+        ctx.keys_values = reference or {}
+        ctx.n_unconditional = n_unconditional
+        ctx.pose_features = pose_features
+        try:
+            return self.denoising_unet(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
+        finally:
+            ctx.keys_values, ctx.pose_features = {}, None

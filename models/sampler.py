@@ -1,0 +1,240 @@
+"""The closed-loop sampler: one frame after another, each starting from the shared noise nudged toward the
+previous frame's result, `z_T + β·(ẑ0,k − z_T)`.
+
+Frames are pulled from any iterable and handed out as soon as they are done, so memory does not depend on the
+video's length. The whole loop state (z_T, the last latent, the next frame index and the settings) fits in a
+`SamplerState`, which can be saved and given back: a run continued from its state makes the same frames as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .errors import TalkingPoseError
+
+# The official inference configuration (configs/inference/inference_v2.yaml).
+OFFICIAL_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+}
+DEFAULT_STEPS = 30
+DEFAULT_CFG = 3.5
+DEFAULT_BETA = 0.05
+
+StepCallback = Callable[[int, int, int], None]  # (frame index, step index, steps per frame); may raise to cancel
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    steps: int = DEFAULT_STEPS
+    cfg: float = DEFAULT_CFG
+    beta: float = DEFAULT_BETA
+    seed: int = 0
+
+    def __post_init__(self):
+        if int(self.steps) != self.steps or self.steps < 1:
+            raise TalkingPoseError(f"steps is {self.steps}; it must be a whole number of at least 1 (the paper uses 30).")
+        if not 0.0 <= self.beta <= 1.0:
+            raise TalkingPoseError(
+                f"β (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
+            )
+        if not self.cfg == self.cfg or self.cfg < 0:
+            raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
+        if not 0 <= int(self.seed) < 2**64:
+            raise TalkingPoseError(f"seed {self.seed} is out of range; use a whole number from 0 to 2^64-1.")
+
+
+def initial_noise(seed: int, channels: int, height: int, width: int) -> torch.Tensor:
+    """z_T, drawn once for the whole video on the CPU in float32 (as the official pipeline does)."""
+    generator = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn((1, channels, height // 8, width // 8), generator=generator, dtype=torch.float32)[0]
+
+
+@dataclass
+class SamplerState:
+    """Everything needed to continue a closed-loop render; a few hundred kilobytes at 512×512."""
+
+    noise: torch.Tensor  # z_T, [C, h, w] float32
+    last_latent: torch.Tensor | None  # ẑ0 of the last finished frame, or None before the first
+    next_frame: int
+    settings: SamplerSettings
+    width: int
+    height: int
+    model_fingerprint: str = ""
+    appearance_fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def start_latent(self) -> torch.Tensor:
+        if self.last_latent is None:
+            return self.noise.clone()
+        return self.noise + self.settings.beta * (self.last_latent - self.noise)
+
+    def advanced(self, latent: torch.Tensor) -> "SamplerState":
+        return SamplerState(
+            self.noise, latent.detach().to("cpu", torch.float32).clone(), self.next_frame + 1, self.settings,
+            self.width, self.height, self.model_fingerprint, self.appearance_fingerprint, dict(self.extra),
+        )
+
+    def mismatches(self, other_settings: SamplerSettings, width: int, height: int, model_fp: str, appearance_fp: str) -> list[str]:
+        """What differs between this state and a run that wants to continue it."""
+        diffs = []
+        for name in ("seed", "steps", "cfg", "beta"):
+            mine, theirs = getattr(self.settings, name), getattr(other_settings, name)
+            if mine != theirs:
+                diffs.append(f"{name} {mine} in the state, {theirs} now")
+        if (self.width, self.height) != (width, height):
+            diffs.append(f"size {self.width}×{self.height} in the state, {width}×{height} now")
+        if self.model_fingerprint and model_fp and self.model_fingerprint != model_fp:
+            diffs.append("it was made with another TalkingPose model")
+        if self.appearance_fingerprint and appearance_fp and self.appearance_fingerprint != appearance_fp:
+            diffs.append("it was made with another source image or appearance settings")
+        return diffs
+
+    # ------------------------------------------------------------------------------------------- persistence
+    def save(self, path: Path) -> Path:
+        """Write the state atomically as safetensors (tensors) + JSON metadata (settings)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {"noise": self.noise.contiguous()}
+        if self.last_latent is not None:
+            tensors["last_latent"] = self.last_latent.contiguous()
+        meta = {
+            "format": "talkingpose-state/1",
+            "next_frame": self.next_frame,
+            "settings": asdict(self.settings),
+            "width": self.width,
+            "height": self.height,
+            "model_fingerprint": self.model_fingerprint,
+            "appearance_fingerprint": self.appearance_fingerprint,
+            "extra": self.extra,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"talkingpose": json.dumps(meta)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "SamplerState":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise TalkingPoseError(f"State file {path} does not exist.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {})["talkingpose"])
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:
+            raise TalkingPoseError(
+                f"State file {path} is damaged or not a TalkingPose state ({type(exc).__name__}: {exc}). "
+                "It cannot be resumed; start the render again (frames already written are kept)."
+            ) from exc
+        if meta.get("format") != "talkingpose-state/1" or "noise" not in tensors:
+            raise TalkingPoseError(f"State file {path} is not a TalkingPose sampler state.")
+        return cls(
+            noise=tensors["noise"],
+            last_latent=tensors.get("last_latent"),
+            next_frame=int(meta["next_frame"]),
+            settings=SamplerSettings(**meta["settings"]),
+            width=int(meta["width"]),
+            height=int(meta["height"]),
+            model_fingerprint=meta.get("model_fingerprint", ""),
+            appearance_fingerprint=meta.get("appearance_fingerprint", ""),
+            extra=meta.get("extra", {}),
+        )
+
+
+def make_scheduler(config: dict | None = None):
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(**(config or OFFICIAL_SCHEDULER))
+
+
+class ClosedLoopSampler:
+    """Samples frames one at a time for one appearance.
+
+    `networks` is a `TalkingPoseNetworks`; `appearance` an `Appearance` made for the same networks.
+    """
+
+    def __init__(self, networks, appearance, settings: SamplerSettings, state: SamplerState | None = None, scheduler_config: dict | None = None):
+        self.networks = networks
+        self.appearance = appearance
+        self.settings = settings
+        if state is None:
+            noise = initial_noise(settings.seed, networks.latent_channels, appearance.height, appearance.width)
+            state = SamplerState(noise, None, 0, settings, appearance.width, appearance.height,
+                                 networks.fingerprint, appearance.fingerprint)
+        else:
+            diffs = state.mismatches(settings, appearance.width, appearance.height, networks.fingerprint, appearance.fingerprint)
+            if diffs:
+                raise TalkingPoseError(
+                    "The saved state does not belong to this render: " + "; ".join(diffs)
+                    + ". Use the settings it was made with, or start a new render without the state."
+                )
+        self.state = state
+        self.scheduler = make_scheduler(scheduler_config)
+        self.scheduler.set_timesteps(settings.steps)
+
+    def denoise(self, pose_pixels: torch.Tensor, on_step: StepCallback | None = None) -> torch.Tensor:
+        """The next frame's final latent ([C, h, w], float32, scaled space); advances the state."""
+        latent = denoise_batch(
+            self.networks, self.scheduler, [self.appearance], self.settings.cfg,
+            self.state.start_latent()[None], pose_pixels,
+            on_step=None if on_step is None else (lambda step: on_step(self.state.next_frame, step, self.settings.steps)),
+        )[0]
+        self.state = self.state.advanced(latent)
+        return latent
+
+    def frames(self, poses: Iterable[torch.Tensor], on_step: StepCallback | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+        """Yield `(frame index, latent)` for each pose tensor ([1, 3, H, W] in [0, 1]) as soon as it is done."""
+        for pose in poses:
+            index = self.state.next_frame
+            yield index, self.denoise(pose, on_step)
+
+
+def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
+    """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
+
+    Rows are laid out as [unconditional × n, conditional × n] under guidance; unconditional rows get a zero
+    image context and no reference tokens, conditional row i gets appearance i.
+    """
+    n = start.shape[0]
+    if pose_pixels.shape[0] != n:
+        raise ValueError(f"{pose_pixels.shape[0]} pose frames for {n} videos")
+    device, dtype = networks.device, networks.dtype
+    guided = cfg > 1.0
+    pose_features = networks.pose_features(pose_pixels)
+    context = torch.cat([a.image_context for a in appearances]).to(device, dtype)
+    reference = appearances[0].reference if n == 1 else _stack_references([a.reference for a in appearances])
+    if guided:
+        pose_features = torch.cat([pose_features, pose_features])
+        context = torch.cat([torch.zeros_like(context), context])
+    latents = start.to(device, torch.float32)
+    for step, t in enumerate(scheduler.timesteps):
+        model_input = latents.to(dtype)
+        if guided:
+            model_input = torch.cat([model_input, model_input])
+        v = networks.predict(model_input, t, context, pose_features, reference, n if guided else 0).float()
+        if guided:
+            v_uncond, v_cond = v.chunk(2)
+            v = v_uncond + cfg * (v_cond - v_uncond)
+        latents = scheduler.step(v, t, latents, eta=0.0).prev_sample
+        if on_step is not None:
+            on_step(step)
+    return latents
+
+
+def _stack_references(references):
+    return {name: tuple(torch.cat([r[name][i] for r in references]) for i in range(2)) for name in references[0]}
