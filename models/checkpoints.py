@@ -211,7 +211,8 @@ def _materialise(module: torch.nn.Module, state: dict, source: str, part: str, d
     leftovers = [name for name, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftovers:
         raise RuntimeError(f"{part}: tensors left uninitialised after loading: {leftovers[:3]}")
-    return module.to(dtype=dtype).eval().requires_grad_(False)
+    # nn.Module.to, not diffusers' override, which warns about fp32-pinned modules SD1.5 UNets do not have.
+    return torch.nn.Module.to(module, dtype=dtype).eval().requires_grad_(False)
 
 
 def build_unet(state: dict, source: str, part: str, dtype, attention_heads: int = SD15_ATTENTION_HEADS):

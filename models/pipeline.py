@@ -27,7 +27,7 @@ def load_vae(path: Path, dtype=torch.float32):
             f"No VAE at {path}: expected a diffusers AutoencoderKL folder (config.json + weights), "
             "e.g. stabilityai/sd-vae-ft-mse."
         )
-    vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype)
+    vae = AutoencoderKL.from_pretrained(str(path), torch_dtype=dtype, low_cpu_mem_usage=False)
     if vae.config.latent_channels != 4:
         raise TalkingPoseError(f"The VAE at {path} has {vae.config.latent_channels} latent channels; TalkingPose needs an SD1.x VAE (4).")
     return vae.eval().requires_grad_(False)
@@ -69,10 +69,9 @@ class TalkingPosePipeline:
 
     def to(self, device, dtype=None):
         """Move everything; the VAE stays in float32 under fp16 (SD VAEs overflow in fp16)."""
-        self.networks.to(device=device, dtype=dtype)
         vae_dtype = torch.float32 if dtype in (None, torch.float16) else dtype
-        self.vae.to(device=device, dtype=vae_dtype)
-        self.image_encoder.to(device=device, dtype=dtype)
+        for module, module_dtype in ((self.networks, dtype), (self.vae, vae_dtype), (self.image_encoder, dtype)):
+            torch.nn.Module.to(module, device=device, dtype=module_dtype)
         return self
 
     @torch.no_grad()

@@ -1,0 +1,196 @@
+"""The closed-loop sampler: loop arithmetic, resume, guidance rows, reference attention, bad input."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.nn import functional as F
+
+from talkingpose_pack.models.errors import TalkingPoseError
+from talkingpose_pack.models.sampler import SamplerSettings, SamplerState, denoise_batch
+
+SIZE = 64
+
+
+def _source(seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (80, 56, 3), dtype=np.uint8))
+
+
+def _poses(n, seed=1):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (48, 48, 3), dtype=np.uint8) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def appearance(tiny_pipeline):
+    return tiny_pipeline.encode_appearance(_source(), SIZE, SIZE)
+
+
+def _run(pipe, appearance, settings, poses, state=None):
+    sampler = pipe.sampler(appearance, settings, state)
+    latents = [lat for _, lat in sampler.frames(pipe.pose_pixels(p, appearance) for p in poses)]
+    return latents, sampler.state
+
+
+def test_each_frame_starts_from_the_closed_loop_mix(tiny_pipeline, appearance, monkeypatch):
+    from talkingpose_pack.models import sampler as sampler_module
+
+    starts = []
+    real = sampler_module.denoise_batch
+    monkeypatch.setattr(sampler_module, "denoise_batch", lambda *a, **k: starts.append(a[4].clone()) or real(*a, **k))
+    settings = SamplerSettings(steps=2, cfg=2.0, beta=0.2, seed=7)
+    latents, state = _run(tiny_pipeline, appearance, settings, _poses(3))
+    z_t = state.noise
+    torch.testing.assert_close(starts[0][0], z_t, rtol=0, atol=0)
+    for k in (1, 2):
+        torch.testing.assert_close(starts[k][0], z_t + 0.2 * (latents[k - 1] - z_t), rtol=0, atol=0)
+    assert state.next_frame == 3
+
+
+def test_beta_zero_restarts_every_frame_from_the_same_noise(tiny_pipeline, appearance):
+    settings = SamplerSettings(steps=2, cfg=2.0, beta=0.0, seed=3)
+    pose = _poses(1)[0]
+    latents, _ = _run(tiny_pipeline, appearance, settings, [pose, pose])
+    torch.testing.assert_close(latents[0], latents[1], rtol=0, atol=0)
+
+
+def test_stopped_run_resumed_from_saved_state_makes_the_same_frames(tiny_pipeline, appearance, tmp_path):
+    settings = SamplerSettings(steps=3, cfg=3.5, beta=0.05, seed=11)
+    poses = _poses(5)
+    whole, _ = _run(tiny_pipeline, appearance, settings, poses)
+    first, state = _run(tiny_pipeline, appearance, settings, poses[:2])
+    state.save(tmp_path / "state.safetensors")
+    rest, final = _run(tiny_pipeline, appearance, settings, poses[2:], SamplerState.load(tmp_path / "state.safetensors"))
+    assert final.next_frame == 5
+    for a, b in zip(whole, first + rest):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_state_from_other_settings_is_refused_with_what_differs(tiny_pipeline, appearance):
+    _, state = _run(tiny_pipeline, appearance, SamplerSettings(steps=2, seed=1, beta=0.05), _poses(1))
+    with pytest.raises(TalkingPoseError, match=r"seed 1 in the state, 2 now; beta 0.05 in the state, 0.1 now"):
+        tiny_pipeline.sampler(appearance, SamplerSettings(steps=2, seed=2, beta=0.1), state)
+    other = tiny_pipeline.encode_appearance(_source(5), SIZE, SIZE)
+    with pytest.raises(TalkingPoseError, match="another source image"):
+        tiny_pipeline.sampler(other, SamplerSettings(steps=2, seed=1, beta=0.05), state)
+
+
+def test_truncated_state_file_is_refused(tiny_pipeline, appearance, tmp_path):
+    _, state = _run(tiny_pipeline, appearance, SamplerSettings(steps=1), _poses(1))
+    path = state.save(tmp_path / "s.safetensors")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(TalkingPoseError, match="damaged or not a TalkingPose state"):
+        SamplerState.load(path)
+
+
+def test_cancel_inside_a_frame_keeps_the_state_of_finished_frames(tiny_pipeline, appearance):
+    sampler = tiny_pipeline.sampler(appearance, SamplerSettings(steps=4))
+    sampler.denoise(tiny_pipeline.pose_pixels(_poses(1)[0], appearance))
+    before = sampler.state
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def on_step(frame, step, steps):
+        seen.append((frame, step, steps))
+        if step == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sampler.denoise(tiny_pipeline.pose_pixels(_poses(1)[0], appearance), on_step)
+    assert seen == [(1, 0, 4), (1, 1, 4)]
+    assert sampler.state is before and sampler.state.next_frame == 1
+
+
+@pytest.mark.parametrize("cfg, rows", [(3.5, [2]), (1.0, [1]), (0.5, [1])])
+def test_guidance_runs_the_unconditional_row_only_when_cfg_above_one(tiny_pipeline, appearance, cfg, rows):
+    nets = tiny_pipeline.networks
+    seen = []
+    handle = nets.denoising_unet.register_forward_pre_hook(lambda m, a, kw: seen.append((a[0].shape[0], kw["encoder_hidden_states"].clone())), with_kwargs=True)
+    try:
+        tiny_pipeline.sampler(appearance, SamplerSettings(steps=1, cfg=cfg)).denoise(tiny_pipeline.pose_pixels(_poses(1)[0], appearance))
+    finally:
+        handle.remove()
+    assert [s[0] for s in seen] == rows
+    context = seen[0][1]
+    if cfg > 1:
+        assert torch.count_nonzero(context[0]) == 0  # unconditional row: zero CLIP context
+    torch.testing.assert_close(context[-1], appearance.image_context[0])
+
+
+def test_reference_attention_equals_attention_over_concatenated_tokens(tiny_pipeline):
+    """The precomputed-key/value processor is the official 'append the reference tokens' attention."""
+    from talkingpose_pack.models.reference_attention import ReferenceContext, ReferenceSelfAttention, project_reference_tokens
+
+    nets = tiny_pipeline.networks
+    name, attn = next(iter(nets._denoising_attention.items()))
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 20, attn.to_q.in_features)
+    bank = torch.randn(1, 12, attn.to_q.in_features)
+    ctx = ReferenceContext(project_reference_tokens({name: attn}, {name: bank}), n_unconditional=1)
+    ours = ReferenceSelfAttention(name, ctx)(attn, tokens)
+
+    def official(x, kv):
+        q, k, v = (t.view(t.shape[0], -1, attn.heads, t.shape[-1] // attn.heads).transpose(1, 2)
+                   for t in (attn.to_q(x), attn.to_k(kv), attn.to_v(kv)))
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(x.shape)
+        return attn.to_out[0](out)
+
+    torch.testing.assert_close(ours[0:1], official(tokens[0:1], tokens[0:1]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ours[1:2], official(tokens[1:2], torch.cat([tokens[1:2], bank], 1)), rtol=1e-5, atol=1e-6)
+
+
+def test_several_videos_batched_equal_each_video_alone(tiny_pipeline, appearance):
+    other = tiny_pipeline.encode_appearance(_source(9), SIZE, SIZE)
+    settings = SamplerSettings(steps=2, cfg=3.5)
+    pose_a, pose_b = (tiny_pipeline.pose_pixels(p, appearance) for p in _poses(2, seed=4))
+    start = torch.randn(2, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0))
+
+    def scheduler():
+        s = tiny_pipeline.sampler(appearance, settings).scheduler
+        return s
+
+    together = denoise_batch(tiny_pipeline.networks, scheduler(), [appearance, other], 3.5, start, torch.cat([pose_a, pose_b]))
+    alone_a = denoise_batch(tiny_pipeline.networks, scheduler(), [appearance], 3.5, start[:1], pose_a)
+    alone_b = denoise_batch(tiny_pipeline.networks, scheduler(), [other], 3.5, start[1:], pose_b)
+    torch.testing.assert_close(together, torch.cat([alone_a, alone_b]), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"beta": 1.5}, "β .* must be between 0 and 1"),
+        ({"beta": -0.1}, "β .* must be between 0 and 1"),
+        ({"steps": 0}, "steps is 0; it must be a whole number of at least 1"),
+        ({"cfg": float("nan")}, "cfg is nan"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs, message):
+    with pytest.raises(TalkingPoseError, match=message):
+        SamplerSettings(**kwargs)
+
+
+@pytest.mark.parametrize("width, height", [(100, 64), (64, 36), (32, 64)])
+def test_output_size_not_a_multiple_of_8_is_refused(tiny_pipeline, width, height):
+    with pytest.raises(TalkingPoseError, match="not a multiple of 8 of at least 64"):
+        tiny_pipeline.encode_appearance(_source(), width, height)
+
+
+def test_source_with_alpha_or_nan_is_refused(tiny_pipeline):
+    rgba = Image.new("RGBA", (64, 64), (10, 20, 30, 128))
+    with pytest.raises(TalkingPoseError, match="alpha channel"):
+        tiny_pipeline.encode_appearance(rgba, SIZE, SIZE)
+    nan = np.full((64, 64, 3), np.nan, dtype=np.float32)
+    with pytest.raises(TalkingPoseError, match="NaN"):
+        tiny_pipeline.encode_appearance(nan, SIZE, SIZE)
+
+
+def test_pose_frames_of_another_size_and_aspect_are_resized_like_the_official_pipeline(tiny_pipeline, appearance):
+    wide = np.zeros((30, 90, 3), dtype=np.uint8)
+    wide[:, 40:50] = 255
+    pixels = tiny_pipeline.pose_pixels(wide, appearance)
+    assert pixels.shape == (1, 3, SIZE, SIZE)
+    expected = np.asarray(Image.fromarray(wide).resize((SIZE, SIZE), Image.LANCZOS), dtype=np.float32) / 255
+    torch.testing.assert_close(pixels[0].permute(1, 2, 0), torch.from_numpy(expected))
