@@ -1,0 +1,46 @@
+"""DWPose pose extraction and drawing as in the official TalkingPose pipeline (numpy, OpenCV, onnxruntime only).
+
+Typical use::
+
+    from .pose import PoseExtractor, find_dwpose_weights, draw_pose, to_pose_keypoints
+    weights = find_dwpose_weights([models_dir / "dwpose"])
+    extractor = PoseExtractor(weights.detector, weights.pose, device_index=0)
+    for pose in extractor.iter_extract(rgb_frames):      # one PoseFrame per frame, as soon as it is ready
+        render = draw_pose(pose)                          # RGB uint8 at the detection canvas size
+
+onnxruntime is imported only when a session is created, so importing this package is cheap and works without it.
+"""
+from .align import Alignment, align_track, estimate_alignment
+from .draw import draw_body, draw_faces, draw_hands, draw_pose, resize_render
+from .extractor import (
+    DETECT_RESOLUTION,
+    DETECTOR_FILE,
+    HF_REPO,
+    POSE_FILE,
+    DWPoseWeights,
+    PoseExtractionError,
+    PoseExtractor,
+    candidate_folders,
+    canvas_size,
+    choose_providers,
+    clear_sessions,
+    download_dwpose_weights,
+    download_hint,
+    extract_frames,
+    find_dwpose_weights,
+    load_session,
+    prepare_frame,
+    to_rgb_uint8,
+)
+from .keypoints import (
+    PoseFrame,
+    from_pose_keypoint,
+    from_pose_keypoints,
+    load_pose_keypoints,
+    save_pose_keypoints,
+    to_pose_keypoint,
+    to_pose_keypoints,
+    validate_frame_dict,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]
