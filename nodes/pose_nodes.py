@@ -1,2 +1,310 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""Pose nodes: DWPose extraction (Pose Extract), drawing keypoints, and saving/loading keypoint tracks.
+
+Importing this module stays cheap and needs neither torch nor onnxruntime: the engine (`models/pose`) and torch
+are imported inside the functions that run the nodes.
+
+Renders are drawn at the detection canvas (short side 512, sides multiples of 64 — what the official extraction
+drew and TalkingPose was trained on), then stretched to the chosen output size with area averaging when smaller
+and Lanczos when larger; for 512×512 input at 512×512 output nothing is resized, so the images equal the
+official renders. POSE_KEYPOINT is comfyui_controlnet_aux's OpenPose-style list (pixels of the detection canvas),
+so the two packs' nodes can be chained either way.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import host
+
+log = logging.getLogger("TalkingPose")
+
+CATEGORY = "TalkingPose"
+ON_ERROR_CHOICES = ("stop", "repeat previous pose", "empty pose")
+_SIZE = {"default": 512, "min": 0, "max": 8192, "step": 8}
+
+
+def _part_switches():
+    return {
+        "body": ("BOOLEAN", {"default": True, "tooltip": "Draw (and output) the body skeleton."}),
+        "hands": ("BOOLEAN", {"default": True, "tooltip": "Draw (and output) both hands."}),
+        "face": ("BOOLEAN", {"default": True, "tooltip": "Draw (and output) the 68 face landmarks."}),
+    }
+
+
+def _output_size(width: int, height: int, canvas_hw) -> tuple[int, int]:
+    """(width, height) of the output images; 0 keeps that side of the detection canvas."""
+    return (int(width) or int(canvas_hw[1])), (int(height) or int(canvas_hw[0]))
+
+
+def _extractor():
+    from ..models.pose import PoseExtractor, find_dwpose_weights
+
+    weights = find_dwpose_weights(host.model_folders("dwpose"))
+    return PoseExtractor(weights.detector, weights.pose, device_index=host.onnx_device_index())
+
+
+def _render_batch(poses, canvas_hw, width, height, switches):
+    """Draw every pose (None: black) and stack the results as a ComfyUI IMAGE [B,H,W,3] in 0..1."""
+    import torch
+
+    from ..models.pose import draw_pose, resize_render
+
+    out = torch.empty((len(poses), height, width, 3), dtype=torch.float32)
+    for i, pose in enumerate(poses):
+        render = resize_render(draw_pose(pose, canvas_hw, **switches), width, height)
+        out[i] = torch.from_numpy(render).float().div_(255.0)
+    return out
+
+
+def _output_dir() -> Path:
+    """Where Save Pose Keypoints writes: ComfyUI's output folder when the host adapter offers it, else the
+    `output/` folder next to the models folder (ComfyUI's layout)."""
+    fn = getattr(host, "output_directory", None)
+    if fn is not None:
+        return Path(fn())
+    from ..models import runtime
+
+    return runtime.models_root().parent / "output"
+
+
+class TalkingPoseExtract:
+    """DWPose on every frame of an IMAGE batch, drawn the way the TalkingPose networks expect."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "extract"
+    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT")
+    RETURN_NAMES = ("pose_images", "pose_keypoint")
+    DESCRIPTION = (
+        "Extract DWPose (body, hands, face) from each frame and draw it exactly like the official TalkingPose "
+        "pipeline. Needs yolox_l.onnx and dw-ll_ucoco_384.onnx (Hugging Face yzd-v/DWPose) in models/dwpose/. "
+        "Connect a source image to move and scale the driving person onto the person in it (one transform for "
+        "the whole video). A frame where nobody is found still gets the pose estimated on the whole frame "
+        "(usually little or nothing visible is drawn); with several people, the most confident one is drawn."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Driving video frames (or one image)."}),
+                "width": ("INT", dict(_SIZE, tooltip="Output width; 0 keeps the detection canvas width.")),
+                "height": ("INT", dict(_SIZE, tooltip="Output height; 0 keeps the detection canvas height.")),
+                **_part_switches(),
+                "on_error": (list(ON_ERROR_CHOICES), {
+                    "default": "stop",
+                    "tooltip": "If a frame fails: stop with an error naming the frame, or carry on with the "
+                               "previous frame's pose / an empty pose for it (a warning names the frame).",
+                }),
+            },
+            "optional": {
+                "source_image": ("IMAGE", {
+                    "tooltip": "Optional appearance image: driving poses are scaled and moved onto its person.",
+                }),
+            },
+        }
+
+    def extract(self, images, width, height, body=True, hands=True, face=True, on_error="stop",
+                source_image=None):
+        from ..models.errors import TalkingPoseError
+        from ..models.pose import PoseExtractionError, PoseFrame, align_track, to_pose_keypoints
+
+        if on_error not in ON_ERROR_CHOICES:
+            raise TalkingPoseError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}.")
+        total = int(images.shape[0])
+        if total == 0:
+            raise TalkingPoseError("Pose Extract got an empty image batch.")
+        extractor = _extractor()
+        switches = dict(body=bool(body), hands=bool(hands), face=bool(face))
+
+        failed: list[int] = []
+
+        def remember(index, exc):
+            failed.append(index)
+            log.warning("TalkingPose: pose extraction failed at frame %d (%s); using %s.", index, exc,
+                        "the previous pose" if on_error == "repeat previous pose" else "an empty pose")
+
+        def frames():
+            for i in range(total):
+                host.throw_if_cancelled()
+                yield images[i].detach().cpu().numpy()
+
+        poses = []
+        progress = host.Progress(total, desc="Pose Extract", unit="frame")
+        try:
+            for pose in extractor.iter_extract(frames(), on_error=None if on_error == "stop" else remember):
+                poses.append(pose)
+                progress.update(1)
+        except PoseExtractionError as exc:
+            done = len(poses)
+            kept = f"frames 0-{done - 1} had been extracted" if done else "no frame had been extracted yet"
+            cause = str(exc.cause) or type(exc.cause).__name__
+            raise TalkingPoseError(
+                f"Pose extraction failed at frame {exc.frame_index} of {total} (counting from 0): {cause} "
+                f"({kept}). Set on_error to 'repeat previous pose' or 'empty pose' to carry on past frames that fail."
+            ) from exc
+        finally:
+            progress.close()
+
+        canvas_hw = next((p.canvas_hw for p in poses if p is not None), None)
+        if canvas_hw is None:
+            from ..models.pose import canvas_size
+
+            canvas_hw = canvas_size(int(images.shape[1]), int(images.shape[2]))[:2]
+        if on_error == "repeat previous pose":
+            previous = None
+            for i, pose in enumerate(poses):
+                poses[i] = pose if pose is not None else previous
+                previous = poses[i]
+        poses = [p if p is not None else PoseFrame.empty(canvas_hw) for p in poses]
+        out_w, out_h = _output_size(width, height, canvas_hw)
+
+        if source_image is not None:
+            try:
+                source_pose = extractor(source_image[0].detach().cpu().numpy())
+            except TalkingPoseError as exc:
+                raise TalkingPoseError(f"Pose alignment: the source image could not be read: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - onnxruntime errors
+                raise TalkingPoseError(f"Pose alignment: DWPose failed on the source image: {exc}") from exc
+            poses, alignment = align_track(source_pose, poses, (out_w, out_h))
+            log.info("TalkingPose: pose alignment scale %.3f, shift (%.1f, %.1f) px", alignment.scale,
+                     alignment.tx, alignment.ty)
+
+        renders = _render_batch(poses, canvas_hw, out_w, out_h, switches)
+        keypoints = to_pose_keypoints(poses, canvas_hw, **switches)
+        if failed:
+            log.warning("TalkingPose: %d frame(s) failed and were replaced: %s", len(failed),
+                        ", ".join(map(str, failed[:20])) + (" ..." if len(failed) > 20 else ""))
+        return renders, keypoints
+
+
+class TalkingPoseDrawKeypoints:
+    """Draw POSE_KEYPOINT frames (from Pose Extract, Load Pose Keypoints or comfyui_controlnet_aux)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "draw"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("pose_images",)
+    DESCRIPTION = (
+        "Draw OpenPose-style keypoints in the TalkingPose/DWPose style (first person of each frame). An optional "
+        "source pose (its first frame) aligns the track onto that person."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_keypoint": ("POSE_KEYPOINT",),
+                "width": ("INT", dict(_SIZE, tooltip="Output width; 0 keeps the keypoints' canvas width.")),
+                "height": ("INT", dict(_SIZE, tooltip="Output height; 0 keeps the keypoints' canvas height.")),
+                **_part_switches(),
+            },
+            "optional": {"source_pose_keypoint": ("POSE_KEYPOINT",)},
+        }
+
+    def draw(self, pose_keypoint, width, height, body=True, hands=True, face=True, source_pose_keypoint=None):
+        from ..models.errors import TalkingPoseError
+        from ..models.pose import align_track, from_pose_keypoints
+
+        poses = from_pose_keypoints(pose_keypoint)
+        if not poses:
+            raise TalkingPoseError("Draw Pose Keypoints got no frames.")
+        canvas_hw = poses[0].canvas_hw
+        out_w, out_h = _output_size(width, height, canvas_hw)
+        if source_pose_keypoint is not None:
+            sources = from_pose_keypoints(source_pose_keypoint)
+            if not sources:
+                raise TalkingPoseError("The source pose has no frames.")
+            poses, _ = align_track(sources[0], poses, (out_w, out_h))
+        switches = dict(body=bool(body), hands=bool(hands), face=bool(face))
+        # Each frame is drawn on its own canvas size, then stretched to the output size.
+        import torch
+
+        from ..models.pose import draw_pose, resize_render
+
+        out = torch.empty((len(poses), out_h, out_w, 3), dtype=torch.float32)
+        for i, pose in enumerate(poses):
+            render = resize_render(draw_pose(pose, **switches), out_w, out_h)
+            out[i] = torch.from_numpy(render).float().div_(255.0)
+        return (out,)
+
+
+class TalkingPoseSaveKeypoints:
+    CATEGORY = CATEGORY
+    FUNCTION = "save"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_NODE = True
+    DESCRIPTION = ("Save a POSE_KEYPOINT track as JSON (controlnet_aux's format) in ComfyUI's output folder "
+                   "as <prefix>_00001.json, or at an absolute path given as the prefix.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_keypoint": ("POSE_KEYPOINT",),
+                "filename_prefix": ("STRING", {"default": "talkingpose/pose_keypoints"}),
+            }
+        }
+
+    def save(self, pose_keypoint, filename_prefix="talkingpose/pose_keypoints"):
+        from ..models.pose import save_pose_keypoints
+
+        prefix = Path(filename_prefix or "pose_keypoints").expanduser()
+        if not prefix.is_absolute():
+            prefix = _output_dir() / prefix
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        counter = 1
+        for existing in prefix.parent.glob(f"{prefix.name}_*.json"):
+            tail = existing.stem[len(prefix.name) + 1:]
+            if tail.isdigit():
+                counter = max(counter, int(tail) + 1)
+        path = save_pose_keypoints(prefix.parent / f"{prefix.name}_{counter:05d}.json", pose_keypoint)
+        return {"ui": {"text": [str(path)]}, "result": (str(path),)}
+
+
+class TalkingPoseLoadKeypoints:
+    CATEGORY = CATEGORY
+    FUNCTION = "load"
+    RETURN_TYPES = ("POSE_KEYPOINT",)
+    RETURN_NAMES = ("pose_keypoint",)
+    DESCRIPTION = "Load a POSE_KEYPOINT JSON file (absolute path, or relative to ComfyUI's output folder)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"path": ("STRING", {"default": "talkingpose/pose_keypoints_00001.json"})}}
+
+    @staticmethod
+    def _resolve(path: str) -> Path:
+        p = Path(path.strip().strip('"')).expanduser()
+        if p.is_absolute():
+            return p
+        in_output = _output_dir() / p
+        return in_output if in_output.is_file() or not p.is_file() else p
+
+    @classmethod
+    def IS_CHANGED(cls, path):
+        p = cls._resolve(path)
+        try:
+            stat = p.stat()
+            return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
+        except OSError:
+            return str(p)
+
+    def load(self, path):
+        from ..models.pose import load_pose_keypoints
+
+        return (load_pose_keypoints(self._resolve(path)),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "TalkingPoseExtract": TalkingPoseExtract,
+    "TalkingPoseDrawKeypoints": TalkingPoseDrawKeypoints,
+    "TalkingPoseSaveKeypoints": TalkingPoseSaveKeypoints,
+    "TalkingPoseLoadKeypoints": TalkingPoseLoadKeypoints,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TalkingPoseExtract": "Pose Extract",
+    "TalkingPoseDrawKeypoints": "Draw Pose Keypoints",
+    "TalkingPoseSaveKeypoints": "Save Pose Keypoints",
+    "TalkingPoseLoadKeypoints": "Load Pose Keypoints",
+}

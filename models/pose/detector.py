@@ -34,7 +34,9 @@ def letterbox(image_bgr: np.ndarray, input_hw: tuple[int, int] = INPUT_HW) -> tu
         raise ValueError(f"frame of {w}x{h} pixels is too elongated for the {in_w}x{in_h} detector input")
     canvas = np.full((in_h, in_w, 3), PAD_VALUE, dtype=np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    blob = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
+    blob = np.empty((1, 3, in_h, in_w), dtype=np.float32)
+    for c in range(3):  # planar copy: faster than a strided transpose-and-convert
+        blob[0, c] = canvas[:, :, c]
     return blob, ratio
 
 
@@ -54,23 +56,36 @@ def _grid(input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return grid, stride
 
 
-def decode(raw: np.ndarray, input_hw: tuple[int, int] = INPUT_HW) -> tuple[np.ndarray, np.ndarray]:
-    """Raw [1,A,5+C] output → centre-size boxes [A,4] in network pixels and objectness×class scores [A,C].
+def decode(raw: np.ndarray, input_hw: tuple[int, int] = INPUT_HW, rows: np.ndarray | None = None):
+    """Raw [1,A,5+C] output → centre-size boxes [R,4] in network pixels for the chosen `rows` (all by default).
 
     Sums are exact in float32 here (cell offsets are small integers, strides powers of two), which gives the same
     values the reference obtains through float64 intermediates stored back into float32.
     """
-    pred = np.asarray(raw, dtype=np.float32).reshape(-1, raw.shape[-1])
+    pred = _predictions(raw, input_hw)
     grid, stride = _grid(tuple(input_hw))
-    if pred.shape[0] != grid.shape[0]:
-        raise ValueError(
-            f"detector returned {pred.shape[0]} predictions; a YOLOX model for {input_hw[1]}x{input_hw[0]} "
-            f"input gives {grid.shape[0]}"
-        )
+    if rows is not None:
+        pred, grid, stride = pred[rows], grid[rows], stride[rows]
     centres = (pred[:, :2] + grid) * stride
     sizes = np.exp(pred[:, 2:4]) * stride
-    scores = pred[:, 4:5] * pred[:, 5:]
-    return np.concatenate([centres, sizes], axis=1), scores
+    return np.concatenate([centres, sizes], axis=1)
+
+
+def class_scores(raw: np.ndarray, cls: int = PERSON_CLASS) -> np.ndarray:
+    """Objectness × class probability of one class for every prediction (float32)."""
+    pred = np.asarray(raw, dtype=np.float32).reshape(-1, raw.shape[-1])
+    return pred[:, 4] * pred[:, 5 + cls]
+
+
+def _predictions(raw: np.ndarray, input_hw) -> np.ndarray:
+    pred = np.asarray(raw, dtype=np.float32).reshape(-1, raw.shape[-1])
+    expected = _grid(tuple(input_hw))[0].shape[0]
+    if pred.shape[0] != expected or pred.shape[1] < 6:
+        raise ValueError(
+            f"detector returned predictions of shape {tuple(pred.shape)}; a YOLOX model for "
+            f"{input_hw[1]}x{input_hw[0]} input gives [{expected}, 5 + classes]"
+        )
+    return pred
 
 
 def to_corners(boxes_cxcywh: np.ndarray, ratio: float) -> np.ndarray:
@@ -100,13 +115,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = NMS_IOU) -
     return kept
 
 
-def select_people(boxes_xyxy: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Class-0 boxes that survive NMS and score above the person threshold, best first, as float64 [N,4]."""
-    person = scores[:, PERSON_CLASS]
-    candidates = person > CANDIDATE_SCORE
+def select_people(boxes_xyxy: np.ndarray, person_scores: np.ndarray) -> np.ndarray:
+    """Boxes that survive NMS and score above the person threshold, best first, as float64 [N,4].
+
+    `boxes_xyxy` [A,4] and `person_scores` [A] are the class-0 candidates. Only class 0 is ever kept, and NMS is
+    per class, so the other classes need not be decoded at all.
+    """
+    candidates = person_scores > CANDIDATE_SCORE
     if not candidates.any():
         return np.zeros((0, 4), dtype=np.float64)
-    cand_boxes, cand_scores = boxes_xyxy[candidates], person[candidates]
+    cand_boxes, cand_scores = boxes_xyxy[candidates], person_scores[candidates]
     kept = nms(cand_boxes, cand_scores)
     kept_boxes, kept_scores = cand_boxes[kept], cand_scores[kept]
     return kept_boxes[kept_scores > PERSON_SCORE].astype(np.float64)
@@ -117,8 +135,11 @@ def run_detector(session, image_bgr: np.ndarray) -> np.ndarray:
     input_hw = _session_input_hw(session)
     blob, ratio = letterbox(image_bgr, input_hw)
     raw = session.run(None, {session.get_inputs()[0].name: blob})[0]
-    boxes, scores = decode(raw, input_hw)
-    return select_people(to_corners(boxes, ratio), scores)
+    _predictions(raw, input_hw)  # shape check
+    scores = class_scores(raw)
+    rows = np.flatnonzero(scores > CANDIDATE_SCORE)
+    boxes = to_corners(decode(raw, input_hw, rows), ratio)
+    return select_people(boxes, scores[rows])
 
 
 def _session_input_hw(session) -> tuple[int, int]:

@@ -15,6 +15,9 @@ BOX_PADDING = 1.25
 SIMCC_SPLIT_RATIO = 2.0
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])
+# (v - mean) / std for every byte value and channel, computed in float64 then rounded to float32 — the values the
+# reference feeds the model (it normalises in float64 and onnxruntime converts its list input to float32).
+_NORM_LUT = np.ascontiguousarray(((np.arange(256)[:, None] - MEAN) / STD).astype(np.float32).T)
 
 # Position in the 134-point list (133 COCO-WholeBody points with the neck inserted at 17) of every OpenPose-18
 # body joint: nose, neck, right shoulder/elbow/wrist, left shoulder/elbow/wrist, right hip/knee/ankle,
@@ -75,9 +78,10 @@ def make_crops(image_bgr: np.ndarray, boxes: np.ndarray, input_wh: tuple[int, in
             for c, s in zip(center, scale)
         ]
     )
-    # Normalised in float64 and handed to the model as float32, as the reference's list input is converted.
-    blob = ((crops - MEAN) / STD).astype(np.float32).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(blob), center, scale
+    blob = np.empty((crops.shape[0], 3, crops.shape[1], crops.shape[2]), dtype=np.float32)
+    for c in range(3):
+        np.take(_NORM_LUT[c], crops[..., c], out=blob[:, c])
+    return blob, center, scale
 
 
 def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = SIMCC_SPLIT_RATIO):
