@@ -255,6 +255,16 @@ def test_several_people_keep_the_best_scoring_one(synth):
     np.testing.assert_allclose(pose.body_score, scores[int(means.argmax()), :18])
 
 
+def test_tiny_and_huge_frames_run_through(synth):
+    root, _, _ = synth
+    ex = _synth_extractor(root, "det_nobody.onnx")
+    tiny = ex(np.full((1, 1, 3), 200, np.uint8))
+    assert tiny.canvas_hw == (512, 512)
+    huge = ex(np.zeros((3000, 4000), np.uint8))  # gray, 12 megapixels
+    assert huge.canvas_hw == (512, 704)
+    assert draw_pose(huge).shape == (512, 704, 3)
+
+
 def test_batched_and_single_pose_runs_agree(synth):
     root, _, _ = synth
     rng = np.random.default_rng(3)
@@ -406,6 +416,11 @@ def test_pose_keypoint_roundtrip_matches_controlnet_aux_format(tmp_path):
     assert back[1].is_empty
     np.testing.assert_array_equal(draw_pose(back[0]), draw_pose(pose))
 
+    # Of several people (e.g. from controlnet_aux), the most confident body is read.
+    weak = {"pose_keypoints_2d": [10.0, 10.0, 1.0] + [0.0] * 51}
+    two = {"people": [weak, frame["people"][0]], "canvas_width": w, "canvas_height": h}
+    np.testing.assert_array_equal(from_pose_keypoints(two)[0].body_visible, vis)
+
     # Switches leave out the disabled parts like controlnet_aux does.
     only_body = to_pose_keypoints([pose], hands=False, face=False)[0]["people"][0]
     assert only_body["hand_left_keypoints_2d"] is None and only_body["face_keypoints_2d"] is None
@@ -435,3 +450,24 @@ def test_keypoint_json_save_load_and_validation(tmp_path):
     with pytest.raises(TalkingPoseError):
         save_pose_keypoints(tmp_path / "x.json", [{"people": [{"pose_keypoints_2d": [0.0] * 5}],
                                                    "canvas_width": 4, "canvas_height": 4}])
+
+
+def test_hand_edge_colours_round_like_the_reference():
+    """The hue colours are floats such as 76.50000000000001 or 229.49999999999997 that OpenCV rounds; the values
+    below are what matplotlib's hsv_to_rgb arithmetic + cv2.line give (checked against matplotlib 3.11)."""
+    hand = np.full((21, 2), -1.0)
+    # Put the 21 joints on a big zig-zag so that every edge is long and its middle is not covered by a joint dot.
+    for k in range(21):
+        hand[k] = (0.05 + 0.045 * k, 0.2 if k % 2 else 0.8)
+    pose = PoseFrame.empty((512, 512))
+    pose.hands[0] = hand
+    canvas = draw_pose(pose, body=False, face=False)
+    from talkingpose_pack.models.pose.draw import HAND_EDGES
+
+    expected = {1: (255, 77, 0), 3: (255, 229, 0), 5: (128, 255, 0), 9: (0, 255, 179), 11: (0, 178, 255),
+                13: (0, 25, 255), 19: (255, 0, 77)}
+    for edge, colour in expected.items():
+        a, b = HAND_EDGES[edge]
+        mid = ((hand[a] + hand[b]) / 2 * 512).astype(int)
+        patch = canvas[mid[1] - 2:mid[1] + 3, mid[0] - 2:mid[0] + 3].reshape(-1, 3)
+        assert colour in {tuple(int(v) for v in c) for c in patch}, (edge, colour)

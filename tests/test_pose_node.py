@@ -98,6 +98,18 @@ def test_extract_node_reproduces_the_official_render(models_env):
     assert out.shape == (1, 512, 896, 3) and kps3[0]["canvas_width"] == 896
 
 
+def test_extract_node_accepts_rgba_and_gray_batches(models_env):
+    frame = _rgb(GOLDEN / "det_400x300_input.png")
+    node = pose_nodes.TalkingPoseExtract()
+    rgb_out, rgb_kps = node.extract(_image_batch(frame), 0, 0, True, True, True)
+    rgba = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 7, np.uint8)], axis=2)
+    rgba_out, rgba_kps = node.extract(_image_batch(rgba), 0, 0, True, True, True)
+    np.testing.assert_array_equal(rgba_out.numpy(), rgb_out.numpy())  # alpha dropped, not blended
+    gray = frame[:, :, 1:2]
+    gray_out, _ = node.extract(_image_batch(gray), 0, 0, True, True, True)
+    assert gray_out.shape == rgb_out.shape and gray_out.any()
+
+
 def test_extract_node_on_a_real_video_frame(models_env, shared_dir):
     av = pytest.importorskip("av")
     with av.open(str(shared_dir / "samples" / "driving" / "vid1.mp4")) as container:

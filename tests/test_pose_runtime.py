@@ -162,3 +162,11 @@ def test_pose_engine_imports_no_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_swapped_model_files_are_rejected():
+    if not GOLDEN_MODELS.is_dir():
+        pytest.skip("golden DWPose models not available")
+    with pytest.raises(TalkingPoseError, match="does not look like the YOLOX detector"):
+        ext.PoseExtractor(GOLDEN_MODELS / "dw-ll_ucoco_384.onnx", GOLDEN_MODELS / "yolox_l.onnx",
+                          providers=["CPUExecutionProvider"])

@@ -9,7 +9,7 @@ POSE_KEYPOINT is the list of OpenPose-style dicts that comfyui_controlnet_aux pr
 "hand_left_keypoints_2d": [x, y, c] * 21, "hand_right_keypoints_2d": [x, y, c] * 21}],
 "canvas_height": H, "canvas_width": W}`` with x, y in canvas pixels, c = 1.0 for a visible point and
 ``0, 0, 0`` for a hidden one (controlnet_aux treats c < 1 as missing). A part that was switched off or has no
-visible point is ``None``. Faces carry 70 points like OpenPose's: the 68 DWPose landmarks plus the two body
+visible point is ``None`` (a body is then 18 hidden points). Only one person per frame is written. Faces carry 70 points like OpenPose's: the 68 DWPose landmarks plus the two body
 eyes, as controlnet_aux writes them; 68-point faces are read too. An empty ``people`` list means nobody.
 """
 from __future__ import annotations
@@ -191,10 +191,16 @@ def validate_frame_dict(frame: dict, where: str = "frame") -> None:
         _points(person.get("hand_right_keypoints_2d"), (HAND_POINTS,), "hand_right_keypoints_2d", pwhere)
 
 
-def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
-    """A POSE_KEYPOINT frame dict → PoseFrame of its first person (an empty PoseFrame when nobody).
+def _body_confidence(person: dict) -> float:
+    body = person.get("pose_keypoints_2d")
+    return float(np.mean(np.asarray(body, dtype=np.float64).reshape(-1, 3)[:, 2])) if body else 0.0
 
-    A point counts as visible when its confidence is above 0.3 (controlnet_aux writes 1.0 / 0.0).
+
+def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
+    """A POSE_KEYPOINT frame dict → PoseFrame (an empty PoseFrame when nobody).
+
+    Of several people the one with the highest mean body confidence is taken (the first on ties), as DWPose
+    picks its person. A point counts as visible when its confidence is above 0.3 (controlnet_aux writes 1.0/0.0).
     """
     validate_frame_dict(frame, where)
     height, width = int(frame["canvas_height"]), int(frame["canvas_width"])
@@ -202,7 +208,7 @@ def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
     people = frame.get("people") or []
     if not people:
         return pose
-    person = people[0]
+    person = people[int(np.argmax([_body_confidence(p) for p in people]))]
 
     def normalised(arr):
         xy = arr[:, :2] / np.array([float(width), float(height)])
