@@ -245,7 +245,7 @@ def clear_sessions() -> None:
 
 def _check_signatures(det_session, pose_session, det_path: Path, pose_path: Path) -> None:
     det_in, det_out = det_session.get_inputs(), det_session.get_outputs()
-    if len(det_in) != 1 or len(det_in[0].shape) != 4 or not det_out or len(det_out[0].shape) != 3:
+    if len(det_in) != 1 or len(det_in[0].shape) != 4 or len(det_out) != 1 or len(det_out[0].shape) != 3:
         raise TalkingPoseError(
             f"{det_path} does not look like the YOLOX detector (expected one [1,3,640,640] input and a "
             f"[1,8400,85] output). {download_hint(det_path.parent)}"
