@@ -26,17 +26,18 @@ class Appearance:
     width: int
     height: int
     fingerprint: str
+    fit: str = "stretch"  # how pose frames of another aspect ratio are brought to the output's
 
     def to(self, device=None, dtype=None) -> "Appearance":
         move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
         return Appearance(
             move(self.image_context), self.reference_latent.to(device=device),
             {k: (move(kv[0]), move(kv[1])) for k, kv in self.reference.items()},
-            self.width, self.height, self.fingerprint,
+            self.width, self.height, self.fingerprint, self.fit,
         )
 
 
-def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int) -> Appearance:
+def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int, fit: str = "stretch") -> Appearance:
     """Run the reference UNet once and project its tokens; `image_embeds` is [1, C] or [1, 1, C]."""
     embeds = image_embeds.reshape(image_embeds.shape[0], -1, image_embeds.shape[-1])
     if embeds.shape[0] != 1 or embeds.shape[1] != 1:
@@ -61,5 +62,5 @@ def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: to
     reference = networks.reference_keys_values(reference_latent, embeds)
     digest = hashlib.sha256(reference_latent.detach().float().cpu().numpy().tobytes())
     digest.update(embeds.detach().float().cpu().numpy().tobytes())
-    return Appearance(embeds.to(networks.device, networks.dtype), reference_latent.detach(), reference, width, height,
-                      digest.hexdigest()[:16])
+    return Appearance(embeds.to(networks.weights_device, networks.weights_dtype), reference_latent.detach(), reference, width, height,
+                      digest.hexdigest()[:16], fit)

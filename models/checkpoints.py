@@ -127,6 +127,25 @@ def read_parts(files: CheckpointFiles) -> dict[str, dict[str, torch.Tensor]]:
     return {part: read_state_dict(p) for part, p in files.sources.items()}
 
 
+def list_models(folders: list[Path]) -> dict[str, Path]:
+    """Installed TalkingPose models under the given folders: sub-folders with the three released files
+    (name ends in '/') and combined `.safetensors` files; the first folder wins on equal names."""
+    found: dict[str, Path] = {}
+    for folder in folders:
+        folder = Path(folder)
+        if not folder.is_dir():
+            continue
+        candidates = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
+        for candidate in candidates:
+            if all(any((candidate / f"{part}{s}").is_file() for s in WEIGHT_SUFFIXES) for part in PARTS):
+                name = "./" if candidate == folder else candidate.relative_to(folder).as_posix() + "/"
+                found.setdefault(name, candidate)
+        for file in sorted(folder.rglob("*.safetensors")):
+            if file.stem not in PARTS:
+                found.setdefault(file.relative_to(folder).as_posix(), file)
+    return found
+
+
 # --------------------------------------------------------------------------------------------------- cleaning
 def drop_motion_modules(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Remove AnimateAnyone-style temporal modules: TalkingPose generates one frame at a time without them."""

@@ -42,6 +42,7 @@ class TalkingPoseNetworks(nn.Module):
         return output if features is None else output + features
 
     # ---------------------------------------------------------------------------------------------- properties
+    # Not named `device`/`dtype`: ComfyUI's ModelPatcher assigns a plain `device` attribute on the module it manages.
     @property
     def unet_width(self) -> int:
         return self.denoising_unet.config.block_out_channels[0]
@@ -55,11 +56,11 @@ class TalkingPoseNetworks(nn.Module):
         return self.denoising_unet.config.in_channels
 
     @property
-    def device(self) -> torch.device:
+    def weights_device(self) -> torch.device:
         return self.denoising_unet.conv_in.weight.device
 
     @property
-    def dtype(self) -> torch.dtype:
+    def weights_dtype(self) -> torch.dtype:
         return self.denoising_unet.conv_in.weight.dtype
 
     # ---------------------------------------------------------------------------------------------- passes
@@ -69,9 +70,9 @@ class TalkingPoseNetworks(nn.Module):
         self._recorded.clear()
         try:
             self.reference_unet(
-                reference_latent.to(self.device, self.dtype),
-                torch.zeros((), dtype=torch.long, device=self.device),
-                encoder_hidden_states=image_context.to(self.device, self.dtype),
+                reference_latent.to(self.weights_device, self.weights_dtype),
+                torch.zeros((), dtype=torch.long, device=self.weights_device),
+                encoder_hidden_states=image_context.to(self.weights_device, self.weights_dtype),
                 return_dict=False,
             )
             return project_reference_tokens(self._denoising_attention, dict(self._recorded))
@@ -81,7 +82,7 @@ class TalkingPoseNetworks(nn.Module):
     @torch.no_grad()
     def pose_features(self, pose_pixels: torch.Tensor) -> torch.Tensor:
         """Pose renders in [0, 1], [N, 3, H, W] → features at latent resolution, [N, unet_width, H/8, W/8]."""
-        return self.pose_guider(pose_pixels.to(self.device, self.dtype))
+        return self.pose_guider(pose_pixels.to(self.weights_device, self.weights_dtype))
 
     @torch.no_grad()
     def predict(

@@ -65,7 +65,7 @@ class TalkingPosePipeline:
 
     @property
     def device(self):
-        return self.networks.device
+        return self.networks.weights_device
 
     def to(self, device, dtype=None):
         """Move everything; the VAE stays in float32 under fp16 (SD VAEs overflow in fp16)."""
@@ -82,10 +82,10 @@ class TalkingPosePipeline:
         embeds = enc(images.clip_pixels(picture).to(enc.device, enc.dtype)).image_embeds
         pixels = images.reference_pixels(picture, width, height).to(self.vae.device, self.vae.dtype)
         latent = self.vae.encode(pixels).latent_dist.mean * self.latent_scale
-        return encode_appearance(self.networks, embeds, latent, width, height)
+        return encode_appearance(self.networks, embeds, latent, width, height, fit)
 
-    def pose_pixels(self, pose, appearance: Appearance, fit: str = "stretch") -> torch.Tensor:
-        return images.pose_pixels(pose, appearance.width, appearance.height, fit)
+    def pose_pixels(self, pose, appearance: Appearance) -> torch.Tensor:
+        return images.pose_pixels(pose, appearance.width, appearance.height, appearance.fit)
 
     def sampler(self, appearance: Appearance, settings: SamplerSettings, state: SamplerState | None = None, scheduler_config=None) -> ClosedLoopSampler:
         return ClosedLoopSampler(self.networks, appearance, settings, state, scheduler_config)

@@ -213,7 +213,7 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
     n = start.shape[0]
     if pose_pixels.shape[0] != n:
         raise ValueError(f"{pose_pixels.shape[0]} pose frames for {n} videos")
-    device, dtype = networks.device, networks.dtype
+    device, dtype = networks.weights_device, networks.weights_dtype
     guided = cfg > 1.0
     pose_features = networks.pose_features(pose_pixels)
     context = torch.cat([a.image_context for a in appearances]).to(device, dtype)

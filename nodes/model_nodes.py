@@ -1,2 +1,237 @@
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""Load TalkingPose Model, Appearance Encode and Closed-Loop Sampler.
+
+Each node only translates between ComfyUI's types and the engine in `models/`; anything that touches ComfyUI
+itself goes through `host`. Engine modules are imported inside the node functions so that ComfyUI starts fast.
+"""
+from __future__ import annotations
+
+import time
+
+from . import host
+
+CATEGORY = "TalkingPose"
+PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+DOWNLOAD_CHOICE = "download arjavanmardi/TalkingPose (≈ 5 GB, asks nothing else)"
+NONE_INSTALLED = "none installed (see README: Weights)"
+BETA_TOOLTIP = (
+    "Closed-loop gain β. Every frame starts from the shared noise z_T moved a fraction β toward the previous "
+    "frame's result: z_T + β·(ẑ0 − z_T). 0 makes each frame independent (flicker: FVD 553 in the paper), 0.05 "
+    "is the paper's choice (FVD 203), larger values carry more of the previous frame and start to smear motion "
+    "and accumulate drift (0.2 was already worse)."
+)
+
+
+class TalkingPoseModel:
+    """What the TALKINGPOSE_MODEL socket carries: the networks, managed by ComfyUI's memory manager."""
+
+    def __init__(self, managed: host.ManagedModel, name: str):
+        self.managed = managed
+        self.name = name
+
+    def load(self):
+        return self.managed.load()
+
+
+def _installed_models():
+    from ..models.checkpoints import list_models
+
+    return list_models(host.model_folders("talkingpose"))
+
+
+def _missing_model_message() -> str:
+    from ..models.checkpoints import DOWNLOAD_HINT
+
+    folders = ", ".join(str(f) for f in host.model_folders("talkingpose")) or "models/talkingpose"
+    return f"No TalkingPose model is installed. {DOWNLOAD_HINT} Folders searched: {folders}. " \
+           f"Or choose '{DOWNLOAD_CHOICE}' in this node to fetch them now."
+
+
+class LoadTalkingPoseModel:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("TALKINGPOSE_MODEL",)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+    DESCRIPTION = "Loads the TalkingPose denoising UNet, reference UNet and pose guider from models/talkingpose/."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        try:
+            names = sorted(_installed_models())
+        except Exception:  # a broken folder must not hide the node
+            names = []
+        return {
+            "required": {
+                "model": (names + [DOWNLOAD_CHOICE] if names else [NONE_INSTALLED, DOWNLOAD_CHOICE], {
+                    "tooltip": "A folder holding denoising_unet.pth, reference_unet.pth and pose_guider.pth, or a "
+                               "combined .safetensors (e.g. the fp16 conversion), under models/talkingpose/.",
+                }),
+                "precision": (PRECISIONS, {
+                    "default": "auto",
+                    "tooltip": "Compute precision. auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.",
+                }),
+            }
+        }
+
+    def load(self, model, precision):
+        from ..models.checkpoints import load_networks
+        from ..models.downloads import TALKINGPOSE_FILES, TALKINGPOSE_REPO, fetch
+        from ..models.errors import TalkingPoseError
+
+        if model == DOWNLOAD_CHOICE:
+            folder = host.model_folders("talkingpose")[0] / "TalkingPose"
+            fetch(TALKINGPOSE_REPO, TALKINGPOSE_FILES, folder)
+            path = folder
+        else:
+            installed = _installed_models()
+            if model not in installed:
+                raise TalkingPoseError(_missing_model_message() if model == NONE_INSTALLED or not installed
+                                       else f"TalkingPose model '{model}' is not installed any more. " + _missing_model_message())
+            path = installed[model]
+        dtype = host.default_dtype(precision)
+        networks = load_networks(path, dtype=dtype)
+        return (TalkingPoseModel(host.ManagedModel(networks, dtype), model),)
+
+
+class TalkingPoseAppearanceEncode:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("TALKINGPOSE_APPEARANCE",)
+    RETURN_NAMES = ("appearance",)
+    FUNCTION = "encode"
+    DESCRIPTION = ("Encodes the source photo once: CLIP image embedding, reference latent and the reference "
+                   "UNet's features. Changing sampler settings later does not re-run this.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("TALKINGPOSE_MODEL",),
+                "clip_vision": ("CLIP_VISION", {"tooltip": "ViT-L/14 with a 768-wide projection: the sd-image-variations image encoder."}),
+                "vae": ("VAE", {"tooltip": "An SD1.x VAE, e.g. sd-vae-ft-mse."}),
+                "image": ("IMAGE", {"tooltip": "One photo of the person to animate."}),
+                "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8}),
+                "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8}),
+                "fit": (["stretch", "crop", "pad"], {
+                    "default": "stretch",
+                    "tooltip": "How the source and the pose frames are brought to width × height when their aspect "
+                               "ratio differs: stretch (as the official pipeline), crop the centre, or pad.",
+                }),
+            }
+        }
+
+    def encode(self, model, clip_vision, vae, image, width, height, fit):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        from ..models import images
+        from ..models.appearance import SD_LATENT_SCALE, encode_appearance
+        from ..models.errors import TalkingPoseError
+
+        if image.shape[0] != 1:
+            raise TalkingPoseError(
+                f"Appearance Encode takes one source image but got a batch of {image.shape[0]}. "
+                "Pick one with ComfyUI's 'Image From Batch' node."
+            )
+        images.check_output_size(width, height)
+        networks = model.load()
+        width_clip = host.clip_projection_width(clip_vision)
+        if width_clip is not None and width_clip != networks.cross_attention_dim:
+            raise TalkingPoseError(
+                f"This CLIP Vision model gives {width_clip}-wide embeddings; TalkingPose needs "
+                f"{networks.cross_attention_dim} (ViT-L/14, the sd-image-variations image encoder). "
+                "ViT-H and ViT-bigG models do not fit."
+            )
+        frame = image[0]
+        if frame.shape[-1] == 4:  # documented: transparency is flattened onto white
+            frame = frame[..., :3] * frame[..., 3:] + (1 - frame[..., 3:])
+        picture = images.fit_image(images.to_pil_rgb(frame, "source image"), width, height, fit)
+        clip_in = torch.from_numpy(np.asarray(picture.resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255.0)[None]
+        embeds = host.clip_image_embeds(clip_vision, clip_in)
+        pixels = (images.reference_pixels(picture, width, height) + 1) / 2
+        raw = host.vae_encode_mean(vae, pixels.movedim(1, -1))
+        if raw.ndim != 4 or raw.shape[1] != networks.latent_channels or raw.shape[-1] * 8 != width:
+            raise TalkingPoseError(
+                f"The VAE returned latents of shape {tuple(raw.shape)}; TalkingPose needs an SD1.x VAE "
+                "(4 channels, 8× smaller), e.g. sd-vae-ft-mse."
+            )
+        with torch.no_grad():
+            appearance = encode_appearance(networks, embeds, raw.float() * SD_LATENT_SCALE, width, height, fit)
+        return (appearance,)
+
+
+class TalkingPoseClosedLoopSampler:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("LATENT", "TALKINGPOSE_STATE")
+    RETURN_NAMES = ("latents", "state")
+    FUNCTION = "sample"
+    DESCRIPTION = ("Animates the appearance with one pose frame per output frame, one frame after another, each "
+                   "starting from the shared noise nudged toward the previous result (closed loop). Feed the state "
+                   "output back in to continue a render in a later queue run.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("TALKINGPOSE_MODEL",),
+                "appearance": ("TALKINGPOSE_APPEARANCE",),
+                "pose_images": ("IMAGE", {"tooltip": "DWPose renders, one per frame (Pose Extract, or any DWPose node or pose video)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "steps": ("INT", {"default": 30, "min": 1, "max": 200}),
+                "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01}),
+                "beta": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.005, "display": "slider", "tooltip": BETA_TOOLTIP}),
+            },
+            "optional": {
+                "state": ("TALKINGPOSE_STATE", {"tooltip": "Continue a previous run from its last frame."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    def sample(self, model, appearance, pose_images, seed, steps, cfg, beta, state=None, unique_id=None):
+        import torch
+
+        from ..models import images
+        from ..models.appearance import SD_LATENT_SCALE
+        from ..models.errors import TalkingPoseError
+        from ..models.sampler import ClosedLoopSampler, SamplerSettings
+
+        if pose_images is None or pose_images.shape[0] == 0:
+            raise TalkingPoseError("The pose batch is empty: connect pose renders with at least one frame.")
+        settings = SamplerSettings(steps=steps, cfg=cfg, beta=beta, seed=seed)
+        networks = model.load()
+        sampler = ClosedLoopSampler(networks, appearance, settings, state)
+        n = pose_images.shape[0]
+        progress = host.Progress(n * steps, desc="TalkingPose", unit="step")
+        preview = host.latent_previewer()
+        latents, started = [], time.perf_counter()
+
+        def on_step(frame, step, total):
+            host.throw_if_cancelled()
+            if step + 1 < total:
+                progress.update(1)
+
+        try:
+            for i in range(n):
+                pose = images.pose_pixels(pose_images[i], appearance.width, appearance.height, appearance.fit)
+                latent = sampler.denoise(pose, on_step)
+                latents.append(latent)
+                progress.update(1, preview(latent[None]) if preview else None)
+                per_frame = (time.perf_counter() - started) / (i + 1)
+                host.send_event("talkingpose.progress", {
+                    "node": unique_id, "frame": i + 1, "frames": n, "s_per_frame": per_frame,
+                    "eta_s": per_frame * (n - i - 1),
+                })
+        finally:
+            progress.close()
+        return ({"samples": torch.stack(latents) / SD_LATENT_SCALE}, sampler.state)
+
+
+NODE_CLASS_MAPPINGS = {
+    "TalkingPoseModelLoader": LoadTalkingPoseModel,
+    "TalkingPoseAppearanceEncode": TalkingPoseAppearanceEncode,
+    "TalkingPoseClosedLoopSampler": TalkingPoseClosedLoopSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TalkingPoseModelLoader": "Load TalkingPose Model",
+    "TalkingPoseAppearanceEncode": "Appearance Encode",
+    "TalkingPoseClosedLoopSampler": "Closed-Loop Sampler",
+}

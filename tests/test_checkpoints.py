@@ -38,7 +38,7 @@ def test_half_precision_tensors_load_and_compute_dtype_is_separate(tiny_weights,
         state = torch.load(tiny_weights["model"] / f"{part}.pth", weights_only=True)
         torch.save({k: v.to(dtype) for k, v in state.items()}, folder / f"{part}.pth")
     nets = load_networks(folder, dtype=torch.float32)
-    assert nets.dtype == torch.float32
+    assert nets.weights_dtype == torch.float32
     reference = load_networks(tiny_weights["model"])
     key = "down_blocks.0.attentions.0.proj_in.weight"
     expected = reference.denoising_unet.state_dict()[key].to(dtype).float()

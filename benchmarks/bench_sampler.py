@@ -1,0 +1,153 @@
+"""Sampler benchmark: seconds per frame and peak memory of the closed-loop sampler on random weights.
+
+    python benchmarks/bench_sampler.py --preset tiny --size 512 --frames 10 --steps 30 --mode ours --device cpu --json out.json
+
+`--preset sd15` is the real SD1.5-size architecture (speed does not depend on the weights' values).
+`--mode naive` re-encodes the appearance and reruns the reference UNet at batch 2 for every frame, as the
+official script does. Frames stream through: pose frames are made one at a time, each latent is decoded and
+dropped, so memory must stay flat whatever `--frames` is.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from models import images  # noqa: E402
+from models.appearance import encode_appearance  # noqa: E402
+from models.random_weights import PRESETS, random_networks  # noqa: E402
+from models.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def synthetic_pose(i: int, size: int) -> np.ndarray:
+    """A moving stick figure: cheap to make, different every frame."""
+    import cv2
+
+    canvas = np.zeros((size, size, 3), np.uint8)
+    x = int(size * (0.4 + 0.2 * np.sin(i / 7)))
+    cv2.line(canvas, (x, size // 4), (x, size // 2), (255, 0, 0), max(2, size // 64))
+    cv2.circle(canvas, (x, size // 5), max(3, size // 20), (0, 255, 0), -1)
+    return canvas
+
+
+def build(preset, device, dtype):
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    nets = random_networks(preset, device=device, dtype=dtype)
+    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
+    with torch.device(device):
+        vae = AutoencoderKL(**PRESETS[preset]["vae"])
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**PRESETS[preset]["clip"]))
+    return nets, vae.to(dtype=vae_dtype).eval(), clip.to(dtype=dtype).eval()
+
+
+@torch.no_grad()
+def encode(nets, vae, clip, source, size, cfg_rows):
+    picture = images.to_pil_rgb(source)
+    embeds = clip(images.clip_pixels(picture).to(clip.device, clip.dtype)).image_embeds
+    latent = vae.encode(images.reference_pixels(picture, size, size).to(vae.device, vae.dtype)).latent_dist.mean * 0.18215
+    if cfg_rows == 2:  # the official script runs the reference UNet on [uncond, cond] and keeps both rows
+        nets.reference_keys_values(latent.repeat(2, 1, 1, 1), torch.cat([torch.zeros_like(embeds), embeds])[:, None])
+    return encode_appearance(nets, embeds, latent, size, size)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--cfg", type=float, default=3.5)
+    ap.add_argument("--mode", choices=["ours", "naive"], default="ours")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--warmup", type=int, default=1, help="frames run before timing starts")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    torch.manual_seed(0)
+    nets, vae, clip = build(args.preset, device, dtype)
+    source = np.random.default_rng(0).integers(0, 256, (args.size, args.size, 3), dtype=np.uint8)
+    settings = SamplerSettings(steps=args.steps, cfg=args.cfg)
+    scheduler = make_scheduler()
+    scheduler.set_timesteps(settings.steps)
+    noise = initial_noise(0, nets.latent_channels, args.size, args.size)
+    rows = 2 if args.cfg > 1 else 1
+
+    t_load = time.perf_counter()
+    appearance = encode(nets, vae, clip, source, args.size, 1)
+    sync(device)
+    encode_s = time.perf_counter() - t_load
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    last, decode_s, timed = None, 0.0, 0.0
+    rss_after_warmup = None
+    for i in range(args.warmup + args.frames):
+        t0 = time.perf_counter()
+        if args.mode == "naive":
+            appearance = encode(nets, vae, clip, source, args.size, rows)
+        pose = images.pose_pixels(synthetic_pose(i, args.size), args.size, args.size)
+        start = noise if last is None else noise + settings.beta * (last - noise)
+        last = denoise_batch(nets, scheduler, [appearance], settings.cfg, start[None], pose)[0].cpu()
+        t1 = time.perf_counter()
+        frame = vae.decode(last[None].to(vae.device, vae.dtype) / 0.18215).sample
+        frame = (frame / 2 + 0.5).clamp(0, 1).float().cpu()
+        sync(device)
+        t2 = time.perf_counter()
+        if i >= args.warmup:
+            timed += t2 - t0
+            decode_s += t2 - t1
+        elif i == args.warmup - 1:
+            rss_after_warmup = rss_mb()[0]
+
+    rss_now, rss_peak = rss_mb()
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_peak
+    result = {
+        "preset": args.preset, "size": args.size, "frames": args.frames, "steps": args.steps, "cfg": args.cfg,
+        "mode": args.mode, "device": args.device, "dtype": args.dtype,
+        "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "s_per_frame": timed / args.frames,
+        "frames_per_s": args.frames / timed,
+        "decode_s_per_frame": decode_s / args.frames,
+        "appearance_encode_s": encode_s,
+        "peak_mem_mb": peak,
+        "rss_mb_after_warmup": rss_after_warmup,
+        "rss_mb_end": rss_now,
+        "torch": torch.__version__,
+    }
+    print(f"{'preset':>7} {'size':>5} {'mode':>6} {'dev':>5} {'dtype':>5} {'frames':>6} {'s/frame':>9} {'peak MB':>9}")
+    print(f"{args.preset:>7} {args.size:>5} {args.mode:>6} {args.device:>5} {args.dtype:>5} {args.frames:>6} "
+          f"{result['s_per_frame']:>9.3f} {peak:>9.0f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
