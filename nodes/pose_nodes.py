@@ -39,7 +39,7 @@ def _output_size(width: int, height: int, canvas_hw) -> tuple[int, int]:
 def _extractor():
     from ..models.pose import PoseExtractor, find_dwpose_weights
 
-    weights = find_dwpose_weights(host.model_folders("dwpose"))
+    weights = find_dwpose_weights(host.model_folders("dwpose"), custom_nodes_dirs=host.custom_nodes_dirs())
     return PoseExtractor(weights.detector, weights.pose, device_index=host.onnx_device_index())
 
 
@@ -57,14 +57,8 @@ def _render_batch(poses, canvas_hw, width, height, switches):
 
 
 def _output_dir() -> Path:
-    """Where Save Pose Keypoints writes: ComfyUI's output folder when the host adapter offers it, else the
-    `output/` folder next to the models folder (ComfyUI's layout)."""
-    fn = getattr(host, "output_directory", None)
-    if fn is not None:
-        return Path(fn())
-    from ..models import runtime
-
-    return runtime.models_root().parent / "output"
+    """Where Save Pose Keypoints writes: ComfyUI's output folder (standalone: beside the models folder)."""
+    return host.output_directory()
 
 
 class TalkingPoseExtract:
