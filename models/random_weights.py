@@ -39,6 +39,9 @@ PRESETS = {
                  "num_attention_heads": 4, "patch_size": 32, "projection_dim": 32},
     },
 }
+# A small UNet that fits the full-size SD1.5 VAE and ViT-L/14 image encoder: what ComfyUI's own VAE and
+# CLIP Vision loaders recognise (they identify models by their full architecture).
+PRESETS["tiny-vitl"] = {**PRESETS["sd15"], "unet": {**PRESETS["tiny"]["unet"], "cross_attention_dim": 768}}
 
 
 def _unet(config: dict, device=None):
