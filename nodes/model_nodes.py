@@ -181,12 +181,14 @@ class TalkingPoseClosedLoopSampler:
                 "beta": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.005, "display": "slider", "tooltip": BETA_TOOLTIP}),
             },
             "optional": {
-                "state": ("TALKINGPOSE_STATE", {"tooltip": "Continue a previous run from its last frame."}),
+                "state": ("TALKINGPOSE_STATE", {"tooltip": "Continue a previous run from its last frame (e.g. from Load TalkingPose State)."}),
+                "meta_batch": ("VHS_BatchManager", {"tooltip": "VideoHelperSuite's Meta Batch Manager: the closed loop "
+                                                     "continues across its chunks, so a chunked render equals a one-shot render."}),
             },
-            "hidden": {"unique_id": "UNIQUE_ID"},
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
-    def sample(self, model, appearance, pose_images, seed, steps, cfg, beta, state=None, unique_id=None):
+    def sample(self, model, appearance, pose_images, seed, steps, cfg, beta, state=None, meta_batch=None, unique_id=None, prompt=None):
         import torch
 
         from ..models import images
@@ -197,6 +199,10 @@ class TalkingPoseClosedLoopSampler:
         if pose_images is None or pose_images.shape[0] == 0:
             raise TalkingPoseError("The pose batch is empty: connect pose renders with at least one frame.")
         settings = SamplerSettings(steps=steps, cfg=cfg, beta=beta, seed=seed)
+        chunk = None
+        if meta_batch is not None:
+            chunk = meta_batch_chunk(meta_batch, prompt)
+            state = carried_state(meta_batch, unique_id, chunk, state)
         networks = model.load()
         sampler = ClosedLoopSampler(networks, appearance, settings, state)
         n = pose_images.shape[0]
@@ -222,7 +228,61 @@ class TalkingPoseClosedLoopSampler:
                 })
         finally:
             progress.close()
+        if meta_batch is not None:
+            carry_state(meta_batch, unique_id, chunk, sampler.state, n)
         return ({"samples": torch.stack(latents) / SD_LATENT_SCALE}, sampler.state)
+
+
+# ------------------------------------------------------------------------------------------------ meta batches
+# VideoHelperSuite's Meta Batch Manager re-queues the whole workflow once per chunk of frames and passes the same
+# manager object to every run; the chunk number is the manager's `requeue` input in the prompt (0 = a new
+# render). The sampler keeps its state on that object between chunks.
+_CARRY_ATTRIBUTE = "talkingpose_sampler_states"
+
+
+def meta_batch_chunk(meta_batch, prompt) -> int:
+    manager_id = getattr(meta_batch, "unique_id", None)
+    if prompt is None or manager_id is None or manager_id not in prompt:
+        return 0
+    return int(prompt[manager_id].get("inputs", {}).get("requeue", 0))
+
+
+def carried_state(meta_batch, node_id, chunk: int, given):
+    """The state to continue from in this chunk: none for the first, else the one the previous chunk left."""
+    from ..models.errors import TalkingPoseError
+
+    carried = getattr(meta_batch, _CARRY_ATTRIBUTE, {}).get(node_id)
+    if chunk == 0:
+        return given  # a new render: start over (or from an explicitly connected state)
+    if carried is None:
+        raise TalkingPoseError(
+            f"Meta batch chunk {chunk + 1} arrived, but the sampler has no state from chunk {chunk}: the previous "
+            "chunks ran without it (or ComfyUI was restarted). Queue the workflow again from the start, or connect "
+            "Load TalkingPose State and skip the frames already made in Load Video."
+        )
+    last_chunk, state, frames_done = carried
+    if last_chunk != chunk - 1:
+        raise TalkingPoseError(
+            f"Meta batch chunks arrived out of order: chunk {chunk + 1} follows chunk {last_chunk + 1}. "
+            "Queue the workflow again from the start."
+        )
+    expected = getattr(meta_batch, "frames_per_batch", None)
+    if expected and frames_done != chunk * expected:
+        raise TalkingPoseError(
+            f"Meta batch frames skipped: {frames_done} frames were made before chunk {chunk + 1}, but chunks of "
+            f"{expected} frames put it at frame {chunk * expected}. Queue the workflow again from the start."
+        )
+    return state
+
+
+def carry_state(meta_batch, node_id, chunk: int, state, frames: int) -> None:
+    states = getattr(meta_batch, _CARRY_ATTRIBUTE, None)
+    if states is None:
+        states = {}
+        setattr(meta_batch, _CARRY_ATTRIBUTE, states)
+    previous = states.get(node_id)
+    done_before = previous[2] if previous is not None and chunk > 0 else 0
+    states[node_id] = (chunk, state, done_before + frames)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -1,0 +1,102 @@
+"""Save / Load TalkingPose State: resume a long render that was interrupted, crashed or split over queue runs.
+
+A state file is a small safetensors file (z_T, the last latent, the next frame index) with the settings it
+belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model or source differ, and says which.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import host
+
+CATEGORY = "TalkingPose"
+
+
+def _resolve(name: str) -> Path:
+    path = Path(name).expanduser()
+    if not path.is_absolute():
+        path = host.output_directory() / path
+    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+
+
+class SaveTalkingPoseState:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("TALKINGPOSE_STATE", "STRING")
+    RETURN_NAMES = ("state", "path")
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    DESCRIPTION = ("Writes the sampler state (a few hundred KB) so an interrupted render can continue later with "
+                   "Load TalkingPose State. The file is updated as the same render goes on; a file of another "
+                   "render is never replaced unless overwrite is on.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "state": ("TALKINGPOSE_STATE",),
+                "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "Relative to ComfyUI's output folder."}),
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render."}),
+            }
+        }
+
+    def save(self, state, filename, overwrite):
+        from ..models.errors import TalkingPoseError
+        from ..models.sampler import SamplerState
+
+        path = _resolve(filename)
+        if path.exists() and not overwrite:
+            try:
+                existing = SamplerState.load(path)
+                diffs = existing.mismatches(state.settings, state.width, state.height, state.model_fingerprint, state.appearance_fingerprint)
+                if existing.noise.shape != state.noise.shape or not (existing.noise == state.noise).all():
+                    diffs.append("its noise z_T differs")
+            except TalkingPoseError as exc:
+                diffs = [str(exc)]
+            if diffs:
+                raise TalkingPoseError(
+                    f"{path} holds the state of another render ({'; '.join(diffs)}). Choose another filename, "
+                    "or switch overwrite on to replace it."
+                )
+            if existing.next_frame > state.next_frame:
+                raise TalkingPoseError(
+                    f"{path} is further along (frame {existing.next_frame}) than this state (frame {state.next_frame}); "
+                    "not replaced. Switch overwrite on to go back."
+                )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state.save(path)
+        return {"ui": {"text": [f"{path.name}: next frame {state.next_frame}"]}, "result": (state, str(path))}
+
+
+class LoadTalkingPoseState:
+    CATEGORY = CATEGORY
+    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT")
+    RETURN_NAMES = ("state", "next_frame")
+    FUNCTION = "load"
+    DESCRIPTION = ("Reads a saved sampler state. Connect next_frame to Load Video's skip_first_frames so the render "
+                   "continues with the frame after the last one made.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"filename": ("STRING", {"default": "talkingpose/state"})}}
+
+    @classmethod
+    def IS_CHANGED(cls, filename):
+        path = _resolve(filename)
+        return os.path.getmtime(path) if path.exists() else float("nan")
+
+    def load(self, filename):
+        from ..models.sampler import SamplerState
+
+        state = SamplerState.load(_resolve(filename))
+        return (state, state.next_frame)
+
+
+NODE_CLASS_MAPPINGS = {
+    "TalkingPoseSaveState": SaveTalkingPoseState,
+    "TalkingPoseLoadState": LoadTalkingPoseState,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TalkingPoseSaveState": "Save TalkingPose State",
+    "TalkingPoseLoadState": "Load TalkingPose State",
+}
