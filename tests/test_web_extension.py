@@ -1,0 +1,71 @@
+"""The browser extension (web/): its pure logic is tested with Node's built-in test runner, run from here so
+that the one pytest command covers it too; plus static checks of what ComfyUI will serve."""
+import shutil
+import subprocess
+
+import pytest
+
+from helpers import PACK_ROOT
+
+WEB = PACK_ROOT / "web"
+JS_TESTS = sorted((PACK_ROOT / "tests" / "web").glob("*.test.mjs"))
+NODE = shutil.which("node")
+
+
+def test_js_tests_exist():
+    assert JS_TESTS, "no tests/web/*.test.mjs found"
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js (`node`) is not on PATH; the web/ tests need Node 18 or newer")
+def test_node_test_runner_passes():
+    result = subprocess.run(
+        [NODE, "--test", *map(str, JS_TESTS)],
+        cwd=PACK_ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, f"node --test failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    assert "# fail 0" in result.stdout
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js (`node`) is not on PATH")
+def test_extension_parses_and_registers():
+    """Load web/talkingpose.js as an ES module against stand-ins for ComfyUI's app.js/api.js: it must parse,
+    register one extension and subscribe to the sampler's event in setup()."""
+    script = r"""
+const registered = [], listened = [];
+globalThis.__tp_app = { registerExtension: (e) => registered.push(e), canvas: { onDrawForeground: null } };
+globalThis.__tp_api = { addEventListener: (type) => listened.push(type) };
+const stub = (name) => "data:text/javascript," + encodeURIComponent(`export const ${name} = globalThis.__tp_${name};`);
+const { readFileSync } = await import("node:fs");
+const { pathToFileURL } = await import("node:url");
+const path = process.argv[1];
+const source = readFileSync(path, "utf8")
+  .replace('"../../scripts/app.js"', JSON.stringify(stub("app")))
+  .replace('"../../scripts/api.js"', JSON.stringify(stub("api")))
+  .replace('"./progress_format.js"', JSON.stringify(new URL("progress_format.js", pathToFileURL(path)).href));
+await import("data:text/javascript," + encodeURIComponent(source));
+if (registered.length !== 1) throw new Error("expected one registerExtension call, got " + registered.length);
+const ext = registered[0];
+ext.setup();
+console.log(JSON.stringify({ name: ext.name, listened, hooked: typeof globalThis.__tp_app.canvas.onDrawForeground }));
+"""
+    result = subprocess.run(
+        [NODE, "--input-type=module", "-e", script, str(WEB / "talkingpose.js")],
+        cwd=PACK_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.strip().splitlines()[-1]
+    assert '"name":"TalkingPose.progress"' in out
+    for event in ("talkingpose.progress", "execution_start", "execution_success", "executing",
+                  "execution_interrupted", "execution_error"):
+        assert f'"{event}"' in out
+    assert '"hooked":"function"' in out
+
+
+def test_web_folder_holds_no_tests():
+    """ComfyUI loads every web/**/*.js as an extension module: test files must stay outside web/, and the pure
+    module must stay free of imports (ComfyUI/DOM) so Node can run it."""
+    served = sorted(p.relative_to(WEB).as_posix() for p in WEB.rglob("*.js"))
+    assert {"progress_format.js", "talkingpose.js"} <= set(served)
+    assert not [p for p in served if ".test." in p or p.startswith("tests/")]
+    source = (WEB / "progress_format.js").read_text(encoding="utf-8")
+    assert "import " not in source, "progress_format.js must stay free of imports (DOM/ComfyUI)"

@@ -1,0 +1,161 @@
+// TalkingPose for ComfyUI: per-frame progress of the Closed-Loop Sampler, shown on the node.
+//
+// The sampler sends "talkingpose.progress" {node, frame, frames, s_per_frame, eta_s} after every frame.
+// A status pill is drawn just above the node's title bar:
+//   frame 12/120 · 2.35 s/frame · ETA 4:13      (while running, with a fill for the share done)
+//   done · 120 frames · avg 2.35 s/frame         (after the last frame / when the run ends)
+//   cancelled at frame 12/120                    (the run was interrupted)
+//   failed after frame 12/120                    (the run stopped with an error)
+// It sits in the row of the node's badges (one row higher when it would run into them) and is drawn from
+// the canvas' foreground hook: it changes neither the node's size nor the saved workflow, and it also shows
+// with the "Nodes 2.0" (Vue) node design, where node draw callbacks are not called. Inside subgraphs the
+// status is shown on the subgraph node at the root and on the sampler itself when the subgraph is open.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+import {
+    PROGRESS_EVENT,
+    Phase,
+    ProgressBoard,
+    SAMPLER_TYPE,
+    fractionDone,
+    resolveDisplayNode,
+    statusText,
+} from "./progress_format.js";
+
+const EXTENSION = "TalkingPose.progress";
+const EVENTS = [
+    PROGRESS_EVENT,
+    "execution_start",
+    "execution_success",
+    "executing",
+    "execution_interrupted",
+    "execution_error",
+];
+const STYLE = {
+    [Phase.RUNNING]: { bg: "rgba(17, 24, 39, 0.92)", fill: "rgba(37, 99, 235, 0.9)", fg: "#ffffff" },
+    [Phase.DONE]: { bg: "rgba(21, 128, 61, 0.92)", fg: "#ffffff" },
+    [Phase.CANCELLED]: { bg: "rgba(161, 98, 7, 0.92)", fg: "#ffffff" },
+    [Phase.FAILED]: { bg: "rgba(185, 28, 28, 0.92)", fg: "#ffffff" },
+};
+// Same row, height, font and corners as LiteGraph's node badges (the frontend draws those at the right end).
+const PILL_HEIGHT = 20;
+const PILL_GAP = 2;
+const PILL_PADDING = 6;
+const PILL_RADIUS = 5;
+const FONT = "12px sans-serif";
+
+const board = new ProgressBoard();
+/** The live statuses, for debugging in the browser console:
+ *  (await import("/extensions/<pack folder>/talkingpose.js")).progressBoard.entries() */
+export const progressBoard = board;
+let drawFailed = false;
+
+function nodeType(node) {
+    return node?.comfyClass ?? node?.constructor?.comfyClass ?? node?.type;
+}
+
+function accept(node, kind) {
+    if (kind === "container") return Boolean(node.subgraph || node.isSubgraphNode?.());
+    return nodeType(node) === SAMPLER_TYPE || node.type === SAMPLER_TYPE;
+}
+
+function redraw() {
+    app.canvas?.setDirty?.(true, false);
+}
+
+function pillPath(ctx, x, y, w, h, r) {
+    ctx.beginPath();
+    if (typeof ctx.roundRect === "function") ctx.roundRect(x, y, w, h, r);
+    else ctx.rect(x, y, w, h);
+}
+
+function badgesWidth(ctx, node) {
+    let width = 0;
+    for (const badge of node.badges ?? []) {
+        try {
+            const b = typeof badge === "function" ? badge() : badge;
+            if (b?.visible !== false && typeof b?.getWidth === "function") width += b.getWidth(ctx) + PILL_GAP;
+        } catch {
+            // a badge that cannot be measured takes no room
+        }
+    }
+    return width;
+}
+
+function drawStatus(ctx, node, state) {
+    const text = statusText(state);
+    if (!text || !node.pos) return;
+    const style = STYLE[state.phase] ?? STYLE[Phase.RUNNING];
+    const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+    ctx.save();
+    ctx.font = FONT;
+    const w = Math.ceil(ctx.measureText(text).width) + 2 * PILL_PADDING;
+    const nodeWidth = node.width ?? node.size?.[0] ?? 0;
+    const badges = badgesWidth(ctx, node);
+    let x = node.pos[0];
+    let y = node.pos[1] - titleHeight - PILL_GAP - PILL_HEIGHT;
+    if (node.badgePosition === "top-left") x += badges;
+    else if (badges > 0 && w > nodeWidth - badges) y -= PILL_HEIGHT + PILL_GAP; // above the badges' row
+    pillPath(ctx, x, y, w, PILL_HEIGHT, PILL_RADIUS);
+    ctx.fillStyle = style.bg;
+    ctx.fill();
+    if (style.fill) {
+        const share = fractionDone(state);
+        if (share > 0) {
+            ctx.save();
+            ctx.clip();
+            ctx.fillStyle = style.fill;
+            ctx.fillRect(x, y, w * share, PILL_HEIGHT);
+            ctx.restore();
+        }
+    }
+    ctx.fillStyle = style.fg;
+    ctx.textAlign = "left";
+    ctx.textBaseline = "middle";
+    ctx.fillText(text, x + PILL_PADDING, y + PILL_HEIGHT / 2 + 1);
+    ctx.restore();
+}
+
+function drawAll(ctx, canvas) {
+    const root = app.rootGraph ?? app.graph;
+    const shown = canvas.graph ?? root;
+    if (!root || !shown) return;
+    for (const [executionId, state] of board.entries()) {
+        const node = resolveDisplayNode(executionId, root, shown, accept);
+        if (node) drawStatus(ctx, node, state);
+    }
+}
+
+function hookCanvas(canvas) {
+    if (!canvas || canvas.__talkingPoseProgress) return;
+    canvas.__talkingPoseProgress = true;
+    const previous = canvas.onDrawForeground;
+    canvas.onDrawForeground = function (ctx, visibleArea) {
+        const result = previous?.apply(this, arguments);
+        if (board.states.size > 0) {
+            try {
+                drawAll(ctx, this);
+            } catch (error) {
+                if (!drawFailed) console.warn(`[${EXTENSION}] could not draw the progress status`, error);
+                drawFailed = true;
+            }
+        }
+        return result;
+    };
+}
+
+app.registerExtension({
+    name: EXTENSION,
+    setup() {
+        for (const type of EVENTS) {
+            api.addEventListener(type, (event) => {
+                if (board.handle(type, event.detail)) redraw();
+            });
+        }
+        hookCanvas(app.canvas);
+    },
+    afterConfigureGraph() {
+        // Another workflow was opened: its node ids mean other nodes.
+        if (board.dropFinished()) redraw();
+    },
+});
