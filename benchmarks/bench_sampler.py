@@ -6,6 +6,10 @@
 `--mode naive` re-encodes the appearance and reruns the reference UNet at batch 2 for every frame, as the
 official script does. Frames stream through: pose frames are made one at a time, each latent is decoded and
 dropped, so memory must stay flat whatever `--frames` is.
+
+`--videos K` renders K independent videos together (each with its own appearance and closed loop, batched
+through the UNet); `--frames` is then per video and frames/s counts all of them. FLOPs of one frame are
+counted with torch.utils.flop_counter; with `--peak-tflops` the JSON also has the model FLOP utilisation.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from models import images  # noqa: E402
 from models.appearance import encode_appearance  # noqa: E402
 from models.random_weights import PRESETS, random_networks  # noqa: E402
 from models.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler  # noqa: E402
+
+H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure, for --peak-tflops
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -85,6 +91,10 @@ def main(argv=None):
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     ap.add_argument("--warmup", type=int, default=1, help="frames run before timing starts")
+    ap.add_argument("--videos", type=int, default=1, help="independent videos rendered together")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet (falls back if unavailable)")
+    ap.add_argument("--peak-tflops", type=float, help=f"device peak for MFU (H200 bf16 dense: {H200_BF16_DENSE_TFLOPS})")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
@@ -98,10 +108,28 @@ def main(argv=None):
     noise = initial_noise(0, nets.latent_channels, args.size, args.size)
     rows = 2 if args.cfg > 1 else 1
 
+    if args.channels_last:
+        nets.use_channels_last()
+    if args.compile:
+        nets.compile_denoiser()
+    k = args.videos
     t_load = time.perf_counter()
-    appearance = encode(nets, vae, clip, source, args.size, 1)
+    appearances = [encode(nets, vae, clip, np.roll(source, 17 * v, axis=1), args.size, 1) for v in range(k)]
     sync(device)
-    encode_s = time.perf_counter() - t_load
+    encode_s = (time.perf_counter() - t_load) / k
+
+    def one_frame(i, last):
+        if args.mode == "naive":
+            appearances[:] = [encode(nets, vae, clip, np.roll(source, 17 * v, axis=1), args.size, rows) for v in range(k)]
+        pose = torch.cat([images.pose_pixels(synthetic_pose(i + 3 * v, args.size), args.size, args.size) for v in range(k)])
+        start = noise.expand(k, -1, -1, -1) if last is None else noise + settings.beta * (last - noise)
+        return denoise_batch(nets, scheduler, appearances, settings.cfg, start, pose)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        one_frame(0, None)
+    flops_per_frame = counter.get_total_flops() / k
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -109,14 +137,11 @@ def main(argv=None):
     rss_after_warmup = None
     for i in range(args.warmup + args.frames):
         t0 = time.perf_counter()
-        if args.mode == "naive":
-            appearance = encode(nets, vae, clip, source, args.size, rows)
-        pose = images.pose_pixels(synthetic_pose(i, args.size), args.size, args.size)
-        start = noise if last is None else noise + settings.beta * (last - noise)
-        last = denoise_batch(nets, scheduler, [appearance], settings.cfg, start[None], pose)[0].cpu()
+        last = one_frame(i, last)
         t1 = time.perf_counter()
-        frame = vae.decode(last[None].to(vae.device, vae.dtype) / 0.18215).sample
-        frame = (frame / 2 + 0.5).clamp(0, 1).float().cpu()
+        for latent in last:
+            frame = vae.decode(latent[None].to(vae.device, vae.dtype) / 0.18215).sample
+            frame = (frame / 2 + 0.5).clamp(0, 1).float().cpu()
         sync(device)
         t2 = time.perf_counter()
         if i >= args.warmup:
@@ -124,6 +149,7 @@ def main(argv=None):
             decode_s += t2 - t1
         elif i == args.warmup - 1:
             rss_after_warmup = rss_mb()[0]
+        last = last.cpu()
 
     rss_now, rss_peak = rss_mb()
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else rss_peak
@@ -132,18 +158,23 @@ def main(argv=None):
         "mode": args.mode, "device": args.device, "dtype": args.dtype,
         "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
-        "s_per_frame": timed / args.frames,
-        "frames_per_s": args.frames / timed,
-        "decode_s_per_frame": decode_s / args.frames,
+        "videos": k, "channels_last": args.channels_last, "compile": args.compile and nets._compiled,
+        "s_per_frame": timed / (args.frames * k),
+        "frames_per_s": args.frames * k / timed,
+        "decode_s_per_frame": decode_s / (args.frames * k),
+        "tflop_per_frame": flops_per_frame / 1e12,
+        "achieved_tflops": flops_per_frame * args.frames * k / timed / 1e12,
+        "mfu": (flops_per_frame * args.frames * k / timed / 1e12 / args.peak_tflops) if args.peak_tflops else None,
         "appearance_encode_s": encode_s,
         "peak_mem_mb": peak,
         "rss_mb_after_warmup": rss_after_warmup,
         "rss_mb_end": rss_now,
         "torch": torch.__version__,
     }
-    print(f"{'preset':>7} {'size':>5} {'mode':>6} {'dev':>5} {'dtype':>5} {'frames':>6} {'s/frame':>9} {'peak MB':>9}")
-    print(f"{args.preset:>7} {args.size:>5} {args.mode:>6} {args.device:>5} {args.dtype:>5} {args.frames:>6} "
-          f"{result['s_per_frame']:>9.3f} {peak:>9.0f}")
+    print(f"{'preset':>7} {'size':>5} {'mode':>6} {'dev':>5} {'dtype':>5} {'videos':>6} {'frames':>6} {'s/frame':>9} "
+          f"{'frames/s':>9} {'TFLOP/fr':>9} {'peak MB':>9}")
+    print(f"{args.preset:>7} {args.size:>5} {args.mode:>6} {args.device:>5} {args.dtype:>5} {k:>6} {args.frames:>6} "
+          f"{result['s_per_frame']:>9.3f} {result['frames_per_s']:>9.3f} {result['tflop_per_frame']:>9.3f} {peak:>9.0f}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     return result

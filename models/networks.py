@@ -6,6 +6,8 @@ Both UNets are stock diffusers `UNet2DConditionModel`s; the reference mechanism 
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -18,6 +20,18 @@ from .reference_attention import (
 )
 
 ReferenceKV = dict[str, tuple[torch.Tensor, torch.Tensor]]
+log = logging.getLogger("TalkingPose")
+
+
+class _AddPoseFeatures:
+    """Forward hook on the denoising UNet's conv_in: adds the current pose features, if any."""
+
+    def __init__(self, context: ReferenceContext):
+        self.context = context
+
+    def __call__(self, module, inputs, output):
+        features = self.context.pose_features
+        return output if features is None else output + features
 
 
 class TalkingPoseNetworks(nn.Module):
@@ -28,6 +42,7 @@ class TalkingPoseNetworks(nn.Module):
         self.pose_guider = pose_guider
         self.fingerprint = fingerprint
         self.source = source
+        self._compiled = False
         self._context = ReferenceContext()
         self._recorded: dict[str, torch.Tensor] = {}
         self._denoising_attention = self_attention_modules(denoising_unet)
@@ -35,11 +50,10 @@ class TalkingPoseNetworks(nn.Module):
             attn.set_processor(ReferenceSelfAttention(name, self._context))
         for name, attn in self_attention_modules(reference_unet).items():
             attn.set_processor(RecordSelfAttentionInput(name, self._recorded))
-        denoising_unet.conv_in.register_forward_hook(self._add_pose_features)
-
-    def _add_pose_features(self, module, inputs, output):
-        features = self._context.pose_features
-        return output if features is None else output + features
+        # The hook holds the context, not `self`: a bound method here would make a reference cycle
+        # (networks → UNet → conv_in → hook → networks), which keeps the weights alive after ComfyUI drops the
+        # model until a full garbage collection ("Potential memory leak detected with model ...").
+        denoising_unet.conv_in.register_forward_hook(_AddPoseFeatures(self._context))
 
     # ---------------------------------------------------------------------------------------------- properties
     # Not named `device`/`dtype`: ComfyUI's ModelPatcher assigns a plain `device` attribute on the module it manages.
@@ -62,6 +76,29 @@ class TalkingPoseNetworks(nn.Module):
     @property
     def weights_dtype(self) -> torch.dtype:
         return self.denoising_unet.conv_in.weight.dtype
+
+    # ---------------------------------------------------------------------------------------------- speed
+    def use_channels_last(self) -> None:
+        """NHWC convolutions (faster with half precision on tensor cores); results are unchanged."""
+        for unet in (self.denoising_unet, self.reference_unet):
+            unet.to(memory_format=torch.channels_last)
+
+    def compile_denoiser(self, mode: str | None = None) -> None:
+        """torch.compile the denoising UNet in place (same parameters and keys). Compilation happens at the first
+        step; if it fails there (no compiler, unsupported backend), sampling continues uncompiled."""
+        self.denoising_unet.compile(mode=mode, dynamic=False)
+        self._compiled = True
+
+    def _denoise(self, *args, **kwargs):
+        if not self._compiled:
+            return self.denoising_unet(*args, **kwargs)
+        try:
+            return self.denoising_unet(*args, **kwargs)
+        except (torch._dynamo.exc.TorchDynamoException, OSError, ImportError) as exc:
+            log.warning("torch.compile is not available here (%s: %s); continuing without it.", type(exc).__name__, str(exc)[:200])
+            self.denoising_unet._compiled_call_impl = None
+            self._compiled = False
+            return self.denoising_unet(*args, **kwargs)
 
     # ---------------------------------------------------------------------------------------------- passes
     @torch.no_grad()
@@ -100,6 +137,6 @@ class TalkingPoseNetworks(nn.Module):
         ctx.n_unconditional = n_unconditional
         ctx.pose_features = pose_features
         try:
-            return self.denoising_unet(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
+            return self._denoise(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
         finally:
             ctx.keys_values, ctx.pose_features = {}, None

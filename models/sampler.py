@@ -204,6 +204,30 @@ class ClosedLoopSampler:
             yield index, self.denoise(pose, on_step)
 
 
+class BatchedClosedLoopSampler:
+    """Several independent videos rendered together: each keeps its own z_T and closed loop, and one UNet batch
+    carries all of them (rows are independent, so each video's frames are those it would get alone).
+
+    All videos share steps, cfg and output size; seed and β may differ per video.
+    """
+
+    def __init__(self, networks, appearances, settings: list[SamplerSettings], scheduler_config: dict | None = None):
+        if len({(s.steps, s.cfg) for s in settings}) != 1 or len({(a.width, a.height) for a in appearances}) != 1:
+            raise TalkingPoseError("Videos rendered together must share steps, cfg and output size.")
+        self.samplers = [ClosedLoopSampler(networks, a, s, scheduler_config=scheduler_config) for a, s in zip(appearances, settings)]
+        self.networks = networks
+        self.scheduler = self.samplers[0].scheduler
+
+    def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
+        """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
+        starts = torch.stack([s.state.start_latent() for s in self.samplers])
+        latents = denoise_batch(self.networks, self.scheduler, [s.appearance for s in self.samplers],
+                                self.samplers[0].settings.cfg, starts, pose_pixels, on_step)
+        for sampler, latent in zip(self.samplers, latents):
+            sampler.state = sampler.state.advanced(latent)
+        return latents
+
+
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
     """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
 

@@ -29,17 +29,18 @@ _WEIGHT_EXTENSIONS = {".pth", ".safetensors", ".onnx"}
 
 
 def register_model_folders() -> None:
-    """Make `models/talkingpose` and `models/dwpose` known to ComfyUI (so extra_model_paths.yaml works)."""
+    """Make `models/talkingpose` and `models/dwpose` known to ComfyUI; folders that extra_model_paths.yaml adds
+    for the same names are searched too, after these defaults."""
     if not IN_COMFYUI:
         return
     for kind in MODEL_KINDS:
-        if kind not in _folder_paths.folder_names_and_paths:
-            _folder_paths.folder_names_and_paths[kind] = (
-                [str(Path(_folder_paths.models_dir) / kind)],
-                set(_WEIGHT_EXTENSIONS),
-            )
+        default = str(Path(_folder_paths.models_dir) / kind)
+        if kind in _folder_paths.folder_names_and_paths:
+            if default not in _folder_paths.folder_names_and_paths[kind][0]:
+                _folder_paths.folder_names_and_paths[kind][0].insert(0, default)
         else:
-            _folder_paths.folder_names_and_paths[kind][1].update(_WEIGHT_EXTENSIONS)
+            _folder_paths.folder_names_and_paths[kind] = ([default], set())
+        _folder_paths.folder_names_and_paths[kind][1].update(_WEIGHT_EXTENSIONS)
 
 
 def model_folders(kind: str) -> list[Path]:
