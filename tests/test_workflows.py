@@ -1,0 +1,195 @@
+"""The shipped UI workflows in workflows/ fit the nodes they use.
+
+Our nodes are described from the pack's NODE_CLASS_MAPPINGS, ComfyUI core and VideoHelperSuite nodes from a
+snapshot of a real ComfyUI v0.8.0 host's /object_info (tests/fixtures/comfyui_object_info.json). No ComfyUI needed.
+"""
+import copy
+import json
+import sys
+
+import pytest
+
+from comfy_workflow import load_host_definitions, pack_definitions, to_api_prompt, validate_workflow
+from helpers import PACK_ROOT
+
+WORKFLOW_DIR = PACK_ROOT / "workflows"
+WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
+EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json"}
+
+
+@pytest.fixture(scope="module")
+def defs():
+    pack = sys.modules["talkingpose_pack"]
+    host = load_host_definitions()
+    ours = pack_definitions(pack.NODE_CLASS_MAPPINGS)
+    assert not set(host) & set(ours), "the host snapshot must not hold the pack's own nodes"
+    return {**host, **ours}
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def node(workflow, node_type):
+    found = [n for n in workflow["nodes"] if n["type"] == node_type]
+    assert len(found) == 1, f"expected one {node_type}, found {len(found)}"
+    return found[0]
+
+
+def source_of(workflow, target, input_name):
+    """(origin node, output name) feeding an input."""
+    inp = next(i for i in target["inputs"] if i["name"] == input_name)
+    assert inp["link"] is not None, f"{target['type']}.{input_name} is not connected"
+    link = next(link for link in workflow["links"] if link[0] == inp["link"])
+    origin = next(n for n in workflow["nodes"] if n["id"] == link[1])
+    return origin, origin["outputs"][link[2]]["name"]
+
+
+def test_the_shipped_workflows_are_there():
+    assert {p.name for p in WORKFLOWS} >= EXPECTED
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_is_valid(path, defs):
+    assert validate_workflow(load(path), defs) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_converts_to_an_api_prompt(path, defs):
+    workflow = load(path)
+    prompt = to_api_prompt(workflow, defs)
+    assert len(prompt) == len(workflow["nodes"])
+    sampler = next(n for n in prompt.values() if n["class_type"] == "TalkingPoseClosedLoopSampler")
+    # The seed's control_after_generate entry is skipped, not shifted into steps.
+    assert isinstance(sampler["inputs"]["seed"], int)
+    assert isinstance(sampler["inputs"]["steps"], int) and sampler["inputs"]["steps"] >= 1
+    assert 0.0 <= sampler["inputs"]["beta"] <= 1.0
+    for entry in prompt.values():
+        for value in entry["inputs"].values():
+            if isinstance(value, list):  # a link: [origin id as string, output slot]
+                assert value[0] in prompt and isinstance(value[1], int)
+
+
+def test_core_workflow_carries_fps_and_audio(defs):
+    workflow = load(WORKFLOW_DIR / "talkingpose_core_nodes.json")
+    create = node(workflow, "CreateVideo")
+    assert source_of(workflow, create, "fps") == (node(workflow, "GetVideoComponents"), "fps")
+    assert source_of(workflow, create, "audio") == (node(workflow, "GetVideoComponents"), "audio")
+    assert source_of(workflow, node(workflow, "TalkingPoseExtract"), "images") == (node(workflow, "GetVideoComponents"), "images")
+    assert source_of(workflow, node(workflow, "SaveVideo"), "video")[0] is create
+    sampler = node(workflow, "TalkingPoseClosedLoopSampler")
+    assert source_of(workflow, sampler, "pose_images") == (node(workflow, "TalkingPoseExtract"), "pose_images")
+
+
+def test_videohelpersuite_workflow_carries_frame_rate_and_audio(defs):
+    workflow = load(WORKFLOW_DIR / "talkingpose_videohelpersuite.json")
+    combine, loader = node(workflow, "VHS_VideoCombine"), node(workflow, "VHS_LoadVideo")
+    origin, output = source_of(workflow, combine, "frame_rate")
+    assert origin["type"] == "VHS_VideoInfo" and output.startswith("loaded_fps")
+    assert source_of(workflow, origin, "video_info") == (loader, "video_info")
+    assert source_of(workflow, combine, "audio") == (loader, "audio")
+    assert combine["widgets_values"]["format"].startswith("video/")
+
+
+# ------------------------------------------------------------------------------------------ the checker itself
+def broken(name, change):
+    changed = copy.deepcopy(load(WORKFLOW_DIR / name))
+    change(changed)
+    return changed
+
+
+def _sampler(w):
+    return next(n for n in w["nodes"] if n["type"] == "TalkingPoseClosedLoopSampler")
+
+
+def _drop_control_value(w):
+    del _sampler(w)["widgets_values"][1]  # "fixed" gone: steps shifts onto the control slot
+
+
+def _steps_out_of_range(w):
+    _sampler(w)["widgets_values"][2] = 0
+
+
+def _unknown_type(w):
+    next(n for n in w["nodes"] if n["type"] == "TalkingPoseExtract")["type"] = "TalkingPoseExtractor"
+
+
+def _wrong_link_type(w):
+    # Feed the sampler's pose_images from the VAE loader (VAE into IMAGE).
+    sampler = _sampler(w)
+    slot = next(i for i, x in enumerate(sampler["inputs"]) if x["name"] == "pose_images")
+    vae = next(n for n in w["nodes"] if n["type"] == "VAELoader")
+    link = next(link for link in w["links"] if link[0] == sampler["inputs"][slot]["link"])
+    origin = next(n for n in w["nodes"] if n["id"] == link[1])
+    origin["outputs"][link[2]]["links"].remove(link[0])
+    link[1], link[2], link[5] = vae["id"], 0, "VAE"
+    vae["outputs"][0]["links"].append(link[0])
+
+
+def _unlinked_required_input(w):
+    sampler = _sampler(w)
+    inp = next(x for x in sampler["inputs"] if x["name"] == "appearance")
+    w["links"] = [link for link in w["links"] if link[0] != inp["link"]]
+    for n in w["nodes"]:
+        for out in n.get("outputs") or []:
+            if out.get("links") and inp["link"] in out["links"]:
+                out["links"].remove(inp["link"])
+    inp["link"] = None
+
+
+def _bad_combo(w):
+    next(n for n in w["nodes"] if n["type"] == "TalkingPoseAppearanceEncode")["widgets_values"][2] = "squash"
+
+
+def _renamed_input(w):
+    next(x for x in _sampler(w)["inputs"] if x["name"] == "pose_images")["name"] = "poses"
+
+
+def _dangling_link(w):
+    w["links"].pop()
+
+
+def _vhs_bad_format_widget(w):
+    next(n for n in w["nodes"] if n["type"] == "VHS_VideoCombine")["widgets_values"]["crf"] = 500
+
+
+def _frame_rate_from_an_int(w):
+    # VHS_VideoCombine.frame_rate (a FLOAT widget turned into a socket) fed from Video Info's loaded_frame_count (INT).
+    combine = next(n for n in w["nodes"] if n["type"] == "VHS_VideoCombine")
+    link_id = next(x for x in combine["inputs"] if x["name"] == "frame_rate")["link"]
+    link = next(link for link in w["links"] if link[0] == link_id)
+    info = next(n for n in w["nodes"] if n["id"] == link[1])
+    info["outputs"][link[2]]["links"].remove(link_id)
+    link[2] = next(i for i, o in enumerate(info["outputs"]) if o["name"].startswith("loaded_frame_count"))
+    link[5] = "INT"
+    info["outputs"][link[2]]["links"] = (info["outputs"][link[2]]["links"] or []) + [link_id]
+
+
+def _stale_node_inputs(w):
+    sampler = _sampler(w)
+    sampler["inputs"] = [x for x in sampler["inputs"] if x["name"] != "state"]
+    for link in w["links"]:  # later slots moved up by one
+        if link[3] == sampler["id"]:
+            link[4] = next(i for i, x in enumerate(sampler["inputs"]) if x.get("link") == link[0])
+
+
+BREAKAGES = [
+    ("talkingpose_core_nodes.json", _drop_control_value, "control_after_generate"),
+    ("talkingpose_core_nodes.json", _steps_out_of_range, "below the minimum"),
+    ("talkingpose_core_nodes.json", _unknown_type, "does not exist"),
+    ("talkingpose_core_nodes.json", _wrong_link_type, "takes 'IMAGE'"),
+    ("talkingpose_core_nodes.json", _unlinked_required_input, "'appearance' (TALKINGPOSE_APPEARANCE) is not connected"),
+    ("talkingpose_core_nodes.json", _bad_combo, "'squash' is not one of"),
+    ("talkingpose_core_nodes.json", _renamed_input, "'poses' is not an input"),
+    ("talkingpose_core_nodes.json", _dangling_link, "does not exist"),
+    ("talkingpose_core_nodes.json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
+    ("talkingpose_videohelpersuite.json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
+    ("talkingpose_videohelpersuite.json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
+]
+
+
+@pytest.mark.parametrize("name,change,message", BREAKAGES, ids=[b[1].__name__.strip("_") for b in BREAKAGES])
+def test_a_broken_copy_is_caught(name, change, message, defs):
+    errors = validate_workflow(broken(name, change), defs)
+    assert errors, "the broken copy passed validation"
+    assert any(message in e for e in errors), errors
