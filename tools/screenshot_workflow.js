@@ -7,6 +7,8 @@
 // --chromium (default /usr/bin/chromium), and the npm package playwright-core. Installs nothing.
 // Fails if a node of the workflow has no registered type in the frontend (a red "missing node" box).
 // --serialized FILE also writes the graph as the frontend serializes it after loading (a round-trip check).
+// Note: it sets two settings of the server's default user (Comfy.TutorialCompleted, Comfy.Minimap.Visible=false)
+// so that no dialog or minimap covers the graph; point it at a throw-away ComfyUI (e.g. --base-directory /tmp/x).
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
