@@ -353,3 +353,18 @@ def test_bad_frames_and_metric_names():
         metrics.compare_frames([np.zeros((16, 16, 2), np.uint8)], [np.zeros((16, 16, 2), np.uint8)])
     with pytest.raises(TalkingPoseError, match="Unknown"):
         metrics.compare_frames([np.zeros((16, 16, 3), np.uint8)], [np.zeros((16, 16, 3), np.uint8)], metrics=["lpips"])
+
+
+def test_video_metrics_node_matches_the_engine_on_image_batches():
+    import torch
+
+    from talkingpose_pack.nodes.metrics_nodes import TalkingPoseVideoMetrics
+
+    rng = np.random.default_rng(3)
+    real = rng.integers(0, 256, (6, 32, 40, 3), dtype=np.uint8)
+    generated = np.clip(real.astype(int) + rng.integers(-20, 21, real.shape), 0, 255).astype(np.uint8)
+    out = TalkingPoseVideoMetrics().measure(torch.from_numpy(real / 255.0).float(), torch.from_numpy(generated / 255.0).float(), 2)
+    tje, psnr, ssim_value, report = out["result"]
+    expected = metrics.compare_frames(list(real), list(generated), delta=2)
+    assert abs(tje - expected.tje) < 1e-6 and abs(psnr - expected.psnr_8bit) < 1e-6 and abs(ssim_value - expected.ssim) < 1e-6
+    assert "6 frame pairs" in report and out["ui"]["text"] == [report]
