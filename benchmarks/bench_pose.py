@@ -9,24 +9,12 @@ work (resizing, letterbox, crops, decoding, drawing). With the real weights it m
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_pack():
-    if "talkingpose_pack" in sys.modules:
-        return sys.modules["talkingpose_pack"]
-    spec = importlib.util.spec_from_file_location(
-        "talkingpose_pack", PACK_ROOT / "__init__.py", submodule_search_locations=[str(PACK_ROOT)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["talkingpose_pack"] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(PACK_ROOT))  # the engine package `models` (it imports nothing of the pack's root)
 
 
 def read_frames(video: Path, count: int):
@@ -51,8 +39,7 @@ def main() -> int:
     parser.add_argument("--device-index", type=int, default=0)
     args = parser.parse_args()
 
-    _load_pack()
-    from talkingpose_pack.models.pose import PoseExtractor, draw_pose
+    from models.pose import PoseExtractor, draw_pose
 
     frames = read_frames(args.video, args.frames)
     ex = PoseExtractor(args.models / "yolox_l.onnx", args.models / "dw-ll_ucoco_384.onnx",
@@ -75,7 +62,7 @@ def main() -> int:
     # Where the time goes, per frame (batch of one).
     import numpy as np
 
-    from talkingpose_pack.models.pose import detector as det, estimator as est
+    from models.pose import detector as det, estimator as est
 
     stages = {"prepare": 0.0, "detect": 0.0, "crops": 0.0, "pose model": 0.0, "decode": 0.0}
     for image in frames:

@@ -38,6 +38,15 @@ def _check_plain_self_attention(attn) -> None:
         raise NotImplementedError("reference attention supports plain SD1.5 self-attention blocks only")
 
 
+def _query_key_value(attn, hidden_states):
+    _check_plain_self_attention(attn)
+    return tuple(_split_heads(proj(hidden_states), attn.heads) for proj in (attn.to_q, attn.to_k, attn.to_v))
+
+
+def _output(attn, attended: torch.Tensor, dtype) -> torch.Tensor:
+    return attn.to_out[1](attn.to_out[0](_merge_heads(attended).to(dtype)))
+
+
 class RecordSelfAttentionInput:
     """Processor for the reference UNet: keeps the input tokens, then attends as usual."""
 
@@ -46,13 +55,9 @@ class RecordSelfAttentionInput:
         self.store = store
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        _check_plain_self_attention(attn)
         self.store[self.name] = hidden_states
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
-        out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
-        return attn.to_out[1](attn.to_out[0](_merge_heads(out).to(q.dtype)))
+        q, k, v = _query_key_value(attn, hidden_states)
+        return _output(attn, F.scaled_dot_product_attention(q, k, v, scale=attn.scale), q.dtype)
 
 
 @dataclass
@@ -76,10 +81,7 @@ class ReferenceSelfAttention:
         self.context = context
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        _check_plain_self_attention(attn)
-        q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
-        v = _split_heads(attn.to_v(hidden_states), attn.heads)
+        q, k, v = _query_key_value(attn, hidden_states)
         reference = self.context.keys_values.get(self.name)
         if reference is None:
             out = F.scaled_dot_product_attention(q, k, v, scale=attn.scale)
@@ -93,7 +95,7 @@ class ReferenceSelfAttention:
             if n_u:
                 out_u = F.scaled_dot_product_attention(q[:n_u], k[:n_u], v[:n_u], scale=attn.scale)
                 out = torch.cat([out_u, out], dim=0)
-        return attn.to_out[1](attn.to_out[0](_merge_heads(out).to(q.dtype)))
+        return _output(attn, out, q.dtype)
 
 
 def project_reference_tokens(
