@@ -52,8 +52,8 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
                     f"connection, or download it by hand into {dest}."
                 ) from exc
             shutil.move(str(cached), target)
-        record[target.name] = sha256(target)
-        record_path.write_text(json.dumps(record, indent=1))
+            record[target.name] = sha256(target)
+            record_path.write_text(json.dumps(record, indent=1))
         out.append(target)
     shutil.rmtree(dest / ".download", ignore_errors=True)
     return out

@@ -1,0 +1,51 @@
+"""Opt-in downloads: files land flat in the target folder with their SHA-256 recorded; damage is detected."""
+import shutil
+
+import pytest
+
+from talkingpose_pack.models import downloads
+from talkingpose_pack.models.errors import TalkingPoseError
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    """huggingface_hub's download, served from a local folder (no network here)."""
+    import huggingface_hub
+
+    hub = tmp_path / "hub"
+    (hub / "weights").mkdir(parents=True)
+    for name in ("denoising_unet.pth", "reference_unet.pth", "pose_guider.pth"):
+        (hub / "weights" / name).write_bytes(name.encode() * 100)
+    calls = []
+
+    def hf_hub_download(repo_id, filename, local_dir):
+        calls.append((repo_id, filename))
+        if not (hub / filename).is_file():
+            raise FileNotFoundError(filename)
+        target = local_dir / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(hub / filename, target)
+        return str(target)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    return calls
+
+
+def test_fetch_places_files_flat_and_records_checksums(tmp_path, fake_hub):
+    dest = tmp_path / "models" / "talkingpose" / "TalkingPose"
+    paths = downloads.fetch(downloads.TALKINGPOSE_REPO, downloads.TALKINGPOSE_FILES, dest)
+    assert [p.name for p in paths] == ["denoising_unet.pth", "reference_unet.pth", "pose_guider.pth"]
+    assert all(repo == "arjavanmardi/TalkingPose" for repo, _ in fake_hub)
+    assert downloads.verify(dest) == []
+    assert not (dest / ".download").exists()
+    # Already present files are not fetched again.
+    fake_hub.clear()
+    downloads.fetch(downloads.TALKINGPOSE_REPO, downloads.TALKINGPOSE_FILES, dest)
+    assert fake_hub == []
+    (dest / "pose_guider.pth").write_bytes(b"damaged")
+    assert downloads.verify(dest) == ["pose_guider.pth"]
+
+
+def test_failed_download_says_what_and_where(tmp_path, fake_hub):
+    with pytest.raises(TalkingPoseError, match=r"Could not download weights/missing\.pth from arjavanmardi/TalkingPose.*by hand into"):
+        downloads.fetch(downloads.TALKINGPOSE_REPO, ("weights/missing.pth",), tmp_path / "d")
