@@ -28,14 +28,6 @@ class Appearance:
     fingerprint: str
     fit: str = "stretch"  # how pose frames of another aspect ratio are brought to the output's
 
-    def to(self, device=None, dtype=None) -> "Appearance":
-        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-        return Appearance(
-            move(self.image_context), self.reference_latent.to(device=device),
-            {k: (move(kv[0]), move(kv[1])) for k, kv in self.reference.items()},
-            self.width, self.height, self.fingerprint, self.fit,
-        )
-
 
 def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int, fit: str = "stretch") -> Appearance:
     """Run the reference UNet once and project its tokens; `image_embeds` is [1, C] or [1, 1, C]."""

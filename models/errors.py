@@ -7,7 +7,3 @@ ComfyUI's error dialog and the command line prints it without a traceback.
 
 class TalkingPoseError(ValueError):
     pass
-
-
-class Cancelled(RuntimeError):
-    """Raised between sampling steps when the user cancels; everything finished before it is kept."""

@@ -50,8 +50,5 @@ class TqdmProgress:
     def update(self, n: int = 1, preview=None) -> None:
         self._bar.update(n)
 
-    def set_postfix(self, text: str) -> None:
-        self._bar.set_postfix_str(text, refresh=False)
-
     def close(self) -> None:
         self._bar.close()

@@ -72,10 +72,6 @@ def throw_if_cancelled() -> None:
         _mm.throw_exception_if_processing_interrupted()
 
 
-def cancel_requested() -> bool:
-    return bool(IN_COMFYUI and _mm.processing_interrupted())
-
-
 class Progress:
     """ComfyUI's progress bar (with optional preview images) or, standalone, a tqdm bar."""
 
