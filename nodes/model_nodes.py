@@ -201,7 +201,7 @@ class TalkingPoseClosedLoopSampler:
         settings = SamplerSettings(steps=steps, cfg=cfg, beta=beta, seed=seed)
         chunk = None
         if meta_batch is not None:
-            chunk = meta_batch_chunk(meta_batch, prompt)
+            chunk = meta_batch_chunk(meta_batch, prompt, unique_id)
             state = carried_state(meta_batch, unique_id, chunk, state)
         networks = model.load()
         sampler = ClosedLoopSampler(networks, appearance, settings, state)
@@ -238,11 +238,23 @@ class TalkingPoseClosedLoopSampler:
 # manager object to every run; the chunk number is the manager's `requeue` input in the prompt (0 = a new
 # render). The sampler keeps its state on that object between chunks.
 _CARRY_ATTRIBUTE = "talkingpose_sampler_states"
+_MANAGER_TYPE = "VHS_BatchManager"
 
 
-def meta_batch_chunk(meta_batch, prompt) -> int:
-    manager_id = getattr(meta_batch, "unique_id", None)
-    if prompt is None or manager_id is None or manager_id not in prompt:
+def meta_batch_chunk(meta_batch, prompt, node_id=None) -> int:
+    """This run's chunk number. The manager node is the one the sampler's own meta_batch input links to in the
+    prompt. The manager object's unique_id is only a fallback: VideoHelperSuite clears it when a render ends and
+    sets it again only when the manager node runs, and ComfyUI reuses the cached manager without running it when
+    its inputs equal the previous run's (e.g. after a render that was a single chunk)."""
+    if prompt is None:
+        return 0
+    manager_id = None
+    link = (prompt.get(str(node_id)) or {}).get("inputs", {}).get("meta_batch") if node_id is not None else None
+    if isinstance(link, (list, tuple)) and link and (prompt.get(str(link[0])) or {}).get("class_type") == _MANAGER_TYPE:
+        manager_id = str(link[0])
+    if manager_id is None:
+        manager_id = getattr(meta_batch, "unique_id", None)
+    if manager_id is None or manager_id not in prompt:
         return 0
     return int(prompt[manager_id].get("inputs", {}).get("requeue", 0))
 

@@ -65,6 +65,23 @@ def test_chunked_new_render_on_the_same_manager_starts_over(graph):
     torch.testing.assert_close(again, graph[3][:4], rtol=0, atol=1e-5)
 
 
+def test_chunked_manager_found_through_the_sampler_link_when_its_unique_id_is_cleared(graph):
+    # VideoHelperSuite clears the manager's unique_id when a render ends and sets it only when the manager node runs;
+    # ComfyUI skips running it when its inputs equal the previous run's (e.g. after a one-chunk render). The chunk
+    # number still comes from the manager the sampler's meta_batch input links to in the prompt.
+    model, appearance, poses, one_shot = graph
+    manager = FakeBatchManager(frames_per_batch=4, unique_id=None)
+    pieces = []
+    for chunk in range(3):
+        prompt = {"12": {"class_type": "VHS_BatchManager", "inputs": {"frames_per_batch": 4, "requeue": chunk}},
+                  "3": {"class_type": "TalkingPoseClosedLoopSampler", "inputs": {"meta_batch": ["12", 0]}}}
+        latent, state = TalkingPoseClosedLoopSampler().sample(
+            model, appearance, poses[4 * chunk:4 * chunk + 4], **SETTINGS, meta_batch=manager, unique_id="3", prompt=prompt)
+        pieces.append(latent["samples"])
+    assert state.next_frame == 10
+    assert (torch.cat(pieces) - one_shot).abs().max().item() <= 1e-5
+
+
 def test_chunked_out_of_order_or_skipped_chunks_are_refused(graph):
     manager = FakeBatchManager(frames_per_batch=4)
     _chunk(graph, manager, 0, slice(0, 4))
