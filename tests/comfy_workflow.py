@@ -8,7 +8,8 @@ host (`tests/fixtures/comfyui_object_info.json`, written by `tools/snapshot_obje
 UI workflows (what the frontend saves, LiteGraph "version 0.4") store widget values in `widgets_values`: a list in
 widget order, where a widget declared with `control_after_generate` is followed by its control value
 ("fixed", "randomize", …) and an upload combo (`image_upload` / `video_upload`) by the upload button's value;
-VideoHelperSuite nodes store a dict keyed by widget name instead.
+VideoHelperSuite nodes store a dict keyed by widget name instead. Note nodes exist only in the frontend: they are
+not in /object_info and are not sent to the server (the frontend's graphToPrompt skips virtual nodes).
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ FIXTURE = Path(__file__).resolve().parent / "fixtures" / "comfyui_object_info.js
 PRIMITIVE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
+# Node types the frontend itself provides (virtual nodes): no server definition, never part of an API prompt.
+FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote"}
 
 # Combos whose options are the files installed on a machine: a shipped workflow names a file the user is told
 # to put there, which no CI machine has. Their values are checked by extension instead of against the options.
@@ -200,6 +203,13 @@ def validate_workflow(workflow: dict, defs: dict) -> list[str]:
 
     for node in workflow["nodes"]:
         where = f"node {node['id']} ({node['type']})"
+        if node["type"] in FRONTEND_ONLY_TYPES:
+            values = node.get("widgets_values")
+            if not (isinstance(values, list) and len(values) == 1 and isinstance(values[0], str) and values[0].strip()):
+                errors.append(f"{where}: widgets_values must hold the note's text")
+            if node.get("inputs") or any(o.get("links") for o in node.get("outputs") or []):
+                errors.append(f"{where}: a note has no connections")
+            continue
         node_def = defs.get(node["type"])
         if node_def is None:
             errors.append(f"{where}: node type '{node['type']}' does not exist")
@@ -312,6 +322,8 @@ def to_api_prompt(workflow: dict, defs: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY_TYPES:
+            continue
         if node.get("mode", 0) != 0:
             raise ValueError(f"node {node['id']} is muted or bypassed; not supported here")
         node_def = defs[node["type"]]

@@ -47,6 +47,9 @@ DRIVING_NAME = "tp_driving.mp4"
 FRAMES, FPS, CLIP_SIZE, OUT_SIZE = 6, 23, 128, 64
 AUDIO_RATE = 44100
 RUN_TIMEOUT_S = 300
+# The long-video workflow: a 7-frame clip in meta batches of 3 frames (chunks of 3, 3 and a short last one of 1).
+LONG_DRIVING_NAME, LONG_FRAMES, FRAMES_PER_BATCH = "tp_driving_long.mp4", 7, 3
+TONE_BASE_HZ, TONE_STEP_HZ = 300, 150  # its audio: a tone of 300 Hz + 150 Hz * frame index, so audio tells its frame
 
 
 # ------------------------------------------------------------------------------------------------ set-up
@@ -95,7 +98,7 @@ def _write_weights(models: Path) -> None:
 
 
 def _write_inputs(folder: Path) -> None:
-    """A short driving clip (frames of vid1 at FPS, with an AAC audio track) and a source photo."""
+    """Short driving clips (frames of vid1 at FPS, with an AAC audio track) and a source photo."""
     import av
     from PIL import Image
 
@@ -103,23 +106,33 @@ def _write_inputs(folder: Path) -> None:
     with av.open(str(DRIVING_SAMPLE)) as src:
         for frame in src.decode(video=0):
             frames.append(frame.to_image().resize((CLIP_SIZE, CLIP_SIZE), Image.BICUBIC))
-            if len(frames) == FRAMES + 1:
+            if len(frames) == max(FRAMES + 1, LONG_FRAMES):
                 break
-    frames[-1].save(folder / SOURCE_NAME)  # a frame the clip does not contain
-    with av.open(str(folder / DRIVING_NAME), "w") as out:
-        video = out.add_stream("libx264", rate=FPS)
-        video.width = video.height = CLIP_SIZE
+    frames[FRAMES].save(folder / SOURCE_NAME)  # a frame the FRAMES-frame clip does not contain
+    _write_clip(folder / DRIVING_NAME, frames[:FRAMES])
+    _write_clip(folder / LONG_DRIVING_NAME, frames[:LONG_FRAMES], stepped_tone=True)
+
+
+def _write_clip(path: Path, pictures: list, fps: int = FPS, stepped_tone: bool = False) -> None:
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=fps)
+        video.width, video.height = pictures[0].size
         video.pix_fmt = "yuv420p"
         audio = out.add_stream("aac", rate=AUDIO_RATE)
         audio.layout = "mono"
-        video.time_base = Fraction(1, FPS)
-        for index, picture in enumerate(frames[:FRAMES]):
+        video.time_base = Fraction(1, fps)
+        for index, picture in enumerate(pictures):
             frame = av.VideoFrame.from_image(picture)
             frame.pts = index
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
-        samples = int(AUDIO_RATE * FRAMES / FPS)
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(samples) / AUDIO_RATE)).astype(np.float32)
+        samples = int(AUDIO_RATE * len(pictures) / fps)
+        frequency = np.full(samples, 440.0)
+        if stepped_tone:
+            frequency = TONE_BASE_HZ + TONE_STEP_HZ * np.floor(np.arange(samples) * fps / AUDIO_RATE)
+        tone = (0.3 * np.sin(2 * np.pi * np.cumsum(frequency) / AUDIO_RATE)).astype(np.float32)
         for start in range(0, samples, 1024):
             chunk = av.AudioFrame.from_ndarray(tone[None, start:start + 1024], format="fltp", layout="mono")
             chunk.sample_rate = AUDIO_RATE
@@ -174,6 +187,19 @@ class ComfyHost:
                 return entry
             time.sleep(0.5)
         raise AssertionError(f"prompt {prompt_id} did not finish within {timeout} s:\n{self.log_tail()}")
+
+    def run_until_idle(self, prompt: dict, timeout: float = 2 * RUN_TIMEOUT_S) -> str:
+        """Queue a prompt and wait until the queue is empty: also the runs the prompt queued itself
+        (VideoHelperSuite's Meta Batch Manager queues the next chunk while the current one runs)."""
+        prompt_id = self.queue(prompt)
+        deadline, idle_polls = time.monotonic() + timeout, 0
+        while idle_polls < 2:
+            assert time.monotonic() < deadline, f"the queue did not empty within {timeout} s:\n{self.log_tail()}"
+            assert self.process.poll() is None, f"the ComfyUI server died:\n{self.log_tail()}"
+            time.sleep(0.5)
+            queue = self.get("/queue")
+            idle_polls = idle_polls + 1 if not queue["queue_running"] and not queue["queue_pending"] else 0
+        return prompt_id
 
     def run(self, prompt: dict, workflow: dict | None = None) -> dict:
         entry = self.wait(self.queue(prompt, workflow))
@@ -262,6 +288,12 @@ def small_prompt(workflow: dict, defs: dict, prefix: str, seed: int) -> dict:
     return prompt
 
 
+def history_of(comfy: ComfyHost, node_type: str, input_name: str, value) -> list[dict]:
+    """History entries of every prompt in which a node of that type has that input value."""
+    return [entry for entry in comfy.get("/history").values()
+            if any(n["class_type"] == node_type and n["inputs"].get(input_name) == value for n in entry["prompt"][2].values())]
+
+
 def output_files(comfy: ComfyHost, entry: dict) -> list[Path]:
     """The files the output nodes report in the history entry (SaveVideo: images, VHS: gifs)."""
     files = []
@@ -301,6 +333,8 @@ def check_video(path: Path) -> dict:
 def test_comfyui_host_test_clip_is_as_intended(comfy):
     info = probe(comfy.base / "input" / DRIVING_NAME)
     assert info["frames"] == FRAMES and info["fps"] == FPS and info["audio_streams"] == 1
+    info = probe(comfy.base / "input" / LONG_DRIVING_NAME)
+    assert info["frames"] == LONG_FRAMES and info["fps"] == FPS and info["audio_streams"] == 1
 
 
 def test_comfyui_host_lists_the_shipped_workflows(comfy):
@@ -393,3 +427,156 @@ def test_comfyui_host_recovers_after_a_failed_run(comfy, defs):
     check_video(files[0])
     # ComfyUI dropped the first model when the loader's input changed: it must have been freed at once.
     assert "memory leak" not in comfy.log.read_text(errors="replace"), comfy.log_tail()
+
+
+
+# ------------------------------------------------------------------------------------------------ long videos
+# The long-video workflow runs over LONG_DRIVING_NAME in meta batches of FRAMES_PER_BATCH frames. Besides the video,
+# every graph here saves the sampler's latents (core SaveLatent) and the decoded frames as lossless PNGs (core
+# SaveImage), so that renders are compared without the video encoder in between.
+class LongRender:
+    def __init__(self, comfy: ComfyHost, name: str):
+        self.name = f"{name}_{uuid.uuid4().hex[:8]}"
+        self.comfy, self.prefix = comfy, f"tp_tests/{self.name}"
+
+    def graph(self, defs: dict, chunked: bool = True) -> dict:
+        prompt = small_prompt(load_workflow("talkingpose_long_video.json"), defs, self.prefix, seed=6)
+        self.ids = {n["class_type"]: key for key, n in prompt.items()}
+        manager_id = self.ids["VHS_BatchManager"]
+        if chunked:
+            prompt[manager_id]["inputs"]["frames_per_batch"] = FRAMES_PER_BATCH
+        else:  # the same graph without the Meta Batch Manager: one run over the whole clip
+            del prompt[manager_id]
+            for node in prompt.values():
+                node["inputs"] = {k: v for k, v in node["inputs"].items() if v != [manager_id, 0]}
+        prompt[self.ids["VHS_LoadVideo"]]["inputs"]["video"] = LONG_DRIVING_NAME
+        prompt[self.ids["TalkingPoseSaveState"]]["inputs"]["filename"] = f"{self.prefix}_state"
+        prompt["900"] = {"class_type": "SaveLatent", "inputs": {
+            "samples": [self.ids["TalkingPoseClosedLoopSampler"], 0], "filename_prefix": f"{self.prefix}_latent"}}
+        prompt["901"] = {"class_type": "SaveImage", "inputs": {
+            "images": [self.ids["VAEDecode"], 0], "filename_prefix": f"{self.prefix}_frame"}}
+        return prompt
+
+    def run(self, prompt: dict) -> "LongRender":
+        from PIL import Image
+        from safetensors.torch import load_file
+
+        started = time.monotonic()
+        self.comfy.run_until_idle(prompt)
+        self.seconds = time.monotonic() - started
+        self.entries = history_of(self.comfy, "VHS_VideoCombine", "filename_prefix", self.prefix)
+        for entry in self.entries:
+            assert entry["status"]["status_str"] == "success", \
+                f"{json.dumps(entry['status'])[:4000]}\n--- server log ---\n{self.comfy.log_tail()}"
+        self.videos = [f for entry in self.entries for f in output_files(self.comfy, entry) if f.suffix == ".mp4"]
+        folder = self.comfy.base / "output" / "tp_tests"
+        self.latents = [load_file(str(f))["latent_tensor"] for f in sorted(folder.glob(f"{self.name}_latent_*.latent"))]
+        self.frames = np.stack([np.asarray(Image.open(f)) for f in sorted(folder.glob(f"{self.name}_frame_*.png"))])
+        self.states = sorted(int(text.rsplit(" ", 1)[1]) for entry in self.entries for ui in entry["outputs"].values()
+                             for text in ui.get("text", []) if "next frame" in text)
+        return self
+
+    def decoded(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """RGB frames, mono audio samples and sample rate of the one output video."""
+        import av
+
+        assert len(self.videos) == 1, [e["outputs"] for e in self.entries]
+        with av.open(str(self.videos[0])) as container:
+            images = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(int)
+        with av.open(str(self.videos[0])) as container:
+            rate = container.streams.audio[0].rate
+            sound = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        return images, sound, rate
+
+
+def frame_of_tone(sound: np.ndarray, rate: int, slot: int) -> int:
+    """Which driving frame the audio in output frame slot `slot` comes from (the long clip's tone steps per frame)."""
+    width = rate / FPS
+    part = sound[int((slot + 0.25) * width):int((slot + 0.75) * width)]
+    spectrum = np.abs(np.fft.rfft(part * np.hanning(len(part))))
+    frequency = np.fft.rfftfreq(len(part), 1 / rate)[spectrum.argmax()]
+    return round((frequency - TONE_BASE_HZ) / TONE_STEP_HZ)
+
+
+@pytest.fixture(scope="module")
+def one_shot_long_render(comfy, defs):
+    if not comfy.has_vhs:
+        pytest.skip(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
+    render = LongRender(comfy, "one_shot")
+    render.run(render.graph(defs, chunked=False))
+    assert len(render.entries) == 1 and len(render.videos) == 1
+    assert [len(t) for t in render.latents] == [LONG_FRAMES] and render.states == [LONG_FRAMES]
+    return render
+
+
+def test_comfyui_host_chunked_long_video_equals_the_one_shot_render(comfy, defs, one_shot_long_render):
+    """7 frames in meta batches of 3 (chunks 3 + 3 + 1): one video with all frames, the driving fps and the audio,
+    and the frames of the same graph without the Meta Batch Manager."""
+    import torch
+
+    one_shot = one_shot_long_render
+    render = LongRender(comfy, "chunked")
+    render.run(render.graph(defs))
+    chunks = -(-LONG_FRAMES // FRAMES_PER_BATCH)
+    # VideoHelperSuite re-queued the workflow for every further chunk; only the last run finished the video.
+    assert len(render.entries) == chunks, [e["outputs"] for e in render.entries]
+    assert sum("unfinished_batch" in ui for e in render.entries for ui in e["outputs"].values()) == chunks - 1
+    last = LONG_FRAMES - FRAMES_PER_BATCH * (chunks - 1)
+    assert [len(t) for t in render.latents] == [FRAMES_PER_BATCH] * (chunks - 1) + [last]
+    assert render.states == [min(FRAMES_PER_BATCH * (k + 1), LONG_FRAMES) for k in range(chunks)]  # after each chunk
+    assert len(render.videos) == 1, [e["outputs"] for e in render.entries]
+    info = probe(render.videos[0])
+    assert info["frames"] == LONG_FRAMES and info["fps"] == FPS and info["size"] == (OUT_SIZE, OUT_SIZE), info
+    assert info["audio_streams"] == 1 and info["audio_seconds"] > 0.5 * LONG_FRAMES / FPS, info
+
+    # The closed loop went on across the chunks: the sampler's latents are the one-shot ones, bit for bit.
+    latents = torch.cat(render.latents)
+    assert torch.equal(latents, one_shot.latents[0]), (latents - one_shot.latents[0]).abs().max()
+    # Decoded frames: ComfyUI's VAE decode of a batch of one frame (the short last chunk) differs from the same frame
+    # decoded in a batch by ~2e-6 (another CPU conv kernel), which can move a value across an 8-bit rounding step.
+    assert render.frames.shape == one_shot.frames.shape == (LONG_FRAMES, OUT_SIZE, OUT_SIZE, 3)
+    png_diff = np.abs(render.frames.astype(int) - one_shot.frames.astype(int))
+    assert png_diff.max() <= 1, png_diff.reshape(LONG_FRAMES, -1).max(axis=1)
+    (video, sound, _), (one_video, one_sound, _) = render.decoded(), one_shot.decoded()
+    assert np.array_equal(sound, one_sound)  # the whole clip's audio, muxed once after the last chunk
+    video_diff = np.abs(video - one_video)
+    if png_diff.max() == 0:  # the same input frames: x264 is deterministic
+        assert video_diff.max() == 0, video_diff.reshape(LONG_FRAMES, -1).max(axis=1)
+    else:  # a value 1/255 apart may be coded differently; the rest of the video is untouched
+        assert video_diff.mean() < 0.05, video_diff.reshape(LONG_FRAMES, -1).max(axis=1)
+    print(f"chunked long-video workflow: {chunks} runs, {render.seconds:.1f} s (one-shot {one_shot.seconds:.1f} s); "
+          f"{info}; latents equal; PNG max |diff| {png_diff.max()}/255 ({int((png_diff > 0).sum())} values); "
+          f"video max |diff| {video_diff.max()}/255")
+
+
+def test_comfyui_host_chunked_render_resumes_from_a_saved_state(comfy, defs, one_shot_long_render):
+    """The resume recipe of the long-video workflow's note: a render stopped after its first chunk continues with
+    Load TalkingPose State (state -> sampler, next_frame -> Load Video's skip_first_frames) and a new Save State
+    filename; the continuation has the one-shot render's remaining frames and the audio from that frame on.
+    The first part is a single chunk, so ComfyUI reuses its cached Meta Batch Manager (whose unique_id
+    VideoHelperSuite cleared at the end) in the continuation: the sampler must still see the chunk numbers."""
+    import torch
+
+    one_shot = one_shot_long_render
+    # The first part: only one chunk gets made (a render that stopped there leaves the same state file).
+    first = LongRender(comfy, "first_part")
+    prompt = first.graph(defs)
+    prompt[first.ids["VHS_LoadVideo"]]["inputs"]["frame_load_cap"] = FRAMES_PER_BATCH
+    first.run(prompt)
+    assert first.states == [FRAMES_PER_BATCH] and probe(first.videos[0])["frames"] == FRAMES_PER_BATCH
+
+    rest = LongRender(comfy, "resumed")
+    prompt = rest.graph(defs)
+    prompt["902"] = {"class_type": "TalkingPoseLoadState", "inputs": {"filename": f"{first.prefix}_state"}}
+    prompt[rest.ids["TalkingPoseClosedLoopSampler"]]["inputs"]["state"] = ["902", 0]
+    prompt[rest.ids["VHS_LoadVideo"]]["inputs"]["skip_first_frames"] = ["902", 1]
+    rest.run(prompt)  # its own Save State filename (the note's step 2)
+    remaining = LONG_FRAMES - FRAMES_PER_BATCH
+    assert len(rest.entries) == -(-remaining // FRAMES_PER_BATCH) and rest.states[-1] == LONG_FRAMES
+    assert torch.equal(torch.cat(first.latents + rest.latents), one_shot.latents[0])
+    frames = np.concatenate([first.frames, rest.frames]).astype(int)
+    assert np.abs(frames - one_shot.frames.astype(int)).max() <= 1  # see the chunked test on 1/255
+    video, sound, rate = rest.decoded()
+    assert len(video) == remaining
+    assert [frame_of_tone(sound, rate, k) for k in range(remaining)] == list(range(FRAMES_PER_BATCH, LONG_FRAMES))
+    print(f"resumed at frame {FRAMES_PER_BATCH}: {len(rest.entries)} runs, {rest.seconds:.1f} s")

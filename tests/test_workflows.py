@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from comfy_workflow import load_host_definitions, pack_definitions, to_api_prompt, validate_workflow
+from comfy_workflow import FRONTEND_ONLY_TYPES, load_host_definitions, pack_definitions, to_api_prompt, validate_workflow
 from helpers import PACK_ROOT
 
 WORKFLOW_DIR = PACK_ROOT / "workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json"}
+EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_workflow_is_valid(path, defs):
 def test_workflow_converts_to_an_api_prompt(path, defs):
     workflow = load(path)
     prompt = to_api_prompt(workflow, defs)
-    assert len(prompt) == len(workflow["nodes"])
+    assert len(prompt) == len([n for n in workflow["nodes"] if n["type"] not in FRONTEND_ONLY_TYPES])
     sampler = next(n for n in prompt.values() if n["class_type"] == "TalkingPoseClosedLoopSampler")
     # The seed's control_after_generate entry is skipped, not shifted into steps.
     assert isinstance(sampler["inputs"]["seed"], int)
@@ -89,6 +89,32 @@ def test_videohelpersuite_workflow_carries_frame_rate_and_audio(defs):
     assert source_of(workflow, origin, "video_info") == (loader, "video_info")
     assert source_of(workflow, combine, "audio") == (loader, "audio")
     assert combine["widgets_values"]["format"].startswith("video/")
+
+
+def test_long_video_workflow_runs_in_meta_batches(defs):
+    workflow = load(WORKFLOW_DIR / "talkingpose_long_video.json")
+    manager, loader = node(workflow, "VHS_BatchManager"), node(workflow, "VHS_LoadVideo")
+    sampler, combine = node(workflow, "TalkingPoseClosedLoopSampler"), node(workflow, "VHS_VideoCombine")
+    # One manager drives the loader, the sampler (closed loop carried across chunks) and the single output video.
+    for target in (loader, sampler, combine):
+        assert source_of(workflow, target, "meta_batch") == (manager, "meta_batch"), target["type"]
+    assert manager["widgets_values"]["frames_per_batch"] >= 8
+    extract = node(workflow, "TalkingPoseExtract")
+    assert source_of(workflow, extract, "images") == (loader, "IMAGE")
+    # No pose alignment: it is estimated per batch and would differ between chunks.
+    assert next(i for i in extract["inputs"] if i["name"] == "source_image")["link"] is None
+    assert source_of(workflow, sampler, "pose_images") == (extract, "pose_images")
+    origin, output = source_of(workflow, combine, "frame_rate")
+    assert origin["type"] == "VHS_VideoInfo" and output.startswith("loaded_fps")
+    assert source_of(workflow, origin, "video_info") == (loader, "video_info")
+    assert source_of(workflow, combine, "audio") == (loader, "audio")
+    assert source_of(workflow, node(workflow, "TalkingPoseSaveState"), "state") == (sampler, "state")
+    # frame_load_cap / skip_first_frames stay widgets (visible), and the note explains them and how to resume.
+    assert {"frame_load_cap", "skip_first_frames"} <= set(loader["widgets_values"])
+    assert all(i.get("link") is None for i in loader["inputs"] if i["name"] in ("frame_load_cap", "skip_first_frames"))
+    text = node(workflow, "Note")["widgets_values"][0]
+    for words in ("frame_load_cap", "skip_first_frames", "source_image", "Load TalkingPose State", "next_frame"):
+        assert words in text, words
 
 
 # ------------------------------------------------------------------------------------------ the checker itself
@@ -165,6 +191,14 @@ def _frame_rate_from_an_int(w):
     info["outputs"][link[2]]["links"] = (info["outputs"][link[2]]["links"] or []) + [link_id]
 
 
+def _no_frames_per_batch(w):
+    next(n for n in w["nodes"] if n["type"] == "VHS_BatchManager")["widgets_values"]["frames_per_batch"] = 0
+
+
+def _empty_note(w):
+    next(n for n in w["nodes"] if n["type"] == "Note")["widgets_values"] = [""]
+
+
 def _stale_node_inputs(w):
     sampler = _sampler(w)
     sampler["inputs"] = [x for x in sampler["inputs"] if x["name"] != "state"]
@@ -185,6 +219,8 @@ BREAKAGES = [
     ("talkingpose_core_nodes.json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
     ("talkingpose_videohelpersuite.json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
     ("talkingpose_videohelpersuite.json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
+    ("talkingpose_long_video.json", _no_frames_per_batch, "frames_per_batch=0 is below the minimum 1"),
+    ("talkingpose_long_video.json", _empty_note, "widgets_values must hold the note's text"),
 ]
 
 

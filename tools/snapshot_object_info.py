@@ -4,8 +4,8 @@
 
 reads `GET /object_info` and `GET /system_stats` of a running ComfyUI (with VideoHelperSuite installed),
 keeps the node types that `workflows/*.json` use and that are not this pack's own (the tests take those from the
-pack's NODE_CLASS_MAPPINGS), empties the option lists that only list the host's installed files, and writes
-`tests/fixtures/comfyui_object_info.json`. Standard library only.
+pack's NODE_CLASS_MAPPINGS) nor the frontend's own Note nodes (not in /object_info), empties the option lists
+that only list the host's installed files, and writes `tests/fixtures/comfyui_object_info.json`. Standard library only.
 """
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # (node type, input): combos whose options are the files on the host, not a property of the node.
 FILE_LIST_INPUTS = {("LoadImage", "image"), ("LoadVideo", "file"), ("VHS_LoadVideo", "video"),
                     ("VAELoader", "vae_name"), ("CLIPVisionLoader", "clip_name")}
+# Node types the frontend provides itself (virtual nodes): no server definition to record.
+FRONTEND_ONLY_TYPES = {"Note", "MarkdownNote"}
 
 
 def get(url: str):
@@ -35,7 +37,7 @@ def main() -> None:
     object_info = get(args.url.rstrip("/") + "/object_info")
     stats = get(args.url.rstrip("/") + "/system_stats")
     used = sorted({node["type"] for path in sorted(args.workflows.glob("*.json"))
-                   for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]})
+                   for node in json.loads(path.read_text(encoding="utf-8"))["nodes"]} - FRONTEND_ONLY_TYPES)
     ours = {key for key, info in object_info.items() if info.get("category", "").split("/")[0] == "TalkingPose"}
     missing = [t for t in used if t not in object_info]
     if missing:
