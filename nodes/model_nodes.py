@@ -11,7 +11,7 @@ from . import host
 
 CATEGORY = "TalkingPose"
 PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
-DOWNLOAD_CHOICE = "download arjavanmardi/TalkingPose (≈ 5 GB, asks nothing else)"
+DOWNLOAD_CHOICE = "download now from Hugging Face arjavanmardi/TalkingPose (several GB)"
 NONE_INSTALLED = "none installed (see README: Weights)"
 BETA_TOOLTIP = (
     "Closed-loop gain β. Every frame starts from the shared noise z_T moved a fraction β toward the previous "
