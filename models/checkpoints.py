@@ -149,10 +149,10 @@ def list_models(folders: list[Path]) -> dict[str, Path]:
 # --------------------------------------------------------------------------------------------------- cleaning
 def drop_motion_modules(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
     """Remove AnimateAnyone-style temporal modules: TalkingPose generates one frame at a time without them."""
-    motion = [k for k in state if MOTION_MODULE_PATTERN.search(k)]
+    motion = {k for k in state if MOTION_MODULE_PATTERN.search(k)}
     if motion:
         log.info("%s: dropped %d motion-module tensors (not used: TalkingPose has no temporal layers)", source, len(motion))
-        state = {k: v for k, v in state.items() if k not in set(motion)}
+        state = {k: v for k, v in state.items() if k not in motion}
     return state
 
 
