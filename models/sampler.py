@@ -217,22 +217,26 @@ class BatchedClosedLoopSampler:
         self.samplers = [ClosedLoopSampler(networks, a, s, scheduler_config=scheduler_config) for a, s in zip(appearances, settings)]
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
+        # The videos' reference keys/values never change: stack them into one batch once, not every frame.
+        self._reference = stack_references([a.reference for a in appearances])
 
     def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
         """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
         starts = torch.stack([s.state.start_latent() for s in self.samplers])
         latents = denoise_batch(self.networks, self.scheduler, [s.appearance for s in self.samplers],
-                                self.samplers[0].settings.cfg, starts, pose_pixels, on_step)
+                                self.samplers[0].settings.cfg, starts, pose_pixels, on_step, reference=self._reference)
         for sampler, latent in zip(self.samplers, latents):
             sampler.state = sampler.state.advanced(latent)
         return latents
 
 
-def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
+def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,
+                  on_step=None, reference=None) -> torch.Tensor:
     """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
 
     Rows are laid out as [unconditional × n, conditional × n] under guidance; unconditional rows get a zero
-    image context and no reference tokens, conditional row i gets appearance i.
+    image context and no reference tokens, conditional row i gets appearance i. `reference` is the appearances'
+    stacked keys/values when the caller keeps them (`stack_references`); otherwise they are stacked here.
     """
     n = start.shape[0]
     if pose_pixels.shape[0] != n:
@@ -241,7 +245,8 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
     guided = cfg > 1.0
     pose_features = networks.pose_features(pose_pixels)
     context = torch.cat([a.image_context for a in appearances]).to(device, dtype)
-    reference = appearances[0].reference if n == 1 else _stack_references([a.reference for a in appearances])
+    if reference is None:
+        reference = stack_references([a.reference for a in appearances])
     if guided:
         pose_features = torch.cat([pose_features, pose_features])
         context = torch.cat([torch.zeros_like(context), context])
@@ -260,5 +265,8 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
     return latents
 
 
-def _stack_references(references):
+def stack_references(references):
+    """Per-block keys/values of several appearances as one batch (row i = appearance i)."""
+    if len(references) == 1:
+        return references[0]
     return {name: tuple(torch.cat([r[name][i] for r in references]) for i in range(2)) for name in references[0]}
