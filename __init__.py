@@ -1,9 +1,27 @@
 """ComfyUI entry point of the TalkingPose node pack.
 
-Importing this stays quick: node modules import torch-heavy engine code only when a node runs.
+ComfyUI loads this folder by its path and installs nothing, so the engine package `talkingpose` that lives
+beside this file is importable only when the pack was `pip install -e`-ed; otherwise the folder is appended to
+`sys.path` (at the end, so nothing of ComfyUI's own is shadowed). Importing stays quick: node modules import
+torch-heavy engine code only when a node runs.
 """
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .nodes.host import register_model_folders
+import logging
+import os
+import sys
+
+_PACK_DIR = os.path.dirname(os.path.abspath(__file__))
+if _PACK_DIR not in sys.path:
+    sys.path.append(_PACK_DIR)
+
+import talkingpose  # noqa: E402  (needs the path above)
+
+if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _PACK_DIR:
+    logging.getLogger("TalkingPose").warning(
+        "Another copy of the TalkingPose engine is installed (%s) and is used instead of the one in %s; "
+        "uninstall it ('pip uninstall talkingpose') to use this pack's own.", talkingpose.__file__, _PACK_DIR)
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+from .nodes.host import register_model_folders  # noqa: E402
 
 WEB_DIRECTORY = "./web"
 

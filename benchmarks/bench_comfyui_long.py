@@ -1,7 +1,7 @@
 """Peak memory of a real ComfyUI server rendering the long-video workflow in meta batches, against video length.
 
     COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/comfy/venv/bin/python \\
-        python benchmarks/bench_comfyui_long.py --frames 200 2000 --frames-per-batch 50 --steps 1
+        python -m benchmarks.bench_comfyui_long --frames 200 2000 --frames-per-batch 50 --steps 1
 
 For every length: a fresh ComfyUI server (its own port and temporary --base-directory with this pack and
 VideoHelperSuite linked in, tiny-vitl random weights, the synthetic DWPose models of the shared test data) gets
@@ -15,7 +15,6 @@ not counted. Does nothing but say so when COMFYUI_PATH is not set. Linux only (/
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -38,22 +37,11 @@ NAMES = {"model": "TalkingPose/", "vae": "random-sd-vae.safetensors", "clip": "r
          "source": "bench_source.png", "video": "bench_driving.mp4"}
 
 
-def load_pack():
-    if "talkingpose_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("talkingpose_pack", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["talkingpose_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["talkingpose_pack"]
-
-
 def write_weights(models: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    load_pack()
-    from talkingpose_pack.models.random_weights import write_random_image_encoder, write_random_model, write_random_vae
+    from talkingpose.random_weights import write_random_image_encoder, write_random_model, write_random_vae
 
     write_random_model(models / "talkingpose" / NAMES["model"].rstrip("/"), "tiny-vitl", seed=3)
     scratch = models / "scratch"
@@ -162,12 +150,13 @@ class Server:
 
 
 def api_prompt(frames_per_batch: int, steps: int, prefix: str) -> dict:
-    pack = load_pack()
+    from nodes import NODE_CLASS_MAPPINGS
+
     sys.path.insert(0, str(ROOT / "tests"))
     from comfy_workflow import load_host_definitions, pack_definitions, to_api_prompt
 
     workflow = json.loads((ROOT / "workflows" / "talkingpose_long_video.json").read_text(encoding="utf-8"))
-    prompt = to_api_prompt(workflow, {**load_host_definitions(), **pack_definitions(pack.NODE_CLASS_MAPPINGS)})
+    prompt = to_api_prompt(workflow, {**load_host_definitions(), **pack_definitions(NODE_CLASS_MAPPINGS)})
     settings = {
         "LoadImage": {"image": NAMES["source"]}, "VHS_LoadVideo": {"video": NAMES["video"]},
         "VAELoader": {"vae_name": NAMES["vae"]}, "CLIPVisionLoader": {"clip_name": NAMES["clip"]},

@@ -1,7 +1,7 @@
 """Peak memory against video length, for the two long-video paths.
 
-    python benchmarks/bench_memory.py animate --frames 40 400     # the headless command, end to end
-    python benchmarks/bench_memory.py chunked --frames 200 2000   # the sampler node over meta-batch chunks
+    python -m benchmarks.bench_memory animate --frames 40 400     # the headless command, end to end
+    python -m benchmarks.bench_memory chunked --frames 200 2000   # the sampler node over meta-batch chunks
 
 Each length runs in a fresh child process (tiny random weights, 64×64, 2 steps: memory, not speed, is
 measured) and its peak resident set size is read from the kernel when it exits.
@@ -20,14 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("TALKINGPOSE_SHARED", ROOT.parent / "shared"))
 
 CHUNKED_CHILD = r"""
-import importlib.util, sys, numpy as np, torch
+import sys, numpy as np, torch
 root, weights, frames, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-spec = importlib.util.spec_from_file_location("pack", root + "/__init__.py", submodule_search_locations=[root])
-pack = importlib.util.module_from_spec(spec); sys.modules["pack"] = pack; spec.loader.exec_module(pack)
-from pack.models.random_weights import write_random_weights
-from pack.models.pipeline import load_image_encoder, load_vae
-from pack.nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
-from pack.nodes import host
+sys.path.insert(0, root)
+from talkingpose.random_weights import write_random_weights
+from talkingpose.pipeline import load_image_encoder, load_vae
+from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
+from nodes import host
 import os
 paths = write_random_weights(weights, "tiny")
 os.environ["TALKINGPOSE_MODELS"] = weights

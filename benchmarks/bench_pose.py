@@ -1,7 +1,7 @@
 """Frames per second of DWPose extraction (+ drawing) on a real clip.
 
-    python benchmarks/bench_pose.py                       # synthetic golden models, 120 frames of vid1
-    python benchmarks/bench_pose.py --models <dir with yolox_l.onnx and dw-ll_ucoco_384.onnx> --frames 60
+    python -m benchmarks.bench_pose                       # synthetic golden models, 120 frames of vid1
+    python -m benchmarks.bench_pose --models <dir with yolox_l.onnx and dw-ll_ucoco_384.onnx> --frames 60
 
 With the synthetic golden models the networks cost almost nothing, so the number measures the pack's own CPU
 work (resizing, letterbox, crops, decoding, drawing). With the real weights it measures the whole pipeline.
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PACK_ROOT))  # the engine package `models` (it imports nothing of the pack's root)
 
 
 def read_frames(video: Path, count: int):
@@ -39,7 +38,7 @@ def main() -> int:
     parser.add_argument("--device-index", type=int, default=0)
     args = parser.parse_args()
 
-    from models.pose import PoseExtractor, draw_pose
+    from talkingpose.pose import PoseExtractor, draw_pose
 
     frames = read_frames(args.video, args.frames)
     ex = PoseExtractor(args.models / "yolox_l.onnx", args.models / "dw-ll_ucoco_384.onnx",
@@ -62,7 +61,7 @@ def main() -> int:
     # Where the time goes, per frame (batch of one).
     import numpy as np
 
-    from models.pose import detector as det, estimator as est
+    from talkingpose.pose import detector as det, estimator as est
 
     stages = {"prepare": 0.0, "detect": 0.0, "crops": 0.0, "pose model": 0.0, "decode": 0.0}
     for image in frames:

@@ -1,6 +1,6 @@
 """Sampler benchmark: seconds per frame and peak memory of the closed-loop sampler on random weights.
 
-    python benchmarks/bench_sampler.py --preset tiny --size 512 --frames 10 --steps 30 --mode ours --device cpu --json out.json
+    python -m benchmarks.bench_sampler --preset tiny --size 512 --frames 10 --steps 30 --mode ours --device cpu --json out.json
 
 `--preset sd15` is the real SD1.5-size architecture (speed does not depend on the weights' values).
 `--mode naive` re-encodes the appearance and reruns the reference UNet at batch 2 for every frame, as the
@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from models import images  # noqa: E402
-from models.appearance import encode_appearance  # noqa: E402
-from models.random_weights import PRESETS, random_networks  # noqa: E402
-from models.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler  # noqa: E402
+from talkingpose import images
+from talkingpose.appearance import encode_appearance
+from talkingpose.random_weights import PRESETS, random_networks
+from talkingpose.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler
 
 H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure, for --peak-tflops
 

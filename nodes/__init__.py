@@ -1,4 +1,4 @@
-"""ComfyUI node definitions: a thin layer over the engine in `models/`."""
+"""ComfyUI node definitions: a thin layer over the engine package `talkingpose`."""
 from . import metrics_nodes, model_nodes, pose_nodes, state_nodes
 
 NODE_CLASS_MAPPINGS = {}

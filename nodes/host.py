@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..models import runtime
+from talkingpose import runtime
 
 log = logging.getLogger("TalkingPose")
 
@@ -160,7 +160,7 @@ def clip_image_embeds(clip_vision, pixels_224):
     """
     if IN_COMFYUI and hasattr(clip_vision, "encode_image"):
         return clip_vision.encode_image(pixels_224, crop=False)["image_embeds"]
-    from ..models import images
+    from talkingpose import images
 
     picture = images.to_pil_rgb(pixels_224[0])
     pixels = images.clip_pixels(picture).to(clip_vision.device, clip_vision.dtype)

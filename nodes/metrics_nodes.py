@@ -25,7 +25,7 @@ class TalkingPoseVideoMetrics:
         }
 
     def measure(self, real, generated, delta):
-        from ..models.metrics import compare_frames
+        from talkingpose.metrics import compare_frames
 
         # IMAGE values are 8-bit levels / 255 (decoded video, VAE Decode output quantised for saving); rounding
         # recovers the levels exactly, where truncation could drop one. One frame at a time: no copy of the batch.

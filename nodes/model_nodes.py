@@ -1,6 +1,6 @@
 """Load TalkingPose Model, Appearance Encode and Closed-Loop Sampler.
 
-Each node only translates between ComfyUI's types and the engine in `models/`; anything that touches ComfyUI
+Each node only translates between ComfyUI's types and the engine (`talkingpose`); anything that touches ComfyUI
 itself goes through `host`. Engine modules are imported inside the node functions so that ComfyUI starts fast.
 """
 from __future__ import annotations
@@ -33,13 +33,13 @@ class TalkingPoseModel:
 
 
 def _installed_models():
-    from ..models.checkpoints import list_models
+    from talkingpose.checkpoints import list_models
 
     return list_models(host.model_folders("talkingpose"))
 
 
 def _missing_model_message() -> str:
-    from ..models.checkpoints import DOWNLOAD_HINT
+    from talkingpose.checkpoints import DOWNLOAD_HINT
 
     folders = ", ".join(str(f) for f in host.model_folders("talkingpose")) or "models/talkingpose"
     return f"No TalkingPose model is installed. {DOWNLOAD_HINT} Folders searched: {folders}. " \
@@ -73,9 +73,9 @@ class LoadTalkingPoseModel:
         }
 
     def load(self, model, precision):
-        from ..models.checkpoints import load_networks
-        from ..models.downloads import TALKINGPOSE_FILES, TALKINGPOSE_REPO, fetch
-        from ..models.errors import TalkingPoseError
+        from talkingpose.checkpoints import load_networks
+        from talkingpose.downloads import TALKINGPOSE_FILES, TALKINGPOSE_REPO, fetch
+        from talkingpose.errors import TalkingPoseError
 
         if model == DOWNLOAD_CHOICE:
             folder = host.model_folders("talkingpose")[0] / "TalkingPose"
@@ -123,9 +123,9 @@ class TalkingPoseAppearanceEncode:
         import torch
         from PIL import Image
 
-        from ..models import images
-        from ..models.appearance import SD_LATENT_SCALE, encode_appearance
-        from ..models.errors import TalkingPoseError
+        from talkingpose import images
+        from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
+        from talkingpose.errors import TalkingPoseError
 
         if image.shape[0] != 1:
             raise TalkingPoseError(
@@ -191,10 +191,10 @@ class TalkingPoseClosedLoopSampler:
     def sample(self, model, appearance, pose_images, seed, steps, cfg, beta, state=None, meta_batch=None, unique_id=None, prompt=None):
         import torch
 
-        from ..models import images
-        from ..models.appearance import SD_LATENT_SCALE
-        from ..models.errors import TalkingPoseError
-        from ..models.sampler import ClosedLoopSampler, SamplerSettings
+        from talkingpose import images
+        from talkingpose.appearance import SD_LATENT_SCALE
+        from talkingpose.errors import TalkingPoseError
+        from talkingpose.sampler import ClosedLoopSampler, SamplerSettings
 
         if pose_images is None or pose_images.shape[0] == 0:
             raise TalkingPoseError("The pose batch is empty: connect pose renders with at least one frame.")
@@ -261,7 +261,7 @@ def meta_batch_chunk(meta_batch, prompt, node_id=None) -> int:
 
 def carried_state(meta_batch, node_id, chunk: int, given):
     """The state to continue from in this chunk: none for the first, else the one the previous chunk left."""
-    from ..models.errors import TalkingPoseError
+    from talkingpose.errors import TalkingPoseError
 
     carried = getattr(meta_batch, _CARRY_ATTRIBUTE, {}).get(node_id)
     if chunk == 0:

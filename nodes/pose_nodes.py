@@ -1,6 +1,6 @@
 """Pose nodes: DWPose extraction (Pose Extract), drawing keypoints, and saving/loading keypoint tracks.
 
-Importing this module stays cheap and needs neither torch nor onnxruntime: the engine (`models/pose`) and torch
+Importing this module stays cheap and needs neither torch nor onnxruntime: the engine (`talkingpose.pose`) and torch
 are imported inside the functions that run the nodes.
 
 Renders are drawn at the detection canvas (short side 512, sides multiples of 64 — what the official extraction
@@ -37,7 +37,7 @@ def _output_size(width: int, height: int, canvas_hw) -> tuple[int, int]:
 
 
 def _extractor():
-    from ..models.pose import PoseExtractor, find_dwpose_weights
+    from talkingpose.pose import PoseExtractor, find_dwpose_weights
 
     weights = find_dwpose_weights(host.model_folders("dwpose"), custom_nodes_dirs=host.custom_nodes_dirs())
     return PoseExtractor(weights.detector, weights.pose, device_index=host.onnx_device_index())
@@ -47,7 +47,7 @@ def _render_batch(poses, canvas_hw, width, height, switches):
     """Draw every pose (None: black) and stack the results as a ComfyUI IMAGE [B,H,W,3] in 0..1."""
     import torch
 
-    from ..models.pose import draw_pose, resize_render
+    from talkingpose.pose import draw_pose, resize_render
 
     out = torch.empty((len(poses), height, width, 3), dtype=torch.float32)
     for i, pose in enumerate(poses):
@@ -99,8 +99,8 @@ class TalkingPoseExtract:
 
     def extract(self, images, width, height, body=True, hands=True, face=True, on_error="stop",
                 source_image=None):
-        from ..models.errors import TalkingPoseError
-        from ..models.pose import PoseExtractionError, PoseFrame, align_track, to_pose_keypoints
+        from talkingpose.errors import TalkingPoseError
+        from talkingpose.pose import PoseExtractionError, PoseFrame, align_track, to_pose_keypoints
 
         if on_error not in ON_ERROR_CHOICES:
             raise TalkingPoseError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}.")
@@ -141,7 +141,7 @@ class TalkingPoseExtract:
 
         canvas_hw = next((p.canvas_hw for p in poses if p is not None), None)
         if canvas_hw is None:
-            from ..models.pose import canvas_size
+            from talkingpose.pose import canvas_size
 
             canvas_hw = canvas_size(int(images.shape[1]), int(images.shape[2]))[:2]
         if on_error == "repeat previous pose":
@@ -196,8 +196,8 @@ class TalkingPoseDrawKeypoints:
         }
 
     def draw(self, pose_keypoint, width, height, body=True, hands=True, face=True, source_pose_keypoint=None):
-        from ..models.errors import TalkingPoseError
-        from ..models.pose import align_track, from_pose_keypoints
+        from talkingpose.errors import TalkingPoseError
+        from talkingpose.pose import align_track, from_pose_keypoints
 
         poses = from_pose_keypoints(pose_keypoint)
         if not poses:
@@ -213,7 +213,7 @@ class TalkingPoseDrawKeypoints:
         # Each frame is drawn on its own canvas size, then stretched to the output size.
         import torch
 
-        from ..models.pose import draw_pose, resize_render
+        from talkingpose.pose import draw_pose, resize_render
 
         out = torch.empty((len(poses), out_h, out_w, 3), dtype=torch.float32)
         for i, pose in enumerate(poses):
@@ -241,7 +241,7 @@ class TalkingPoseSaveKeypoints:
         }
 
     def save(self, pose_keypoint, filename_prefix="talkingpose/pose_keypoints"):
-        from ..models.pose import save_pose_keypoints
+        from talkingpose.pose import save_pose_keypoints
 
         prefix = Path(filename_prefix or "pose_keypoints").expanduser()
         if not prefix.is_absolute():
@@ -285,7 +285,7 @@ class TalkingPoseLoadKeypoints:
             return str(p)
 
     def load(self, path):
-        from ..models.pose import load_pose_keypoints
+        from talkingpose.pose import load_pose_keypoints
 
         return (load_pose_keypoints(self._resolve(path)),)
 

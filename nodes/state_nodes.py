@@ -41,8 +41,8 @@ class SaveTalkingPoseState:
         }
 
     def save(self, state, filename, overwrite):
-        from ..models.errors import TalkingPoseError
-        from ..models.sampler import SamplerState
+        from talkingpose.errors import TalkingPoseError
+        from talkingpose.sampler import SamplerState
 
         path = _resolve(filename)
         if path.exists() and not overwrite:
@@ -86,7 +86,7 @@ class LoadTalkingPoseState:
         return os.path.getmtime(path) if path.exists() else float("nan")
 
     def load(self, filename):
-        from ..models.sampler import SamplerState
+        from talkingpose.sampler import SamplerState
 
         state = SamplerState.load(_resolve(filename))
         return (state, state.next_frame)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from talkingpose_pack.models import checkpoints
-from talkingpose_pack.models.checkpoints import convert_checkpoint, infer_unet_config, load_networks
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.random_weights import PRESETS, write_random_model
+from talkingpose import checkpoints
+from talkingpose.checkpoints import convert_checkpoint, infer_unet_config, load_networks
+from talkingpose.errors import TalkingPoseError
+from talkingpose.random_weights import PRESETS, write_random_model
 
 
 def _state(networks):
@@ -130,8 +130,8 @@ def test_pickled_objects_are_never_unpickled(tiny_weights, tmp_path):
 
 
 def test_pose_guider_that_does_not_fit_the_unet_is_refused(tiny_weights, tmp_path):
-    from talkingpose_pack.models.pipeline import TalkingPosePipeline, load_image_encoder, load_vae
-    from talkingpose_pack.models.pose_guider import PoseGuider
+    from talkingpose.pipeline import TalkingPosePipeline, load_image_encoder, load_vae
+    from talkingpose.pose_guider import PoseGuider
 
     folder = _copy_model(tiny_weights, tmp_path)
     torch.save(PoseGuider(out_channels=48).state_dict(), folder / "pose_guider.pth")
@@ -141,7 +141,7 @@ def test_pose_guider_that_does_not_fit_the_unet_is_refused(tiny_weights, tmp_pat
 
 
 def test_image_encoder_of_another_width_is_refused(tiny_weights, tmp_path):
-    from talkingpose_pack.models.pipeline import TalkingPosePipeline, load_vae
+    from talkingpose.pipeline import TalkingPosePipeline, load_vae
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     wide = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1,

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pipeline import load_image_encoder, load_vae
-from talkingpose_pack.nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
-from talkingpose_pack.nodes.state_nodes import LoadTalkingPoseState, SaveTalkingPoseState
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pipeline import load_image_encoder, load_vae
+from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
+from nodes.state_nodes import LoadTalkingPoseState, SaveTalkingPoseState
 
 SIZE = 64
 SETTINGS = dict(seed=9, steps=2, cfg=3.5, beta=0.05)
@@ -105,7 +105,7 @@ def test_chunked_two_samplers_on_one_manager_keep_separate_loops(graph):
 
 
 def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("talkingpose_pack.nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
     model, appearance, poses, one_shot = graph
     first, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:6], **SETTINGS)
     SaveTalkingPoseState().save(state, "long/state", False)
@@ -116,7 +116,7 @@ def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tm
 
 
 def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("talkingpose_pack.nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:2], **SETTINGS)
     SaveTalkingPoseState().save(state, "s", False)
@@ -130,7 +130,7 @@ def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph,
 
 
 def test_chunked_truncated_state_file_is_refused(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("talkingpose_pack.nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:1], **SETTINGS)
     _, path = SaveTalkingPoseState().save(state, "t", False)["result"]

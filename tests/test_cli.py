@@ -9,9 +9,9 @@ import av
 import numpy as np
 import pytest
 
-from talkingpose_pack.models import animate
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.sampler import SamplerSettings
+from talkingpose import animate
+from talkingpose.errors import TalkingPoseError
+from talkingpose.sampler import SamplerSettings
 
 from helpers import PACK_ROOT, SHARED
 

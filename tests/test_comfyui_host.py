@@ -31,6 +31,7 @@ import pytest
 
 from comfy_workflow import load_host_definitions, pack_definitions, spec_options, to_api_prompt
 from helpers import PACK_ROOT, SHARED
+from nodes import NODE_CLASS_MAPPINGS
 
 PACK_DIR_NAME = "ComfyUI-TalkingPose"
 VHS_DIR_NAME = "ComfyUI-VideoHelperSuite"
@@ -71,7 +72,7 @@ def _write_weights(models: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from talkingpose_pack.models.random_weights import (write_random_image_encoder, write_random_model,
+    from talkingpose.random_weights import (write_random_image_encoder, write_random_model,
                                                         write_random_vae)
 
     write_random_model(models / "talkingpose" / MODEL_NAME.rstrip("/"), "tiny-vitl", seed=3)
@@ -254,7 +255,7 @@ def comfy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def defs(comfy):
-    return {**load_host_definitions(), **pack_definitions(sys.modules["talkingpose_pack"].NODE_CLASS_MAPPINGS)}
+    return {**load_host_definitions(), **pack_definitions(NODE_CLASS_MAPPINGS)}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -366,7 +367,7 @@ def test_comfyui_host_node_definitions_match_the_test_fixture(comfy):
                 assert now[0] == spec[0], (node_type, name)
                 for option in ("default", "min", "max", "control_after_generate"):
                     assert spec_options(now).get(option) == spec_options(spec).get(option), (node_type, name, option)
-    ours = pack_definitions(sys.modules["talkingpose_pack"].NODE_CLASS_MAPPINGS)
+    ours = pack_definitions(NODE_CLASS_MAPPINGS)
     for node_type, described in ours.items():
         current = live[node_type]
         assert current["input_order"] == described["input_order"], node_type

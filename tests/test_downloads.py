@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from talkingpose_pack.models import downloads
-from talkingpose_pack.models.errors import TalkingPoseError
+from talkingpose import downloads
+from talkingpose.errors import TalkingPoseError
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from talkingpose_pack.models.pipeline import load_pipeline
-from talkingpose_pack.models.sampler import SamplerSettings
+from talkingpose.pipeline import load_pipeline
+from talkingpose.sampler import SamplerSettings
 
 from helpers import SHARED
 

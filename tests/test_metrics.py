@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from talkingpose_pack.models import metrics
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.video_io import VideoReader
+from talkingpose import metrics
+from talkingpose.errors import TalkingPoseError
+from talkingpose.video_io import VideoReader
 
 
 def _synth_frames(n, width, height, seed):
@@ -358,7 +358,7 @@ def test_bad_frames_and_metric_names():
 def test_video_metrics_node_matches_the_engine_on_image_batches():
     import torch
 
-    from talkingpose_pack.nodes.metrics_nodes import TalkingPoseVideoMetrics
+    from nodes.metrics_nodes import TalkingPoseVideoMetrics
 
     rng = np.random.default_rng(3)
     real = rng.integers(0, 256, (6, 32, 40, 3), dtype=np.uint8)

@@ -8,7 +8,7 @@ import weakref
 
 
 def test_networks_are_freed_without_the_garbage_collector(tiny_weights):
-    from talkingpose_pack.models.checkpoints import load_networks
+    from talkingpose.checkpoints import load_networks
 
     load_networks(tiny_weights["model"])  # first load: lazy imports done outside the measured part
     gc.collect()

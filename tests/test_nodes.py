@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pipeline import load_image_encoder, load_vae
-from talkingpose_pack.models.sampler import SamplerState
-from talkingpose_pack.nodes import host
-from talkingpose_pack.nodes.model_nodes import (
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.sampler import SamplerState
+from nodes import host
+from nodes.model_nodes import (
     NONE_INSTALLED,
     LoadTalkingPoseModel,
     TalkingPoseAppearanceEncode,
@@ -70,8 +70,8 @@ def test_auto_precision_is_fp32_on_cpu():
 
 
 def test_graph_runs_end_to_end_and_matches_the_engine(loaded, tiny_weights):
-    from talkingpose_pack.models.pipeline import load_pipeline
-    from talkingpose_pack.models.sampler import SamplerSettings
+    from talkingpose.pipeline import load_pipeline
+    from talkingpose.sampler import SamplerSettings
 
     model, clip, vae = loaded
     appearance = _encode(loaded)
@@ -144,7 +144,10 @@ def test_pose_frames_of_another_aspect_follow_the_fit_mode(loaded):
 
 
 def test_node_definitions_are_well_formed():
-    from talkingpose_pack import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY
+    from helpers import load_pack_like_comfyui
+
+    pack = load_pack_like_comfyui()
+    NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, WEB_DIRECTORY = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, pack.WEB_DIRECTORY
 
     assert WEB_DIRECTORY == "./web"
     for key, cls in NODE_CLASS_MAPPINGS.items():

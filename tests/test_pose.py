@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pose import (
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pose import (
     PoseExtractionError,
     PoseExtractor,
     PoseFrame,
@@ -20,8 +20,8 @@ from talkingpose_pack.models.pose import (
     prepare_frame,
     to_pose_keypoints,
 )
-from talkingpose_pack.models.pose import detector as det_mod
-from talkingpose_pack.models.pose import estimator as est_mod
+from talkingpose.pose import detector as det_mod
+from talkingpose.pose import estimator as est_mod
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 
@@ -427,7 +427,7 @@ def test_pose_keypoint_roundtrip_matches_controlnet_aux_format(tmp_path):
 
 
 def test_keypoint_json_save_load_and_validation(tmp_path):
-    from talkingpose_pack.models.pose import load_pose_keypoints, save_pose_keypoints
+    from talkingpose.pose import load_pose_keypoints, save_pose_keypoints
 
     pose, _ = _golden_pose()
     kps = to_pose_keypoints([pose, pose])
@@ -462,7 +462,7 @@ def test_hand_edge_colours_round_like_the_reference():
     pose = PoseFrame.empty((512, 512))
     pose.hands[0] = hand
     canvas = draw_pose(pose, body=False, face=False)
-    from talkingpose_pack.models.pose.draw import HAND_EDGES
+    from talkingpose.pose.draw import HAND_EDGES
 
     expected = {1: (255, 77, 0), 3: (255, 229, 0), 5: (128, 255, 0), 9: (0, 255, 179), 11: (0, 178, 255),
                 13: (0, 25, 255), 19: (255, 0, 77)}

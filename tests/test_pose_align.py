@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from talkingpose_pack.models.pose import Alignment, PoseFrame, align_track, estimate_alignment
+from talkingpose.pose import Alignment, PoseFrame, align_track, estimate_alignment
 
 
 def _person(neck=(256.0, 200.0), shoulder_half=60.0, head=70.0, canvas=(512, 512), jitter=0.0, seed=0):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.nodes import pose_nodes
+from talkingpose.errors import TalkingPoseError
+from nodes import pose_nodes
 
-PACK_ROOT = Path(__file__).resolve().parent.parent
+from helpers import COMFYUI_STYLE_LOAD, PACK_ROOT
+
 GOLDEN = PACK_ROOT.parent / "shared" / "golden" / "dwpose-a"
 
 
@@ -57,13 +58,11 @@ def test_node_registration_and_quick_import():
 
     # Importing the pack must not import onnxruntime or the pose engine, and must work without onnxruntime.
     code = (
-        "import sys, importlib.util\n"
+        "import sys\n"
         "sys.modules['onnxruntime'] = None\n"  # any 'import onnxruntime' now fails
-        f"spec = importlib.util.spec_from_file_location('tp', r'{PACK_ROOT / '__init__.py'}', "
-        f"submodule_search_locations=[r'{PACK_ROOT}'])\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['tp'] = m; spec.loader.exec_module(m)\n"
-        "assert 'TalkingPoseExtract' in m.NODE_CLASS_MAPPINGS\n"
-        "assert 'tp.models.pose' not in sys.modules, 'pose engine imported at start-up'\n"
+        + COMFYUI_STYLE_LOAD.format(name="tp", init=str(PACK_ROOT / "__init__.py"))
+        + "assert 'TalkingPoseExtract' in pack.NODE_CLASS_MAPPINGS\n"
+        "assert 'talkingpose.pose' not in sys.modules, 'pose engine imported at start-up'\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -126,7 +125,7 @@ def test_extract_node_on_a_real_video_frame(models_env, shared_dir):
 
 
 def test_extract_node_frame_failures(models_env, monkeypatch):
-    from talkingpose_pack.models.pose import extractor as extractor_mod
+    from talkingpose.pose import extractor as extractor_mod
 
     frame = _rgb(GOLDEN / "det_512x512_input.png")
     marked = frame.copy()

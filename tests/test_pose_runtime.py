@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pose import extractor as ext
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pose import extractor as ext
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_MODELS = PACK_ROOT.parent / "shared" / "golden" / "dwpose-a" / "models" / "det"
@@ -149,12 +149,10 @@ def test_download_uses_hf_hub_download(tmp_path, monkeypatch):
 
 def test_pose_engine_imports_no_torch():
     code = (
-        "import sys, importlib.util\n"
+        "import sys\n"
         "sys.modules['torch'] = None\n"
-        f"spec = importlib.util.spec_from_file_location('tp', r'{PACK_ROOT / 'models' / '__init__.py'}', "
-        f"submodule_search_locations=[r'{PACK_ROOT / 'models'}'])\n"
-        "m = importlib.util.module_from_spec(spec); sys.modules['tp'] = m; spec.loader.exec_module(m)\n"
-        "import tp.pose as pose\n"
+        f"sys.path.insert(0, r'{PACK_ROOT}')\n"
+        "import talkingpose.pose as pose\n"
         "import numpy as np\n"
         "assert pose.prepare_frame(np.zeros((8, 8, 3), np.uint8)).shape == (512, 512, 3)\n"
         "assert 'onnxruntime' not in sys.modules\n"

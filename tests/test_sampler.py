@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.sampler import SamplerSettings, SamplerState, denoise_batch
+from talkingpose.errors import TalkingPoseError
+from talkingpose.sampler import SamplerSettings, SamplerState, denoise_batch
 
 SIZE = 64
 
@@ -33,7 +33,7 @@ def _run(pipe, appearance, settings, poses, state=None):
 
 
 def test_each_frame_starts_from_the_closed_loop_mix(tiny_pipeline, appearance, monkeypatch):
-    from talkingpose_pack.models import sampler as sampler_module
+    from talkingpose import sampler as sampler_module
 
     starts = []
     real = sampler_module.denoise_batch
@@ -122,7 +122,7 @@ def test_guidance_runs_the_unconditional_row_only_when_cfg_above_one(tiny_pipeli
 
 def test_reference_attention_equals_attention_over_concatenated_tokens(tiny_pipeline):
     """The precomputed-key/value processor is the official 'append the reference tokens' attention."""
-    from talkingpose_pack.models.reference_attention import ReferenceContext, ReferenceSelfAttention, project_reference_tokens
+    from talkingpose.reference_attention import ReferenceContext, ReferenceSelfAttention, project_reference_tokens
 
     nets = tiny_pipeline.networks
     name, attn = next(iter(nets._denoising_attention.items()))
@@ -197,7 +197,7 @@ def test_pose_frames_of_another_size_and_aspect_are_resized_like_the_official_pi
 
 
 def test_batched_sampler_keeps_each_videos_own_closed_loop(tiny_pipeline, appearance):
-    from talkingpose_pack.models.sampler import BatchedClosedLoopSampler
+    from talkingpose.sampler import BatchedClosedLoopSampler
 
     other = tiny_pipeline.encode_appearance(_source(7), SIZE, SIZE)
     settings = [SamplerSettings(steps=2, seed=1, beta=0.05), SamplerSettings(steps=2, seed=2, beta=0.2)]

@@ -10,9 +10,9 @@ import av
 import numpy as np
 import pytest
 
-from talkingpose_pack.models import video_io
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.video_io import SegmentedVideoWriter, VideoReader, VideoWriter
+from talkingpose import video_io
+from talkingpose.errors import TalkingPoseError
+from talkingpose.video_io import SegmentedVideoWriter, VideoReader, VideoWriter
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 
@@ -214,11 +214,10 @@ def test_writer_without_source_audio_and_bad_frames(tmp_path, sources):
 # --- segmented, resumable writing -------------------------------------------------------------------------------
 
 _CRASHING_WRITER = """
-import importlib.util, os, sys
+import os, sys
 import numpy as np
-spec = importlib.util.spec_from_file_location("talkingpose_pack", {init!r}, submodule_search_locations=[{root!r}])
-pack = importlib.util.module_from_spec(spec); sys.modules["talkingpose_pack"] = pack; spec.loader.exec_module(pack)
-from talkingpose_pack.models.video_io import SegmentedVideoWriter
+sys.path.insert(0, {root!r})
+from talkingpose.video_io import SegmentedVideoWriter
 sys.path.insert(0, {tests!r})
 from test_video_io import _frame
 writer = SegmentedVideoWriter({out!r}, 25, (64, 48), segment_frames=10)
@@ -232,7 +231,7 @@ os._exit(0)  # a crash: nothing is closed or flushed
 def test_segmented_writer_survives_a_crash_and_resumes(tmp_path, sources):
     out = tmp_path / "result.mp4"
     script = _CRASHING_WRITER.format(
-        init=str(PACK_ROOT / "__init__.py"), root=str(PACK_ROOT), tests=str(PACK_ROOT / "tests"), out=str(out)
+        root=str(PACK_ROOT), tests=str(PACK_ROOT / "tests"), out=str(out)
     )
     crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
     assert crashed.returncode == 0, crashed.stderr

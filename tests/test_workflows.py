@@ -19,9 +19,10 @@ EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", 
 
 @pytest.fixture(scope="module")
 def defs():
-    pack = sys.modules["talkingpose_pack"]
+    from nodes import NODE_CLASS_MAPPINGS
+
     host = load_host_definitions()
-    ours = pack_definitions(pack.NODE_CLASS_MAPPINGS)
+    ours = pack_definitions(NODE_CLASS_MAPPINGS)
     assert not set(host) & set(ours), "the host snapshot must not hold the pack's own nodes"
     return {**host, **ours}
 

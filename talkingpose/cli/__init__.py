@@ -1,0 +1,46 @@
+"""TalkingPose from the command line: `talkingpose <command> --help` (or `python -m talkingpose`, `python cli.py`).
+
+Each command is a module of this package with a `register(subparsers)` function; `COMMANDS` lists them in the
+order `--help` shows them.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = ("animate", "download", "convert", "metrics")
+
+DESCRIPTION = """\
+TalkingPose: animate one photo of a person with a driving video.
+
+    animate   source image + driving video → animated mp4 (streams; --resume after Ctrl-C or a crash)
+    download  fetch the released weights from Hugging Face (asks nothing, downloads only when run)
+    convert   write the three TalkingPose files as one fp16 .safetensors
+    metrics   TJE, PSNR and SSIM between real and generated videos (or folders of them)
+"""
+
+
+def build_parser(prog: str = "talkingpose") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    return parser
+
+
+def main(argv=None, prog: str = "talkingpose") -> int:
+    args = build_parser(prog).parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    for noisy in ("diffusers", "transformers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the loaders' own bars hide ours
+    from ..errors import TalkingPoseError
+
+    try:
+        return args.func(args)
+    except TalkingPoseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

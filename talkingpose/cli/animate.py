@@ -1,0 +1,64 @@
+"""`animate`: source image + driving video → animated mp4."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .options import size
+
+
+def register(subparsers) -> None:
+    an = subparsers.add_parser("animate", help="animate a source image with a driving video")
+    an.add_argument("--source", type=Path, help="source image (default: frame 0 of the driving video)")
+    an.add_argument("--driving", type=Path, help="driving video (poses are extracted with DWPose; fps and audio are kept)")
+    an.add_argument("--poses", type=Path, help="ready DWPose render video, used instead of extracting poses")
+    an.add_argument("--out", type=Path, required=True, help="output mp4")
+    an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
+    an.add_argument("--frames", type=int, help="stop after this many frames")
+    an.add_argument("--steps", type=int, default=30)
+    an.add_argument("--cfg", type=float, default=3.5)
+    an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain β (0-1; the paper's 0.05)")
+    an.add_argument("--seed", type=int, default=42)
+    an.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch", help="aspect-ratio handling")
+    an.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/)")
+    an.add_argument("--model", help="which model under talkingpose/ (default: the first found)")
+    an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
+                    help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
+    an.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from .. import animate
+    from ..sampler import SamplerSettings
+
+    width, height = args.size
+    job = animate.AnimateJob(
+        out=args.out, driving=args.driving, poses=args.poses, source=args.source, width=width, height=height,
+        frames=args.frames, settings=SamplerSettings(steps=args.steps, cfg=args.cfg, beta=args.beta, seed=args.seed),
+        models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
+        device=args.device, precision=args.precision, fit=args.fit,
+    )
+    bar = None
+
+    def progress(done, total):
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, initial=done - 1, unit="frame", desc="animate", dynamic_ncols=True)
+        bar.update(1)
+        bar.set_postfix_str(f"{1 / bar.format_dict['rate']:.2f} s/frame" if bar.format_dict.get("rate") else "")
+
+    try:
+        out = animate.run(job, progress)
+    except KeyboardInterrupt:
+        print("\nStopped. Finished frames are kept; continue with the same command plus --resume.", file=sys.stderr)
+        return 130
+    finally:
+        if bar is not None:
+            bar.close()
+    print(f"wrote {out}" + (" (SMOKE RUN with random weights)" if args.random_weights else ""))
+    return 0
