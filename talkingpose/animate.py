@@ -43,6 +43,8 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
+    lora: Path | None = None  # adapter file from `finetune`
+    lora_strength: float = 1.0
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -170,7 +172,7 @@ def run(job: AnimateJob, progress=None) -> Path:
 
     if job.driving is None and job.poses is None:
         raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    for path in (job.driving, job.poses, job.source):
+    for path in (job.driving, job.poses, job.source, job.lora):
         if path is not None and not Path(path).is_file():
             raise TalkingPoseError(f"Input file {path} does not exist.")
     if job.source is None and job.driving is None:
@@ -198,6 +200,10 @@ def run(job: AnimateJob, progress=None) -> Path:
         else:
             weights = locate_weights(root, job.model_name)
         pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+        if job.lora is not None:
+            from .lora import apply_lora
+
+            apply_lora(pipe.networks, job.lora, job.lora_strength)  # before the appearance: it runs the reference UNet
 
         if job.source is not None:
             from PIL import Image

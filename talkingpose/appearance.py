@@ -27,6 +27,8 @@ class Appearance:
     height: int
     fingerprint: str
     fit: str = "stretch"  # how pose frames of another aspect ratio are brought to the output's
+    # The networks' fingerprint when encoded (LoRA adapters included): the reference features depend on it.
+    model_fingerprint: str = ""
 
 
 def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int, fit: str = "stretch") -> Appearance:
@@ -54,5 +56,6 @@ def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: to
     reference = networks.reference_keys_values(reference_latent, embeds)
     digest = hashlib.sha256(reference_latent.detach().float().cpu().numpy().tobytes())
     digest.update(embeds.detach().float().cpu().numpy().tobytes())
+    digest.update(networks.fingerprint.encode())
     return Appearance(embeds.to(networks.weights_device, networks.weights_dtype), reference_latent.detach(), reference, width, height,
-                      digest.hexdigest()[:16], fit)
+                      digest.hexdigest()[:16], fit, networks.fingerprint)

@@ -7,6 +7,7 @@ Both UNets are stock diffusers `UNet2DConditionModel`s; the reference mechanism 
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -40,8 +41,11 @@ class TalkingPoseNetworks(nn.Module):
         self.denoising_unet = denoising_unet
         self.reference_unet = reference_unet
         self.pose_guider = pose_guider
-        self.fingerprint = fingerprint
+        self.base_fingerprint = fingerprint  # of the weights as loaded
         self.source = source
+        # Set by lora.activate: the active LoRA adapters with their strengths, and a short id of them.
+        self.lora_stack = ()
+        self.lora_signature = ""
         self._compiled = False
         self._context = ReferenceContext()
         self._recorded: dict[str, torch.Tensor] = {}
@@ -56,6 +60,11 @@ class TalkingPoseNetworks(nn.Module):
         denoising_unet.conv_in.register_forward_hook(_AddPoseFeatures(self._context))
 
     # ---------------------------------------------------------------------------------------------- properties
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what the networks compute now: the loaded weights plus any active LoRA adapters."""
+        return f"{self.base_fingerprint}+lora-{self.lora_signature}" if self.lora_signature else self.base_fingerprint
+
     # Not named `device`/`dtype`: ComfyUI's ModelPatcher assigns a plain `device` attribute on the module it manages.
     @property
     def unet_width(self) -> int:
@@ -101,9 +110,10 @@ class TalkingPoseNetworks(nn.Module):
             return self.denoising_unet(*args, **kwargs)
 
     # ---------------------------------------------------------------------------------------------- passes
-    @torch.no_grad()
-    def reference_keys_values(self, reference_latent: torch.Tensor, image_context: torch.Tensor) -> ReferenceKV:
-        """One reference-UNet pass at timestep 0, projected to the denoising blocks' keys and values."""
+    def reference_tokens(self, reference_latent: torch.Tensor, image_context: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One reference-UNet pass at timestep 0: the input tokens of every transformer block's self-attention,
+        keyed by the block's path (the same path as its denoising twin). Differentiable when autograd is on, as
+        fine-tuning needs; the sampler goes through `reference_keys_values`."""
         self._recorded.clear()
         try:
             self.reference_unet(
@@ -112,14 +122,37 @@ class TalkingPoseNetworks(nn.Module):
                 encoder_hidden_states=image_context.to(self.weights_device, self.weights_dtype),
                 return_dict=False,
             )
-            return project_reference_tokens(self._denoising_attention, dict(self._recorded))
+            return dict(self._recorded)
         finally:
             self._recorded.clear()
+
+    def project_reference(self, tokens: dict[str, torch.Tensor]) -> ReferenceKV:
+        """Reference tokens → the denoising blocks' keys and values for them."""
+        return project_reference_tokens(self._denoising_attention, tokens)
+
+    @torch.no_grad()
+    def reference_keys_values(self, reference_latent: torch.Tensor, image_context: torch.Tensor) -> ReferenceKV:
+        """One reference-UNet pass at timestep 0, projected to the denoising blocks' keys and values."""
+        return self.project_reference(self.reference_tokens(reference_latent, image_context))
 
     @torch.no_grad()
     def pose_features(self, pose_pixels: torch.Tensor) -> torch.Tensor:
         """Pose renders in [0, 1], [N, 3, H, W] → features at latent resolution, [N, unet_width, H/8, W/8]."""
         return self.pose_guider(pose_pixels.to(self.weights_device, self.weights_dtype))
+
+    @contextmanager
+    def conditioning(self, pose_features: torch.Tensor | None, reference: ReferenceKV | None, n_unconditional: int = 0):
+        """What the denoising UNet's pose hook and attention processors read, for every pass run inside the block:
+        rows `[:n_unconditional]` see no reference tokens. Fine-tuning keeps the block open over the backward pass,
+        whose gradient-checkpointed blocks run their forward again."""
+        ctx = self._context
+        ctx.keys_values = reference or {}
+        ctx.n_unconditional = n_unconditional
+        ctx.pose_features = pose_features
+        try:
+            yield
+        finally:
+            ctx.keys_values, ctx.pose_features = {}, None
 
     @torch.no_grad()
     def predict(
@@ -132,11 +165,5 @@ class TalkingPoseNetworks(nn.Module):
         n_unconditional: int,
     ) -> torch.Tensor:
         """The denoising UNet's output for a batch whose first `n_unconditional` rows see no reference tokens."""
-        ctx = self._context
-        ctx.keys_values = reference or {}
-        ctx.n_unconditional = n_unconditional
-        ctx.pose_features = pose_features
-        try:
+        with self.conditioning(pose_features, reference, n_unconditional):
             return self._denoise(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
-        finally:
-            ctx.keys_values, ctx.pose_features = {}, None

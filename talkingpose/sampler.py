@@ -169,6 +169,12 @@ class ClosedLoopSampler:
     """
 
     def __init__(self, networks, appearance, settings: SamplerSettings, state: SamplerState | None = None, scheduler_config: dict | None = None):
+        if appearance.model_fingerprint and appearance.model_fingerprint != networks.fingerprint:
+            raise TalkingPoseError(
+                "The appearance was encoded with another model or LoRA setting than the one sampling now (the "
+                "reference features depend on both UNets). Encode the appearance with the same model — in ComfyUI, "
+                "connect Appearance Encode and the sampler to the same model output."
+            )
         self.networks = networks
         self.appearance = appearance
         self.settings = settings

@@ -25,6 +25,8 @@ def register(subparsers) -> None:
     an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
     an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    an.add_argument("--lora", type=Path, help="LoRA adapter made by `finetune` for this model")
+    an.add_argument("--lora-strength", type=float, default=1.0, help="0 = base model, 1 = as trained (default 1)")
     an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
                     help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
     an.set_defaults(func=run)
@@ -41,7 +43,7 @@ def run(args) -> int:
         out=args.out, driving=args.driving, poses=args.poses, source=args.source, width=width, height=height,
         frames=args.frames, settings=SamplerSettings(steps=args.steps, cfg=args.cfg, beta=args.beta, seed=args.seed),
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
-        device=args.device, precision=args.precision, fit=args.fit,
+        device=args.device, precision=args.precision, fit=args.fit, lora=args.lora, lora_strength=args.lora_strength,
     )
     bar = None
 

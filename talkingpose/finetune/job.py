@@ -1,0 +1,129 @@
+"""The headless fine-tuning job: a person's clip (+ poses) → LoRA adapter file, resumable."""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ..errors import TalkingPoseError
+from .data import PipelineEncoders, PoseInput, build_clip_cache
+from .trainer import FinetuneResult, FinetuneSettings, LoraTrainer
+
+log = logging.getLogger("TalkingPose")
+
+PEOPLE_CHECK_EVERY = 10  # with DWPose extraction, count the detector's people on every 10th frame
+
+# progress(phase, done, total, loss): phase "encode" (frames) or "train" (steps; loss of the step)
+Progress = Callable[[str, int, int, "float | None"], None]
+
+
+@dataclass
+class FinetuneJob:
+    video: Path
+    out: Path
+    poses: Path | None = None  # a DWPose render video of the clip
+    keypoints: Path | None = None  # a POSE_KEYPOINT JSON track of the clip
+    settings: FinetuneSettings = field(default_factory=FinetuneSettings)
+    resume: bool = False
+    models_root: Path | None = None
+    model_name: str | None = None
+    random_weights: str | None = None  # preset: fine-tune random weights of the real architecture (smoke run)
+    device: str = "auto"
+    precision: str = "auto"
+
+
+def checkpoint_path(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".checkpoint.pt")
+
+
+def _pose_inputs(job: FinetuneJob, models_root: Path) -> Iterator[PoseInput]:
+    from ..video_io import VideoReader
+
+    if job.poses is not None:
+        for render in VideoReader(job.poses):
+            yield PoseInput(render)
+        return
+    from ..pose import draw_pose, from_pose_keypoint
+
+    if job.keypoints is not None:
+        from ..pose import load_pose_keypoints
+
+        for i, frame in enumerate(load_pose_keypoints(job.keypoints)):
+            pose = from_pose_keypoint(frame, f"{job.keypoints.name}, frame {i}")
+            yield PoseInput(None if pose.is_empty else draw_pose(pose), len(frame.get("people") or []))
+        return
+    from ..pose import PoseExtractor, find_dwpose_weights
+
+    try:
+        weights = find_dwpose_weights([models_root / "dwpose"])
+    except TalkingPoseError as exc:
+        raise TalkingPoseError(f"{exc} Or give the clip's poses with --poses (a DWPose render video) or --keypoints.") from None
+    extractor = PoseExtractor(weights.detector, weights.pose)
+    for i, frame in enumerate(VideoReader(job.video, max_frames=job.settings.frames)):
+        pose = extractor(frame)
+        people = len(extractor.detect(extractor.prepare(frame))) if i % PEOPLE_CHECK_EVERY == 0 else None
+        yield PoseInput(None if pose.is_empty else draw_pose(pose), people)
+
+
+def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
+    """Fine-tune and write the adapter to `job.out`; returns the result (losses, fixed-batch loss before/after)."""
+    from ..animate import _device, _dtype, locate_weights
+    from ..pipeline import load_pipeline
+    from ..runtime import models_root as default_root
+    from ..video_io import VideoReader
+
+    settings = job.settings
+    for path, what in ((job.video, "video"), (job.poses, "pose video"), (job.keypoints, "keypoint file")):
+        if path is not None and not Path(path).is_file():
+            raise TalkingPoseError(f"The {what} {path} does not exist.")
+    if job.poses is not None and job.keypoints is not None:
+        raise TalkingPoseError("Give the poses either as a render video (--poses) or as keypoints (--keypoints), not both.")
+    if Path(job.out).suffix != ".safetensors":
+        raise TalkingPoseError(f"The adapter file {job.out} must end in .safetensors.")
+    checkpoint = checkpoint_path(job.out)
+    if checkpoint.is_file() and not job.resume:
+        raise TalkingPoseError(
+            f"A checkpoint of an interrupted run is at {checkpoint}. Add --resume to continue it, or delete it to start over."
+        )
+    root = Path(job.models_root) if job.models_root else default_root()
+    with VideoReader(job.video) as reader:
+        fps, frame_count = reader.fps, reader.frame_count
+    device = _device(job.device)
+    dtype = _dtype(job.precision, device)
+
+    with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
+        if job.random_weights:
+            from ..random_weights import write_random_weights
+
+            log.warning("SMOKE RUN: fine-tuning random %s weights; the adapter only fits those.", job.random_weights)
+            weights = write_random_weights(Path(scratch), job.random_weights)
+        else:
+            weights = locate_weights(root, job.model_name)
+        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+        networks = pipe.networks
+
+        frames_total = min(frame_count, settings.frames or frame_count)
+        encoded = build_clip_cache(
+            VideoReader(job.video), _pose_inputs(job, root), PipelineEncoders(pipe.vae, pipe.image_encoder),
+            settings.width, settings.height, crops=settings.crops, seed=settings.seed, max_frames=settings.frames,
+            progress=None if progress is None else (lambda done: progress("encode", done, frames_total, None)),
+        )
+        if encoded.skipped_nobody:
+            log.warning("Skipped %d of %d frames where nobody was detected.", encoded.skipped_nobody, encoded.frames_read)
+        del pipe  # the VAE and image encoder are done; free their memory for training
+        clip_info = {"video": Path(job.video).name, "fps": float(fps), "seconds": encoded.frames_read / float(fps),
+                     "random_weights": job.random_weights or ""}
+        trainer = LoraTrainer(networks, encoded, settings, clip_info=clip_info)
+        if job.resume and checkpoint.is_file():
+            trainer.load_checkpoint(checkpoint)
+            log.info("Resuming %s at step %d of %d.", job.out, trainer.step, settings.steps)
+        result = trainer.train(
+            checkpoint, None if progress is None else (lambda step, steps, loss: progress("train", step, steps, loss)),
+        )
+        result.adapter.save(job.out)
+        checkpoint.unlink(missing_ok=True)
+        return result
+
