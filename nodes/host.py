@@ -24,12 +24,12 @@ except ImportError:
     IN_COMFYUI = False
 
 # Weight folders under ComfyUI's models/ that this pack registers with folder_paths.
-MODEL_KINDS = ("talkingpose", "dwpose")
+MODEL_KINDS = ("talkingpose", "dwpose", "talkingpose_lora")
 _WEIGHT_EXTENSIONS = {".pth", ".safetensors", ".onnx"}
 
 
 def register_model_folders() -> None:
-    """Make `models/talkingpose` and `models/dwpose` known to ComfyUI; folders that extra_model_paths.yaml adds
+    """Make `models/talkingpose`, `models/dwpose` and `models/talkingpose_lora` known to ComfyUI; folders that extra_model_paths.yaml adds
     for the same names are searched too, after these defaults."""
     if not IN_COMFYUI:
         return
@@ -181,6 +181,40 @@ def vae_encode_mean(vae, pixels):
         return vae.encode(pixels[..., :3])  # ComfyUI's VAE returns the posterior mode, unscaled
     x = pixels.movedim(-1, 1).to(vae.device, vae.dtype) * 2 - 1
     return vae.encode(x).latent_dist.mean
+
+
+def clip_zeroed_embeds(clip_vision):
+    """The projected embedding [1, C] of all-zero normalised CLIP pixels (the training recipe's unconditional
+    context). ComfyUI's CLIP Vision normalises float images itself, so it gets an image of CLIP's mean colour."""
+    if IN_COMFYUI and hasattr(clip_vision, "encode_image"):
+        import torch
+
+        mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).expand(1, 224, 224, 3)
+        return clip_vision.encode_image(mean, crop=False)["image_embeds"]
+    from talkingpose.finetune.data import PipelineEncoders
+
+    return PipelineEncoders(None, clip_vision).clip_zeroed()[None]
+
+
+def vae_encode_posterior(vae, pixels):
+    """VAE posterior mean and standard deviation (unscaled), [n, 4, h, w] each, of pixels [n, 3, H, W] in
+    [-1, 1]: the training recipe draws a posterior sample every step. ComfyUI's VAE.encode gives only the mean,
+    so its encoder and quant_conv are run directly; a VAE without them gets a zero deviation (logged)."""
+    import torch
+
+    if IN_COMFYUI and hasattr(vae, "first_stage_model"):
+        model = vae.first_stage_model
+        if hasattr(model, "encoder") and hasattr(model, "quant_conv"):
+            _mm.load_models_gpu([vae.patcher])
+            moments = model.quant_conv(model.encoder(pixels.to(vae.device, vae.vae_dtype)))
+            mean, logvar = moments.float().chunk(2, dim=1)
+            return mean.cpu(), torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).cpu()
+        log.warning("This VAE does not expose its posterior; fine-tuning uses its mean without sampling.")
+        mean = vae.encode(((pixels + 1) / 2).movedim(1, -1)).float().cpu()
+        return mean, torch.zeros_like(mean)
+    from talkingpose.finetune.data import PipelineEncoders
+
+    return PipelineEncoders(vae, None).posterior(pixels)
 
 
 def vae_decode(vae, raw_latents):

@@ -22,14 +22,25 @@ BETA_TOOLTIP = (
 
 
 class TalkingPoseModel:
-    """What the TALKINGPOSE_MODEL socket carries: the networks, managed by ComfyUI's memory manager."""
+    """What the TALKINGPOSE_MODEL socket carries: the networks, managed by ComfyUI's memory manager, and the
+    LoRA adapters (with strengths) this variant of them uses. Variants share one set of weights; `load` selects
+    the variant's adapters right before each use."""
 
-    def __init__(self, managed: host.ManagedModel, name: str):
+    def __init__(self, managed: host.ManagedModel, name: str, loras: tuple = ()):
         self.managed = managed
         self.name = name
+        self.loras = tuple(loras)
 
     def load(self):
-        return self.managed.load()
+        from talkingpose.lora import activate
+
+        networks = self.managed.load()
+        activate(networks, self.loras)
+        return networks
+
+    def with_lora(self, adapter, strength: float) -> "TalkingPoseModel":
+        label = adapter.path.stem if adapter.path is not None else adapter.id
+        return TalkingPoseModel(self.managed, f"{self.name} + {label}@{strength:g}", self.loras + ((adapter, strength),))
 
 
 def _installed_models():

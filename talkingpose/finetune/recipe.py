@@ -26,7 +26,7 @@ Network. The pose guider's features are added after the denoising UNet's `conv_i
 timestep 0 on the reference latent with the CLIP context; the input tokens of each of its transformer blocks'
 self-attention are appended to the keys and values of the matching block of the denoising UNet. On the way
 between the two UNets the official code casts those tokens to float16 (`ReferenceAttentionControl.update`'s
-default dtype), so even a float32 run rounds them to half precision; we do the same.
+default dtype), so even a float32 run rounds them to half precision; we round them the same way.
 
 Loss. Min-SNR weighting with γ = 5: per row `min(snr + 1, 5) / (snr + 1)` (the +1 because of v-prediction) times
 the row's mean squared error (in float32), averaged over the batch.
@@ -126,9 +126,10 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
 
 
 def _as_official_reference_tokens(tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # The official hand-over between the UNets stores the tokens in float16 (forward and, through the cast,
-    # the gradient coming back); without autocast that rounding is the only place it differs from float32.
-    return {name: t.to(torch.float16).to(t.dtype) for name, t in tokens.items()}
+    # The official hand-over between the UNets stores the tokens in float16. The values are rounded the same way
+    # here; the gradient passes at full precision, as under the official fp16 training's loss scaling (a plain
+    # float16 cast would also round the backward pass, where these small gradients underflow).
+    return {name: t + (t.to(torch.float16).to(t.dtype) - t).detach() for name, t in tokens.items()}
 
 
 def step_loss(networks, scheduler, batch: TrainingBatch, draws: StepDraws, recipe: Recipe = OFFICIAL,
