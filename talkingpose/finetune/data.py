@@ -132,15 +132,16 @@ class PipelineEncoders:
 
 @dataclass
 class PoseInput:
-    """One frame's pose: its render (RGB uint8; None when nobody was detected) and, when known, how many people
-    the detector found."""
+    """One frame's pose: its render (RGB, anything `images.to_pil_rgb` reads; None when nobody was detected) and,
+    when known, how many people the detector found."""
 
     render: np.ndarray | None
     people: int | None = None
 
 
 def render_shows_nobody(render: np.ndarray) -> bool:
-    return int(np.asarray(render).max()) < EMPTY_RENDER_LEVEL
+    """An 8-bit render with nothing drawn on it (video compression leaves the black background slightly above 0)."""
+    return int(render.max()) < EMPTY_RENDER_LEVEL
 
 
 @dataclass
@@ -256,12 +257,12 @@ def build_clip_cache(frames: Iterable, poses: Iterable[PoseInput], encoders: Enc
         if pose.people is not None:
             checked += 1
             several += pose.people > 1
-        if pose.render is None or render_shows_nobody(pose.render):
+        render = None if pose.render is None else images.to_pil_rgb(pose.render, f"pose render {index}")
+        if render is None or render_shows_nobody(np.asarray(render)):
             nobody += 1
             if progress is not None:
                 progress(read)
             continue
-        render = images.to_pil_rgb(pose.render, f"pose render {index}")
         if render.size != frame_size:
             render = render.resize(frame_size, Image.BILINEAR)
         pixels = torch.stack([vae_pixels(crop_resize(picture, box, width, height)) for box in boxes])
