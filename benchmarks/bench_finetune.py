@@ -53,8 +53,9 @@ def main(argv=None) -> int:
     cuda = device.type == "cuda"
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
     nets, vae, clip = build(args.preset, device, dtype)
-    clip.float()  # the encoders run once per clip; float32 keeps their outputs as the released ones
-    vae.float()
+    if cuda:  # the encoders run once per clip: float32, as the CPU path and the official VAE handling
+        torch.nn.Module.to(vae, dtype=torch.float32)
+        torch.nn.Module.to(clip, dtype=torch.float32)
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (args.size, args.size, 3), dtype=np.uint8) for _ in range(args.frames)]
