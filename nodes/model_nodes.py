@@ -175,7 +175,8 @@ class TalkingPoseClosedLoopSampler:
                 "model": ("TALKINGPOSE_MODEL",),
                 "appearance": ("TALKINGPOSE_APPEARANCE",),
                 "pose_images": ("IMAGE", {"tooltip": "DWPose renders, one per frame (Pose Extract, or any DWPose node or pose video)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                # talkingpose.sampler.MAX_SEED: torch keeps 32 bits of a seed, larger ones would repeat smaller ones
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 200}),
                 "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01}),
                 "beta": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.005, "display": "slider", "tooltip": BETA_TOOLTIP}),

@@ -8,8 +8,8 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -31,6 +31,9 @@ OFFICIAL_SCHEDULER = {
 DEFAULT_STEPS = 30
 DEFAULT_CFG = 3.5
 DEFAULT_BETA = 0.05
+# torch's CPU generator (mt19937, as the official pipeline uses it) keeps only the low 32 bits of a seed: 2^32
+# draws what 0 draws. Seeds up to 2^32-1 each give noise of their own; larger ones are refused, not repeated.
+MAX_SEED = 2**32 - 1
 
 StepCallback = Callable[[int, int, int], None]  # (frame index, step index, steps per frame); may raise to cancel
 
@@ -51,8 +54,13 @@ class SamplerSettings:
             )
         if not self.cfg == self.cfg or self.cfg < 0:
             raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
-        if not 0 <= int(self.seed) < 2**64:
-            raise TalkingPoseError(f"seed {self.seed} is out of range; use a whole number from 0 to 2^64-1.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TalkingPoseError(f"seed {self.seed!r} is not a whole number; use one from 0 to {MAX_SEED}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise TalkingPoseError(
+                f"seed {self.seed} is out of range; use a whole number from 0 to {MAX_SEED} (2^32-1: PyTorch's "
+                "generator keeps 32 bits of a seed, so larger seeds would repeat the noise of smaller ones)."
+            )
 
 
 def initial_noise(seed: int, channels: int, height: int, width: int) -> torch.Tensor:
@@ -103,57 +111,17 @@ class SamplerState:
 
     # ------------------------------------------------------------------------------------------- persistence
     def save(self, path: Path) -> Path:
-        """Write the state atomically as safetensors (tensors) + JSON metadata (settings)."""
-        from safetensors.torch import save_file
+        """Write the state atomically as safetensors (tensors) + JSON metadata (settings and a tensor checksum)."""
+        from . import state_file
 
-        path = Path(path)
-        tensors = {"noise": self.noise.contiguous()}
-        if self.last_latent is not None:
-            tensors["last_latent"] = self.last_latent.contiguous()
-        meta = {
-            "format": "talkingpose-state/1",
-            "next_frame": self.next_frame,
-            "settings": asdict(self.settings),
-            "width": self.width,
-            "height": self.height,
-            "model_fingerprint": self.model_fingerprint,
-            "appearance_fingerprint": self.appearance_fingerprint,
-            "extra": self.extra,
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"talkingpose": json.dumps(meta)})
-        tmp.replace(path)
-        return path
+        return state_file.save(self, path)
 
     @classmethod
     def load(cls, path: Path) -> "SamplerState":
-        from safetensors import safe_open
+        """Read a state file, validated completely (see `state_file`)."""
+        from . import state_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise TalkingPoseError(f"State file {path} does not exist.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})["talkingpose"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise TalkingPoseError(
-                f"State file {path} is damaged or not a TalkingPose state ({type(exc).__name__}: {exc}). "
-                "It cannot be resumed; start the render again (frames already written are kept)."
-            ) from exc
-        if meta.get("format") != "talkingpose-state/1" or "noise" not in tensors:
-            raise TalkingPoseError(f"State file {path} is not a TalkingPose sampler state.")
-        return cls(
-            noise=tensors["noise"],
-            last_latent=tensors.get("last_latent"),
-            next_frame=int(meta["next_frame"]),
-            settings=SamplerSettings(**meta["settings"]),
-            width=int(meta["width"]),
-            height=int(meta["height"]),
-            model_fingerprint=meta.get("model_fingerprint", ""),
-            appearance_fingerprint=meta.get("appearance_fingerprint", ""),
-            extra=meta.get("extra", {}),
-        )
+        return state_file.load(path, cls)
 
 
 def make_scheduler(config: dict | None = None):
