@@ -1,9 +1,9 @@
 """The headless animate job: source image + driving video → mp4, streamed one frame at a time.
 
 Frames are decoded, posed, sampled, decoded and encoded one after another, so memory stays flat for any
-length. Finished frames go into closed segments in `<out>.partial/` together with the sampler state at each
-segment boundary; after Ctrl-C or a crash, `resume=True` continues from there and makes the same frames an
-uninterrupted run would have made.
+length. Each finished frame is kept in `<out>.partial/` with the sampler state after it (see `render_output`);
+after Ctrl-C, a kill, a crash or a full disk, `resume=True` continues from there and the output file is the
+same, byte for byte, as an uninterrupted run's.
 """
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import torch
 
 from . import images
 from .errors import TalkingPoseError
-from .sampler import SamplerSettings, SamplerState
+from .sampler import SamplerSettings
 
 log = logging.getLogger("TalkingPose")
 
 SEGMENT_FRAMES = 16
-STATE_PREFIX = "state-"
 SMOKE_LABEL = "RANDOM WEIGHTS - SMOKE RUN"
 
 
@@ -40,6 +39,8 @@ class AnimateJob:
     model_name: str | None = None
     random_weights: str | None = None  # preset name: the real pipeline on random weights, output labelled
     resume: bool = False
+    overwrite: bool = False  # delete the kept frames of an interrupted render of the same output
+    segment_frames: int = SEGMENT_FRAMES
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
@@ -101,36 +102,6 @@ def _dtype(precision: str, device):
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
 
 
-# ------------------------------------------------------------------------------------------------ state files
-def _state_path(partial: Path, frames: int) -> Path:
-    return partial / f"{STATE_PREFIX}{frames:07d}.safetensors"
-
-
-def _save_state(partial: Path, state: SamplerState, job_settings: dict) -> None:
-    state.extra = dict(job_settings)
-    state.save(_state_path(partial, state.next_frame))
-    # Keep the newest two: the newest may belong to a segment that a crash left unfinished.
-    for old in sorted(partial.glob(f"{STATE_PREFIX}*.safetensors"))[:-2]:
-        old.unlink()
-
-
-def _resume_state(partial: Path, frames_committed: int, job_settings: dict) -> SamplerState | None:
-    if frames_committed == 0:
-        return None
-    path = _state_path(partial, frames_committed)
-    if not path.is_file():
-        raise TalkingPoseError(
-            f"{partial} holds {frames_committed} finished frames but no sampler state for that frame; "
-            "it cannot be resumed exactly. Run again without --resume."
-        )
-    state = SamplerState.load(path)
-    differs = [f"{k}: {state.extra.get(k)!r} before, {v!r} now" for k, v in job_settings.items() if state.extra.get(k) != v]
-    if differs:
-        raise TalkingPoseError("Cannot resume: the run differs from the interrupted one (" + "; ".join(differs)
-                               + "). Use the same options, or run without --resume.")
-    return state
-
-
 # ------------------------------------------------------------------------------------------------ frames
 def _label(frame: np.ndarray) -> np.ndarray:
     import cv2
@@ -145,7 +116,7 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, models_root: Path):
+def _pose_renders(job: AnimateJob, start: int, dwpose_weights):
     """Pose renders (RGB uint8) from the pose video, or DWPose on the driving video, from frame `start`."""
     from .video_io import VideoReader
 
@@ -153,20 +124,54 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path):
         reader = VideoReader(job.poses, start=start)
         yield from reader
         return
-    from .pose import draw_pose, find_dwpose_weights
+    from .pose import draw_pose
     from .pose.extractor import PoseExtractor
 
-    weights = find_dwpose_weights([models_root / "dwpose"])
-    extractor = PoseExtractor(weights.detector, weights.pose)
+    extractor = PoseExtractor(dwpose_weights.detector, dwpose_weights.pose)
     for pose in extractor.iter_extract(VideoReader(job.driving, start=start), start_index=start):
         yield draw_pose(pose)
 
 
-def run(job: AnimateJob, progress=None) -> Path:
-    """Render the whole job; returns the output path. `progress(done, total)` is called after each frame."""
-    from .pipeline import load_pipeline
-    from .runtime import models_root as default_root
-    from .video_io import SegmentedVideoWriter, VideoReader
+def _load_source(job: AnimateJob):
+    """The source picture, read now so that an unreadable file is refused before any network is built."""
+    from .video_io import VideoReader
+
+    if job.source is None:
+        return next(iter(VideoReader(job.driving, max_frames=1)))
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        source = Image.open(job.source)
+        source.load()
+    except (OSError, UnidentifiedImageError) as exc:
+        raise TalkingPoseError(f"Cannot read the source image {job.source} ({exc}). Use a PNG or JPEG file.") from exc
+    return source
+
+
+def _timing(job: AnimateJob) -> tuple:
+    """(fps, frames to make) of the job, from the driving (or pose) video."""
+    from .video_io import VideoReader
+
+    with VideoReader(job.driving or job.poses) as timing:
+        fps, total = timing.fps, timing.frame_count
+        irregular = timing.irregular_timing()
+    if irregular:
+        log.warning(irregular)
+    if job.poses is not None and job.driving is not None:
+        with VideoReader(job.poses) as poses:
+            total = min(total, poses.frame_count)
+    if job.frames is not None:
+        total = min(total, job.frames)
+    if total < 1:
+        raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
+    return fps, total
+
+
+def preflight(job: AnimateJob, root: Path, device, dtype):
+    """Every check that needs no network, before any is built: inputs, output, DWPose weights, memory.
+    Returns (fps, total frames, source picture, DWPose weights or None)."""
+    from . import memory
+    from .render_output import check_output
 
     if job.driving is None and job.poses is None:
         raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
@@ -176,19 +181,30 @@ def run(job: AnimateJob, progress=None) -> Path:
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
     images.check_output_size(job.width, job.height)
-    root = Path(job.models_root) if job.models_root else default_root()
-    with VideoReader(job.driving or job.poses) as timing:
-        fps, total = timing.fps, timing.frame_count
-    if job.poses is not None and job.driving is not None:
-        with VideoReader(job.poses) as poses:
-            total = min(total, poses.frame_count)
-    if job.frames is not None:
-        total = min(total, job.frames)
-    if total < 1:
-        raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
+    check_output(job.out, job.resume, job.overwrite)
+    fps, total = _timing(job)
+    source = _load_source(job)
+    dwpose = None
+    if job.poses is None:
+        from .pose import find_dwpose_weights
 
+        dwpose = find_dwpose_weights([root / "dwpose"])
+    memory.check_fits(job.width, job.height, device, dtype, "tiny" if job.random_weights == "tiny" else "sd15")
+    return fps, total, source, dwpose
+
+
+def run(job: AnimateJob, progress=None) -> Path:
+    """Render the whole job; returns the output path. `progress(done, total)` is called once before the first
+    frame (done = frames already kept) and after each frame."""
+    from .pipeline import load_pipeline
+    from .render_output import commit_frame, resume_point
+    from .runtime import models_root as default_root
+    from .video_io import SegmentedVideoWriter
+
+    root = Path(job.models_root) if job.models_root else default_root()
     device = _device(job.device)
     dtype = _dtype(job.precision, device)
+    fps, total, source, dwpose = preflight(job, root, device, dtype)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:
             from .random_weights import write_random_weights
@@ -198,14 +214,6 @@ def run(job: AnimateJob, progress=None) -> Path:
         else:
             weights = locate_weights(root, job.model_name)
         pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
-
-        if job.source is not None:
-            from PIL import Image
-
-            source = Image.open(job.source)
-            source.load()
-        else:
-            source = next(iter(VideoReader(job.driving, max_frames=1)))
         appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
 
         job_settings = {
@@ -213,34 +221,24 @@ def run(job: AnimateJob, progress=None) -> Path:
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
-        writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=SEGMENT_FRAMES, resume=job.resume)
-        start = writer.frames_committed
-        state = _resume_state(writer.partial_dir, start, job_settings) if job.resume else None
+        writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
+                                      resume=job.resume)
+        state = resume_point(writer, job_settings) if job.resume else None
+        start = writer.frames_written
         if start:
             log.info("Resuming %s at frame %d of %d", job.out, start, total)
         sampler = pipe.sampler(appearance, job.settings, state)
-        committed = start
-        try:
-            for index, render in zip(range(start, total), _pose_renders(job, start, root)):
-                latent = sampler.denoise(pipe.pose_pixels(render, appearance))
-                frame = _to_uint8(pipe.decode(latent[None])[0])
-                writer.write(_label(frame) if job.random_weights else frame)
-                if writer.frames_committed != committed:
-                    committed = writer.frames_committed
-                    _save_state(writer.partial_dir, sampler.state, job_settings)
-                if progress is not None:
-                    progress(index + 1, total)
-        except BaseException:
-            # Ctrl-C or any error: keep every finished frame and the matching state for --resume.
-            writer.close_segment()
-            if writer.frames_committed and writer.frames_committed == sampler.state.next_frame:
-                _save_state(writer.partial_dir, sampler.state, job_settings)
-            raise
-        if sampler.state.next_frame < total:
-            writer.close_segment()
-            _save_state(writer.partial_dir, sampler.state, job_settings)
+        if progress is not None:
+            progress(start, total)
+        for index, render in zip(range(start, total), _pose_renders(job, start, dwpose)):
+            latent = sampler.denoise(pipe.pose_pixels(render, appearance))
+            frame = _to_uint8(pipe.decode(latent[None])[0])
+            commit_frame(writer, _label(frame) if job.random_weights else frame, sampler.state, job_settings)
+            if progress is not None:
+                progress(index + 1, total)
+        if writer.frames_written < total:
             raise TalkingPoseError(
-                f"The pose source ended after {sampler.state.next_frame} of {total} frames; "
+                f"The pose source ended after {writer.frames_written} of {total} frames; "
                 f"the frames made so far are kept in {writer.partial_dir}."
             )
         return writer.finalize(audio_from=job.driving)

@@ -31,26 +31,44 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _writer_pid(name: str, prefix: str) -> int | None:
+    """The pid in a temporary file name `PREFIX PID.RANDOM.tmp`, or None if the name is not one."""
+    if not (name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX)):
+        return None
+    pid_text = name[len(prefix):].split(".", 1)[0]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def _remove_dead(folder: Path, prefix_of) -> list[Path]:
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid = _writer_pid(name, prefix_of(name))
+        if pid is None or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(folder / name)
+            removed.append(folder / name)
+    return removed
+
+
 def remove_stale_temporaries(path: Path) -> list[Path]:
     """Deletes temporary files of `path` whose writing process is gone; returns them. Names are compared as
     text (no glob patterns), so names with `[`, `*` or `?` are handled like any other."""
     path = Path(path)
-    prefix = _temporary_prefix(path)
-    removed = []
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        return removed
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX)):
-            continue
-        pid_text = name[len(prefix):].split(".", 1)[0]
-        if not pid_text.isdigit() or _pid_alive(int(pid_text)):
-            continue
-        with contextlib.suppress(OSError):
-            os.unlink(path.parent / name)
-            removed.append(path.parent / name)
-    return removed
+    return _remove_dead(path.parent, lambda name: _temporary_prefix(path))
+
+
+def remove_stale_temporaries_in(folder: Path) -> list[Path]:
+    """Deletes the temporary files of every file in `folder` whose writing process is gone."""
+    def prefix_of(name: str) -> str:
+        # `.NAME.PID.RANDOM.tmp`: NAME may itself hold dots, the last three parts never do
+        parts = name.rsplit(".", 3)
+        return parts[0] + "." if len(parts) == 4 and name.startswith(".") else name
+    return _remove_dead(Path(folder), prefix_of)
 
 
 def temporary_sibling(path: Path) -> Path:

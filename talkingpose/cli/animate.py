@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .options import size
+from .progress import Progress
 
 
 def register(subparsers) -> None:
@@ -25,14 +26,14 @@ def register(subparsers) -> None:
     an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
     an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    an.add_argument("--overwrite", action="store_true",
+                    help="start over, deleting the kept frames of an interrupted run of the same --out")
     an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
                     help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
     an.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from .. import animate
     from ..sampler import SamplerSettings
 
@@ -41,24 +42,17 @@ def run(args) -> int:
         out=args.out, driving=args.driving, poses=args.poses, source=args.source, width=width, height=height,
         frames=args.frames, settings=SamplerSettings(steps=args.steps, cfg=args.cfg, beta=args.beta, seed=args.seed),
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
+        overwrite=args.overwrite,
         device=args.device, precision=args.precision, fit=args.fit,
     )
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, initial=done - 1, unit="frame", desc="animate", dynamic_ncols=True)
-        bar.update(1)
-        bar.set_postfix_str(f"{1 / bar.format_dict['rate']:.2f} s/frame" if bar.format_dict.get("rate") else "")
-
+    progress = Progress("animate")
     try:
         out = animate.run(job, progress)
     except KeyboardInterrupt:
-        print("\nStopped. Finished frames are kept; continue with the same command plus --resume.", file=sys.stderr)
+        progress.close()
+        print("Stopped. Finished frames are kept; continue with the same command plus --resume.", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     print(f"wrote {out}" + (" (SMOKE RUN with random weights)" if args.random_weights else ""))
     return 0
