@@ -30,6 +30,25 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_record(dest: Path) -> dict[str, str]:
+    """The checksums recorded in `dest` ({} when none were); a damaged record is refused with a sentence."""
+    record_path = Path(dest) / "checksums.json"
+    if not record_path.is_file():
+        return {}
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        record = exc
+    if not isinstance(record, dict) or not all(
+        isinstance(k, str) and Path(k).name == k and isinstance(v, str) for k, v in record.items()
+    ):
+        raise TalkingPoseError(
+            f"{record_path} is damaged (not the list of checksums the download writes). Delete it and run the "
+            "download again: files already there are kept, and the checksums of newly downloaded ones recorded."
+        )
+    return record
+
+
 def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     """Download `files` of `repo` into `dest` (flattened), resuming partial downloads."""
     try:
@@ -39,7 +58,7 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     record_path = dest / "checksums.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = read_record(dest)
     out = []
     for name in files:
         target = dest / Path(name).name
@@ -61,8 +80,5 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
 
 def verify(dest: Path) -> list[str]:
     """Names of files in `dest` whose SHA-256 no longer matches the one recorded at download."""
-    record_path = Path(dest) / "checksums.json"
-    if not record_path.is_file():
-        return []
-    record = json.loads(record_path.read_text())
+    record = read_record(dest)
     return [name for name, digest in record.items() if not (Path(dest) / name).is_file() or sha256(Path(dest) / name) != digest]
