@@ -1,7 +1,7 @@
 """A one-line progress report for the commands: `label done/total unit · s/unit · ETA`.
 
-On a terminal the line is rewritten in place and ended once at the close; elsewhere (a log, a pipe) each
-update is one line. The rate counts only the work of this run, from the first report on (a resumed render
+On a terminal the line is rewritten in place and ended once at the close; elsewhere (a log, a pipe) an update
+is one line, printed when the percentage changes (at most about a hundred lines, however long the job). The rate counts only the work of this run, from the first report on (a resumed render
 starts at the kept frames), so it is never computed from a near-zero time.
 """
 from __future__ import annotations
@@ -25,11 +25,15 @@ class Progress:
         self._start = None  # (time, done) of the first report
         self._line_open = False
         self._last = None
+        self._percent = None
 
     def __call__(self, done: int, total: int) -> None:
         now = self._clock()
         if self._start is None:
             self._start = (now, done)
+        elif not self._tty and done < total and done * 100 // total == self._percent:
+            return
+        self._percent = done * 100 // max(total, 1)
         text = f"{self.label} {done}/{total} {self.unit}s"
         made = done - self._start[1]
         if made > 0:
