@@ -222,10 +222,28 @@ def _compare_keys(source: str, part: str, state: dict, expected: dict[str, torch
     raise TalkingPoseError("\n".join(lines))
 
 
+def _check_values(source: str, part: str, state: dict) -> None:
+    """Weights must be finite floating-point numbers: integer tensors would not load, NaN or infinite ones would
+    load and render black frames."""
+    not_float = [k for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise TalkingPoseError(
+            f"{source}: {len(not_float)} tensors of the {part} are not floating-point weights (first: {not_float[0]} "
+            f"is {state[not_float[0]].dtype}). The file is damaged or holds something else. {DOWNLOAD_HINT}"
+        )
+    not_finite = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if not_finite:
+        raise TalkingPoseError(
+            f"{source}: {len(not_finite)} tensors of the {part} hold NaN or infinite values (first: {not_finite[0]}); "
+            f"they would render black frames. The file is damaged; download it again. {DOWNLOAD_HINT}"
+        )
+
+
 # --------------------------------------------------------------------------------------------------- building
 def _materialise(module: torch.nn.Module, state: dict, source: str, part: str, dtype) -> torch.nn.Module:
     expected = {k: v.shape for k, v in module.state_dict().items()}
     _compare_keys(source, part, state, expected)
+    _check_values(source, part, state)
     module.load_state_dict(state, strict=True, assign=True)
     leftovers = [name for name, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftovers:
