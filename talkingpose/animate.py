@@ -55,9 +55,9 @@ def _first_folder_with(folder: Path, marker: str, prefer: str) -> Path | None:
     return (preferred or found or [None])[0]
 
 
-def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]:
-    """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root; one error lists
-    everything that is missing and where it goes."""
+def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool = False) -> dict:
+    """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root (and the DWPose
+    weights when poses are to be extracted); one error lists everything that is missing and where it goes."""
     from .checkpoints import list_models
 
     root = Path(root)
@@ -80,12 +80,21 @@ def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]
     if encoder is None:
         missing.append(f"the image encoder (Hugging Face lambdalabs/sd-image-variations-diffusers, image_encoder/: "
                        f"config.json and its weights) in {root / 'clip_vision' / 'sd-image-variations-image-encoder'}/")
+    dwpose = None
+    if need_dwpose:
+        from .pose import find_dwpose_weights
+
+        try:
+            dwpose = find_dwpose_weights([root / "dwpose"])
+        except TalkingPoseError:
+            missing.append(f"the DWPose weights yolox_l.onnx and dw-ll_ucoco_384.onnx (Hugging Face yzd-v/DWPose) in "
+                           f"{root / 'dwpose'}/: `python cli.py download --what dwpose`")
     if missing:
         raise TalkingPoseError(
             "Missing weights:\n  - " + "\n  - ".join(missing)
             + "\nRun `python cli.py download` to fetch them, or add --random-weights for a smoke run without them."
         )
-    return {"model": model, "vae": vae, "image_encoder": encoder}
+    return {"model": model, "vae": vae, "image_encoder": encoder, "dwpose": dwpose}
 
 
 def _device(name: str):
@@ -168,8 +177,9 @@ def _timing(job: AnimateJob) -> tuple:
 
 
 def preflight(job: AnimateJob, root: Path, device, dtype):
-    """Every check that needs no network, before any is built: inputs, output, DWPose weights, memory.
-    Returns (fps, total frames, source picture, DWPose weights or None)."""
+    """Every check that needs no network, before any is built: inputs, output, weights (DWPose's too), memory.
+    Returns (fps, total frames, source picture, weight paths or None for random weights, DWPose weights or
+    None)."""
     from . import memory
     from .render_output import check_output
 
@@ -184,13 +194,16 @@ def preflight(job: AnimateJob, root: Path, device, dtype):
     check_output(job.out, job.resume, job.overwrite)
     fps, total = _timing(job)
     source = _load_source(job)
-    dwpose = None
-    if job.poses is None:
+    weights, dwpose = None, None
+    if not job.random_weights:
+        weights = locate_weights(root, job.model_name, need_dwpose=job.poses is None)
+        dwpose = weights["dwpose"]
+    elif job.poses is None:
         from .pose import find_dwpose_weights
 
         dwpose = find_dwpose_weights([root / "dwpose"])
     memory.check_fits(job.width, job.height, device, dtype, "tiny" if job.random_weights == "tiny" else "sd15")
-    return fps, total, source, dwpose
+    return fps, total, source, weights, dwpose
 
 
 def run(job: AnimateJob, progress=None) -> Path:
@@ -204,15 +217,13 @@ def run(job: AnimateJob, progress=None) -> Path:
     root = Path(job.models_root) if job.models_root else default_root()
     device = _device(job.device)
     dtype = _dtype(job.precision, device)
-    fps, total, source, dwpose = preflight(job, root, device, dtype)
+    fps, total, source, weights, dwpose = preflight(job, root, device, dtype)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:
             from .random_weights import write_random_weights
 
             log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", job.random_weights, SMOKE_LABEL)
             weights = write_random_weights(Path(scratch), job.random_weights)
-        else:
-            weights = locate_weights(root, job.model_name)
         pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
         appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
 
