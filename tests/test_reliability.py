@@ -324,3 +324,15 @@ def test_readme_reliability_section_names_each_crash_point():
     section = text.split("### Reliability", 1)[1].split("\n## ", 1)[0]
     for needle in ("--resume", "--overwrite", "byte for byte", "full disk", "kill", ".partial"):
         assert needle in section
+
+
+def test_a_spliced_driving_video_is_rendered_whole_and_irregular_timing_is_reported(tmp_path, stand_in, caplog):
+    from test_video_io import _timed_clip
+
+    halves = [_timed_clip(tmp_path / f"{n}.ts", [i * 40 for i in range(10)], "mpegts") for n in "ab"]
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(halves[0].read_bytes() + halves[1].read_bytes())  # timestamps restart half-way
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        animate.run(_job(tmp_path / "o.mp4", driving=spliced, frames=None))
+    assert len(_decoded(tmp_path / "o.mp4")) == 20 and len(stand_in) == 20
+    assert "not evenly spaced in time" in caplog.text and "constant 25.000 fps" in caplog.text
