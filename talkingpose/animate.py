@@ -146,7 +146,8 @@ def _load_source(job: AnimateJob):
     from .video_io import VideoReader
 
     if job.source is None:
-        return next(iter(VideoReader(job.driving, max_frames=1)))
+        with VideoReader(job.driving, max_frames=1) as first:
+            return next(iter(first))
     from PIL import Image, UnidentifiedImageError
 
     try:
