@@ -15,6 +15,7 @@ eyes, as controlnet_aux writes them; 68-point faces are read too. An empty ``peo
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TalkingPoseError
+
+log = logging.getLogger("TalkingPose")
 
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 18, 21, 68
 OPENPOSE_FACE_POINTS = 70
@@ -278,7 +281,13 @@ def from_pose_keypoints(pose_kps) -> list[PoseFrame]:
         pose_kps = [pose_kps]
     if not isinstance(pose_kps, (list, tuple)):
         raise TalkingPoseError(f"pose keypoints must be a list of frame objects, got {type(pose_kps).__name__}.")
-    return [from_pose_keypoint(f, f"frame {i}") for i, f in enumerate(pose_kps)]
+    poses = [from_pose_keypoint(f, f"frame {i}") for i, f in enumerate(pose_kps)]
+    crowded = [i for i, f in enumerate(pose_kps) if len(f.get("people") or []) > 1]
+    if crowded:
+        log.info("TalkingPose: %d frame(s) hold several people (first: frame %d); in each the most confident person "
+                 "(highest mean body confidence) is used, as Pose Extract and the sampler's renders do.",
+                 len(crowded), crowded[0])
+    return poses
 
 
 # --------------------------------------------------------------------------------------------------- files
