@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkingpose_pack.models.pose.draw import LIMBS
-from talkingpose_pack.models.pose.keypoints import PoseFrame
+from talkingpose.pose.draw import LIMBS
+from talkingpose.pose.keypoints import PoseFrame
 
 # Directions (degrees, image coordinates: x right, y down) of an upright person facing the camera.
 UPRIGHT = {

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pose import draw_pose, from_pose_keypoints, load_pose_keypoints
-from talkingpose_pack.models.pose.keypoints import MAX_CANVAS_SIDE
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pose import draw_pose, from_pose_keypoints, load_pose_keypoints
+from talkingpose.pose.keypoints import MAX_CANVAS_SIDE
 
 
 def _frame(body=None, width=512, height=512):

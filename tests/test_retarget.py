@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from pose_tracks import DRIVER_LENGTHS, SOURCE_LENGTHS, driving_track, person, pixels
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pose import PoseFrame, from_pose_keypoints, to_pose_keypoints
-from talkingpose_pack.models.pose.draw import LIMBS
-from talkingpose_pack.models.pose.retarget import Retarget, estimate_retarget, retarget_track
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pose import PoseFrame, from_pose_keypoints, to_pose_keypoints
+from talkingpose.pose.draw import LIMBS
+from talkingpose.pose.retarget import Retarget, estimate_retarget, retarget_track
 
 SOURCE = dict(lengths=SOURCE_LENGTHS, neck=(300.0, 180.0), hand_size=15.0, face_size=45.0)
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pose_tracks import pixels
-from talkingpose_pack.models.errors import TalkingPoseError
-from talkingpose_pack.models.pose import PoseFrame
-from talkingpose_pack.models.pose.smoothing import DEFAULT_STRENGTH, PoseSmoother, SmootherState, smooth_track
+from talkingpose.errors import TalkingPoseError
+from talkingpose.pose import PoseFrame
+from talkingpose.pose.smoothing import DEFAULT_STRENGTH, PoseSmoother, SmootherState, smooth_track
 
 SIZE = 512
 NOISE_PX = 1.5
