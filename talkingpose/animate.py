@@ -43,6 +43,10 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
+    keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
+    retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
+    smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
+    fps: float | None = None  # frame rate when no driving video gives one
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -145,10 +149,54 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, models_root: Path):
-    """Pose renders (RGB uint8) from the pose video, or DWPose on the driving video, from frame `start`."""
+def _uses_keypoints(job: AnimateJob) -> bool:
+    return job.keypoints is not None or job.retarget != "off" or job.smooth != 0
+
+
+def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
+    """The whole driving track as keypoints (the --keypoints file, or DWPose on the driving video: a few KB per
+    frame), fitted to the source person and smoothed. Measured on the whole track before rendering starts, so a
+    resumed run gets the same poses."""
+    from .pose import from_pose_keypoints, load_pose_keypoints
+    from .pose.track import dwpose_extractor, extract_video_track, load_source_pose, process_track
     from .video_io import VideoReader
 
+    extractor = None
+
+    def get_extractor():
+        nonlocal extractor
+        extractor = extractor or dwpose_extractor(models_root)
+        return extractor
+
+    if job.keypoints is not None:
+        track = from_pose_keypoints(load_pose_keypoints(job.keypoints))
+    else:
+        track = extract_video_track(job.driving, get_extractor(), max_frames=job.frames)
+    source = None
+    if job.retarget != "off":
+        if job.source is not None:
+            source = load_source_pose(job.source, get_extractor)
+        else:
+            source = get_extractor()(next(iter(VideoReader(job.driving, max_frames=1))))
+    poses, state = process_track(track, source=source, mode=job.retarget, strength=job.smooth,
+                                 space=(job.width, job.height))
+    if state.retarget is not None:
+        log.info("Retargeted to the source: body size ratio %.3f%s", state.retarget.body_ratio,
+                 "".join(f"; {note}" for note in state.retarget.notes))
+    return poses
+
+
+def _pose_renders(job: AnimateJob, start: int, models_root: Path, track=None):
+    """Pose renders (RGB uint8) from the keypoint track, the pose video, or DWPose on the driving video, from
+    frame `start`."""
+    from .video_io import VideoReader
+
+    if track is not None:
+        from .pose import draw_pose
+
+        for pose in track[start:]:
+            yield draw_pose(pose)
+        return
     if job.poses is not None:
         reader = VideoReader(job.poses, start=start)
         yield from reader
@@ -168,17 +216,27 @@ def run(job: AnimateJob, progress=None) -> Path:
     from .runtime import models_root as default_root
     from .video_io import SegmentedVideoWriter, VideoReader
 
-    if job.driving is None and job.poses is None:
-        raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    for path in (job.driving, job.poses, job.source):
+    if job.driving is None and job.poses is None and job.keypoints is None:
+        raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
+                               "(--keypoints).")
+    if job.poses is not None and _uses_keypoints(job):
+        raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
+                               "--keypoints, or let the poses be extracted from --driving.")
+    for path in (job.driving, job.poses, job.source, job.keypoints):
         if path is not None and not Path(path).is_file():
             raise TalkingPoseError(f"Input file {path} does not exist.")
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
     images.check_output_size(job.width, job.height)
     root = Path(job.models_root) if job.models_root else default_root()
-    with VideoReader(job.driving or job.poses) as timing:
-        fps, total = timing.fps, timing.frame_count
+    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
+    if job.driving is None and job.poses is None:
+        fps, total = job.fps or 25, len(track)
+    else:
+        with VideoReader(job.driving or job.poses) as timing:
+            fps, total = timing.fps, timing.frame_count
+    if track is not None:
+        total = min(total, len(track))
     if job.poses is not None and job.driving is not None:
         with VideoReader(job.poses) as poses:
             total = min(total, poses.frame_count)
@@ -213,6 +271,8 @@ def run(job: AnimateJob, progress=None) -> Path:
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
+        if track is not None:
+            job_settings.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
         writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=SEGMENT_FRAMES, resume=job.resume)
         start = writer.frames_committed
         state = _resume_state(writer.partial_dir, start, job_settings) if job.resume else None
@@ -221,7 +281,7 @@ def run(job: AnimateJob, progress=None) -> Path:
         sampler = pipe.sampler(appearance, job.settings, state)
         committed = start
         try:
-            for index, render in zip(range(start, total), _pose_renders(job, start, root)):
+            for index, render in zip(range(start, total), _pose_renders(job, start, root, track)):
                 latent = sampler.denoise(pipe.pose_pixels(render, appearance))
                 frame = _to_uint8(pipe.decode(latent[None])[0])
                 writer.write(_label(frame) if job.random_weights else frame)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .options import size
+from .pose import DEFAULT, resolve_strength, strength
 
 
 def register(subparsers) -> None:
@@ -12,6 +13,14 @@ def register(subparsers) -> None:
     an.add_argument("--source", type=Path, help="source image (default: frame 0 of the driving video)")
     an.add_argument("--driving", type=Path, help="driving video (poses are extracted with DWPose; fps and audio are kept)")
     an.add_argument("--poses", type=Path, help="ready DWPose render video, used instead of extracting poses")
+    an.add_argument("--keypoints", type=Path,
+                    help="POSE_KEYPOINT JSON track (`pose extract`), used instead of --poses or extraction")
+    an.add_argument("--retarget", choices=["off", "align", "full"], default="off",
+                    help="fit the driving poses to the source person: off (as they are), align (one scale and shift "
+                         "per video), full (every bone to the source's length)")
+    an.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
+                    help="smooth the keypoints, 0 (off) to 1 (alone: the default strength, 0.5)")
+    an.add_argument("--fps", type=float, help="frame rate with --keypoints and no --driving video (default 25)")
     an.add_argument("--out", type=Path, required=True, help="output mp4")
     an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
     an.add_argument("--frames", type=int, help="stop after this many frames")
@@ -42,6 +51,7 @@ def run(args) -> int:
         frames=args.frames, settings=SamplerSettings(steps=args.steps, cfg=args.cfg, beta=args.beta, seed=args.seed),
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
         device=args.device, precision=args.precision, fit=args.fit,
+        keypoints=args.keypoints, retarget=args.retarget, smooth=resolve_strength(args.smooth), fps=args.fps,
     )
     bar = None
 
