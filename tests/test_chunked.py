@@ -109,7 +109,7 @@ def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tm
     model, appearance, poses, one_shot = graph
     first, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:6], **SETTINGS)
     SaveTalkingPoseState().save(state, "long/state", False)
-    loaded, next_frame = LoadTalkingPoseState().load("long/state")
+    loaded, next_frame, pose_state = LoadTalkingPoseState().load("long/state")
     assert next_frame == 6 and (tmp_path / "long" / "state.safetensors").is_file()
     rest, _ = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[next_frame:], **SETTINGS, state=loaded)
     assert (torch.cat([first["samples"], rest["samples"]]) - one_shot).abs().max().item() <= 1e-5

@@ -571,6 +571,7 @@ def test_comfyui_host_chunked_render_resumes_from_a_saved_state(comfy, defs, one
     prompt["902"] = {"class_type": "TalkingPoseLoadState", "inputs": {"filename": f"{first.prefix}_state"}}
     prompt[rest.ids["TalkingPoseClosedLoopSampler"]]["inputs"]["state"] = ["902", 0]
     prompt[rest.ids["VHS_LoadVideo"]]["inputs"]["skip_first_frames"] = ["902", 1]
+    prompt[rest.ids["TalkingPoseExtract"]]["inputs"]["pose_state"] = ["902", 2]  # the note's step 1
     rest.run(prompt)  # its own Save State filename (the note's step 2)
     remaining = LONG_FRAMES - FRAMES_PER_BATCH
     assert len(rest.entries) == -(-remaining // FRAMES_PER_BATCH) and rest.states[-1] == LONG_FRAMES

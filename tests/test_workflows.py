@@ -102,8 +102,11 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     assert manager["widgets_values"]["frames_per_batch"] >= 8
     extract = node(workflow, "TalkingPoseExtract")
     assert source_of(workflow, extract, "images") == (loader, "IMAGE")
-    # No pose alignment: it is estimated per batch and would differ between chunks.
-    assert next(i for i in extract["inputs"] if i["name"] == "source_image")["link"] is None
+    # The poses are fitted to the photo; the fit (measured on the first chunk) and the smoothing go on across chunks
+    # through the manager and are saved with the sampler state.
+    assert source_of(workflow, extract, "source_image") == (node(workflow, "LoadImage"), "IMAGE")
+    assert source_of(workflow, extract, "meta_batch") == (manager, "meta_batch")
+    assert source_of(workflow, node(workflow, "TalkingPoseSaveState"), "pose_state") == (extract, "pose_state")
     assert source_of(workflow, sampler, "pose_images") == (extract, "pose_images")
     origin, output = source_of(workflow, combine, "frame_rate")
     assert origin["type"] == "VHS_VideoInfo" and output.startswith("loaded_fps")
@@ -114,8 +117,39 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     assert {"frame_load_cap", "skip_first_frames"} <= set(loader["widgets_values"])
     assert all(i.get("link") is None for i in loader["inputs"] if i["name"] in ("frame_load_cap", "skip_first_frames"))
     text = node(workflow, "Note")["widgets_values"][0]
-    for words in ("frame_load_cap", "skip_first_frames", "source_image", "Load TalkingPose State", "next_frame"):
+    for words in ("frame_load_cap", "skip_first_frames", "FIRST chunk", "Load TalkingPose State", "next_frame",
+                  "pose_state"):
         assert words in text, words
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_default_path_retargets_the_poses_to_the_photo(path, defs):
+    workflow = load(path)
+    extract, encode = node(workflow, "TalkingPoseExtract"), node(workflow, "TalkingPoseAppearanceEncode")
+    values = to_api_prompt(workflow, defs)[str(extract["id"])]["inputs"]
+    assert values["alignment"] == "retarget" and values["smoothing"] == 0.5
+    assert source_of(workflow, extract, "source_image") == source_of(workflow, encode, "image")
+
+
+def test_pose_extract_keeps_loading_workflows_saved_before_retargeting(defs):
+    """The frontend stores widget values by position and fills missing ones with the widget's default; an API
+    prompt without an optional input gets the function's default. Both must give the old behaviour: similarity
+    alignment, no smoothing, the old widgets where they were."""
+    import inspect
+
+    from nodes.pose_nodes import TalkingPoseExtract
+
+    spec = defs["TalkingPoseExtract"]
+    widgets = [name for section in ("required", "optional") for name in spec["input_order"][section]
+               if name in spec["input"][section] and spec["input"][section][name][0] not in ("IMAGE", "VHS_BatchManager",
+                                                                                          "TALKINGPOSE_POSE_STATE")]
+    assert widgets[:6] == ["width", "height", "body", "hands", "face", "on_error"]
+    assert widgets[6:] == ["alignment", "smoothing"]
+    optional = spec["input"]["optional"]
+    assert optional["alignment"][1]["default"] == "similarity" and optional["smoothing"][1]["default"] == 0.0
+    defaults = inspect.signature(TalkingPoseExtract.extract).parameters
+    assert defaults["alignment"].default == "similarity" and defaults["smoothing"].default == 0.0
+    assert spec["output"][:2] == ["IMAGE", "POSE_KEYPOINT"]  # saved links address outputs by slot
 
 
 # ------------------------------------------------------------------------------------------ the checker itself

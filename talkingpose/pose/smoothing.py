@@ -19,6 +19,7 @@ in chunks equals the track smoothed at once.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -134,7 +135,8 @@ class PoseSmoother:
             raise TalkingPoseError(f"The smoothing state was made with strength {state.strength:g}, this run asks "
                                    f"for {strength:g}. Use the same strength to continue the render.")
         self.strength = strength
-        self.state = state if state is not None else SmootherState.start(strength)
+        # A copy: the caller's state (a node's cached output, a loaded file) must stay as it was.
+        self.state = copy.deepcopy(state) if state is not None else SmootherState.start(strength)
         if strength > 0:
             settings = settings_for(strength)
             parts = ((_BODY, settings["body"]), (_HANDS, settings["hands"]), (_FACE, settings["face"]))

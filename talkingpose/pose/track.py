@@ -14,6 +14,7 @@ on the same leading frames: a chunked render measures it on its first chunk (`ca
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -96,7 +97,8 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
             f"The pose state was made with fit '{state.mode}' and smoothing {state.strength:g}; this run asks for "
             f"'{mode}' and {strength:g}. Use the same settings to continue the render, or start it again."
         )
-    state = state if state is not None else PoseTrackState(mode, strength)
+    # A copy: the caller's state (a node's cached output, a loaded file) must stay as it was.
+    state = copy.deepcopy(state) if state is not None else PoseTrackState(mode, strength)
     frames = list(frames)
     window = frames[:calibration_frames] if calibration_frames and calibration_frames > 0 else frames
     if mode != "off" and source is None:
