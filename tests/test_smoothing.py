@@ -159,3 +159,25 @@ def test_bad_settings_and_tracks_are_refused_with_sentences():
         smooth_track(noisy[:5] + [other_canvas], 0.5)
     with pytest.raises(TalkingPoseError, match="smoothing state is damaged"):
         SmootherState.from_dict({"position": [[0.0, 0.0]]})
+
+
+def test_default_strength_keeps_the_lips_moving():
+    """Speech: the lips open and close 5 px every 8 frames (4 Hz at 32 fps) under 1 px of jitter; the face's
+    settings follow that motion instead of flattening it. Measured: 93% of the amplitude kept, the still face
+    points' jitter down to 62%."""
+    rng = np.random.default_rng(3)
+    face = rng.uniform(200, 300, (68, 2))
+    lips = slice(48, 68)
+    clean, noisy = [], []
+    for t in range(240):
+        moved = face.copy()
+        moved[lips, 1] += 5 * np.sin(2 * np.pi * t / 8)
+        for frames, noise in ((clean, 0.0), (noisy, 1.0)):
+            points = (moved + rng.normal(0, 1.0, face.shape) * noise) / SIZE
+            frames.append(PoseFrame((SIZE, SIZE), np.full((18, 2), 0.5), np.ones(18), np.full((2, 21, 2), -1.0),
+                                    np.zeros((2, 21)), points, np.ones(68)))
+    smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
+    c, x, y = (_part(frames, "face")[40:] for frames in (clean, noisy, smoothed))
+    amplitude = (y[:, lips, 1] - face[lips, 1]).std(axis=0).mean() / (c[:, lips, 1] - face[lips, 1]).std(axis=0).mean()
+    still_jitter = (y - c)[:, :48].std() / (x - c)[:, :48].std()
+    assert amplitude >= 0.85 and still_jitter <= 0.75, (amplitude, still_jitter)
