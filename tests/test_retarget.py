@@ -136,6 +136,22 @@ def test_a_bone_the_source_hides_takes_the_driver_length_times_the_body_ratio(ca
     assert "the source hides the right thigh" in caplog.text
 
 
+def test_a_source_without_shoulders_still_retargets_and_says_what_it_guessed(caplog):
+    # Shoulders hidden in the photo (arms crossed behind a desk): the shoulder bones and the upper arms hanging from
+    # them take the driver's lengths times the body ratio (measured on the head and hips here).
+    source = person(**SOURCE, hidden_joints=(2, 5))
+    caplog.set_level(logging.WARNING)
+    out, transform = retarget_track(source, driving_track(10))
+    for bone in ((1, 2), (1, 5), (2, 3), (5, 6)):
+        assert transform.bone_ratios[LIMBS.index(bone)] == pytest.approx(transform.body_ratio)
+    trunk = [(1, 0), (1, 8), (1, 11)]
+    assert transform.body_ratio == pytest.approx(
+        np.exp(np.mean([np.log(SOURCE_LENGTHS[b] / DRIVER_LENGTHS[b]) for b in trunk])), rel=1e-12)
+    body = pixels(out[4], out[4].body)
+    assert np.linalg.norm(body[2] - body[1]) == pytest.approx(DRIVER_LENGTHS[(1, 2)] * transform.body_ratio, rel=1e-9)
+    assert "the source hides the right shoulder" in caplog.text and "the source hides the left upper arm" in caplog.text
+
+
 def test_the_driver_length_is_its_in_plane_length_despite_foreshortening():
     # The driver's left forearm points at the camera (drawn at 40% of its length) in 60% of the frames: the
     # frames where it lies in the picture plane still give the source's forearm length. A median would not.
