@@ -67,7 +67,7 @@ def clip_embedding_width(model) -> int | None:
     projection = state.get("visual_projection.weight")
     if projection is not None:
         return int(projection.shape[0])
-    norm = state.get("vision_model.post_layernorm.weight")
+    norm = next((t for k, t in state.items() if k.endswith("post_layernorm.weight")), None)
     return int(norm.shape[0]) if norm is not None else None
 
 

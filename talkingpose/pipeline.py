@@ -17,11 +17,9 @@ from .sampler import ClosedLoopSampler, SamplerSettings, SamplerState
 
 log = logging.getLogger("TalkingPose")
 
-# The single files the shipped workflows load with ComfyUI's VAE Loader and CLIP Vision Loader; `download` puts
-# them there and the command line reads the same files.
-VAE_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"
-IMAGE_ENCODER_FILE = "sd-image-variations-image-encoder.safetensors"
-CLIP_CONFIG_METADATA = "transformers_config"
+from .downloads import IMAGE_ENCODER_FILE, VAE_FILE
+
+CLIP_CONFIG_METADATA = "transformers_config"  # the image encoder's config, kept in its single file's metadata
 
 
 def load_vae(path: Path, dtype=torch.float32):
@@ -96,11 +94,16 @@ def load_image_encoder(path: Path, dtype=torch.float32):
 
         state = read_state_dict(path)
         try:
-            config = CLIPVisionConfig(**_clip_config(path, state))
+            config = CLIPVisionConfig.from_dict(_clip_config(path, state))
             with torch.device("meta"):
                 encoder = CLIPVisionModelWithProjection(config)
             expected = encoder.state_dict().keys()
             encoder.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False, assign=True)
+            for name, buffer in list(encoder.named_buffers()):
+                if buffer.is_meta and name.endswith("position_ids"):  # not saved: positions 0..n-1
+                    owner, _, attribute = name.rpartition(".")
+                    encoder.get_submodule(owner).register_buffer(
+                        attribute, torch.arange(buffer.shape[-1]).expand(buffer.shape), persistent=False)
             missing = [k for k, t in list(encoder.named_parameters()) + list(encoder.named_buffers()) if t.is_meta]
             if missing:
                 raise KeyError(", ".join(missing[:3]))
@@ -141,6 +144,26 @@ def _clip_config(path: Path, state: dict) -> dict:
         "image_size": patch * round((positions - 1) ** 0.5), "hidden_act": "quick_gelu",
         "projection_dim": state["visual_projection.weight"].shape[0] if "visual_projection.weight" in state else hidden,
     }
+
+
+def write_image_encoder_file(config_file: Path, weights_file: Path, out: Path) -> Path:
+    """A transformers CLIP vision checkpoint (config.json + weights) as one `.safetensors` that ComfyUI's CLIP
+    Vision Loader and `load_image_encoder` both read; checked by loading it before it is kept."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from .checkpoints import read_state_dict
+
+    config = json.loads(Path(config_file).read_text())
+    state = {k: v.contiguous() for k, v in read_state_dict(weights_file).items() if not k.endswith("position_ids")}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + ".partial.safetensors")
+    save_file(state, str(tmp), metadata={CLIP_CONFIG_METADATA: json.dumps(config)})
+    load_image_encoder(tmp)
+    tmp.replace(out)
+    return out
 
 
 def decode_latents(vae, raw_latents: torch.Tensor) -> torch.Tensor:
