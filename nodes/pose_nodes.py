@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import host
+from .backend import host
 
 log = logging.getLogger("TalkingPose")
 
@@ -297,8 +297,8 @@ NODE_CLASS_MAPPINGS = {
     "TalkingPoseLoadKeypoints": TalkingPoseLoadKeypoints,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "TalkingPoseExtract": "Pose Extract",
-    "TalkingPoseDrawKeypoints": "Draw Pose Keypoints",
-    "TalkingPoseSaveKeypoints": "Save Pose Keypoints",
-    "TalkingPoseLoadKeypoints": "Load Pose Keypoints",
+    "TalkingPoseExtract": "TalkingPose Pose Extract",
+    "TalkingPoseDrawKeypoints": "TalkingPose Draw Pose Keypoints",
+    "TalkingPoseSaveKeypoints": "TalkingPose Save Pose Keypoints",
+    "TalkingPoseLoadKeypoints": "TalkingPose Load Pose Keypoints",
 }

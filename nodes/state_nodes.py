@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import host
+from .backend import host
 
 CATEGORY = "TalkingPose"
 
