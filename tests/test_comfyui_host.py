@@ -35,7 +35,7 @@ from nodes import NODE_CLASS_MAPPINGS
 
 PACK_DIR_NAME = "ComfyUI-TalkingPose"
 VHS_DIR_NAME = "ComfyUI-VideoHelperSuite"
-WORKFLOW_DIR = PACK_ROOT / "workflows"
+WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 DWPOSE_MODELS = SHARED / "golden" / "dwpose-a" / "models" / "det"
 DRIVING_SAMPLE = SHARED / "samples" / "driving" / "vid1.mp4"
 

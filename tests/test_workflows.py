@@ -1,4 +1,4 @@
-"""The shipped UI workflows in workflows/ fit the nodes they use.
+"""The shipped UI workflows in example_workflows/ fit the nodes they use.
 
 Our nodes are described from the pack's NODE_CLASS_MAPPINGS, ComfyUI core and VideoHelperSuite nodes from a
 snapshot of a real ComfyUI v0.8.0 host's /object_info (tests/fixtures/comfyui_object_info.json). No ComfyUI needed.
@@ -12,7 +12,7 @@ import pytest
 from comfy_workflow import FRONTEND_ONLY_TYPES, load_host_definitions, pack_definitions, to_api_prompt, validate_workflow
 from helpers import PACK_ROOT
 
-WORKFLOW_DIR = PACK_ROOT / "workflows"
+WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json"}
 

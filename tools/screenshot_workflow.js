@@ -1,7 +1,7 @@
 // Screenshot a workflow opened in a running ComfyUI's own frontend (headless Chromium via playwright-core).
 //
 //   NODE_PATH=<folder with node_modules/playwright-core> node tools/screenshot_workflow.js \
-//       --url http://127.0.0.1:8188 --workflow workflows/talkingpose_core_nodes.json --out docs/graph.png
+//       --url http://127.0.0.1:8188 --workflow example_workflows/talkingpose_core_nodes.json --out docs/graph.png
 //
 // Needs: a ComfyUI with this pack (and VideoHelperSuite for that workflow) running at --url, Chromium at
 // --chromium (default /usr/bin/chromium), and the npm package playwright-core. Installs nothing.
@@ -21,7 +21,7 @@ function option(name, fallback) {
 
 (async () => {
   const url = option("url", "http://127.0.0.1:8188");
-  const workflowPath = option("workflow", "workflows/talkingpose_core_nodes.json");
+  const workflowPath = option("workflow", "example_workflows/talkingpose_core_nodes.json");
   const workflow = JSON.parse(fs.readFileSync(workflowPath, "utf8"));
   const out = option("out", "docs/graph.png");
   const width = Number(option("width", "1600"));
