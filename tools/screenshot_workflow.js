@@ -72,8 +72,8 @@ function overlaps(nodes) {
     // Close any dialog (e.g. missing models), then let the previews load: nodes grow to fit them.
     await page.keyboard.press("Escape");
     const media = await page.waitForFunction(() => {
-      const videos = [...document.querySelectorAll("video")];
-      const images = [...document.querySelectorAll("img")];
+      const videos = [...document.querySelectorAll("video")].filter((v) => v.src);  // extensions keep empty ones
+      const images = [...document.querySelectorAll("img")].filter((i) => i.src);
       return videos.length > 0 && videos.every((v) => v.readyState >= 2) && images.every((i) => i.complete)
         ? videos.length : false;
     }, null, { timeout: 60000 }).then((h) => h.jsonValue()).catch(() => 0);
@@ -87,12 +87,13 @@ function overlaps(nodes) {
       // Fit the whole graph into the view.
       const [x0, y0] = [Math.min(...nodes.map((n) => n.box[0])), Math.min(...nodes.map((n) => n.box[1]))];
       const [x1, y1] = [Math.max(...nodes.map((n) => n.box[0] + n.box[2])), Math.max(...nodes.map((n) => n.box[1] + n.box[3]))];
-      const canvas = window.app.canvas, margin = 30;
-      const [w, h] = [canvas.canvas.clientWidth, canvas.canvas.clientHeight];
-      const scale = Math.min(1, (w - 2 * margin) / (x1 - x0), (h - 2 * margin) / (y1 - y0));
+      // Margins keep the graph clear of the frontend's side bar (left) and its tabs and Run bar (top).
+      const canvas = window.app.canvas, [left, top, right, bottom] = [80, 110, 30, 30];
+      const [w, h] = [canvas.canvas.clientWidth - left - right, canvas.canvas.clientHeight - top - bottom];
+      const scale = Math.min(1, w / (x1 - x0), h / (y1 - y0));
       canvas.ds.scale = scale;
-      canvas.ds.offset[0] = margin / scale - x0 + ((w - 2 * margin) / scale - (x1 - x0)) / 2;
-      canvas.ds.offset[1] = margin / scale - y0;
+      canvas.ds.offset[0] = left / scale - x0 + (w / scale - (x1 - x0)) / 2;
+      canvas.ds.offset[1] = top / scale - y0;
       canvas.setDirty(true, true);
       return { nodes, serialized: graph.serialize() };
     });
