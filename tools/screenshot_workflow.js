@@ -84,9 +84,10 @@ function overlaps(nodes) {
         const b = n.getBounding();
         return { id: n.id, type: n.type, title: n.title, box: [b[0], b[1], b[2], b[3]].map(Math.round) };
       });
-      // Fit the whole graph into the view.
-      const [x0, y0] = [Math.min(...nodes.map((n) => n.box[0])), Math.min(...nodes.map((n) => n.box[1]))];
-      const [x1, y1] = [Math.max(...nodes.map((n) => n.box[0] + n.box[2])), Math.max(...nodes.map((n) => n.box[1] + n.box[3]))];
+      // Fit the whole graph (nodes and groups) into the view.
+      const boxes = nodes.map((n) => n.box).concat((graph._groups || []).map((g) => Array.from(g._bounding)));
+      const [x0, y0] = [Math.min(...boxes.map((b) => b[0])), Math.min(...boxes.map((b) => b[1]))];
+      const [x1, y1] = [Math.max(...boxes.map((b) => b[0] + b[2])), Math.max(...boxes.map((b) => b[1] + b[3]))];
       // Margins keep the graph clear of the frontend's side bar (left) and its tabs and Run bar (top).
       const canvas = window.app.canvas, [left, top, right, bottom] = [80, 110, 30, 30];
       const [w, h] = [canvas.canvas.clientWidth - left - right, canvas.canvas.clientHeight - top - bottom];
