@@ -352,6 +352,15 @@ def test_comfyui_host_lists_the_shipped_workflows(comfy):
             (WORKFLOW_DIR / f"{name}.jpg").read_bytes()
 
 
+def test_comfyui_host_serves_the_help_pages(comfy, defs):
+    """The node library's help panel: /extensions/<pack folder>/docs/<node id>.md, the pack folder taken from the
+    node's python_module."""
+    for node_id in NODE_CLASS_MAPPINGS:
+        assert defs[node_id]["python_module"] == f"custom_nodes.{PACK_DIR_NAME}", defs[node_id]["python_module"]
+        served = comfy.get(f"/extensions/{PACK_DIR_NAME}/docs/{node_id}.md", raw=True)
+        assert served == (PACK_ROOT / "web" / "docs" / f"{node_id}.md").read_bytes(), node_id
+
+
 def test_comfyui_host_has_what_the_shipped_workflows_rely_on(comfy, defs):
     """Checked against this host's own /object_info, as its frontend loads the files: a newer core node that gained
     inputs, outputs or widgets after the ones the workflows use is no break (v0.33.0's CreateVideo, SaveVideo and
