@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import host
-from .retarget_nodes import STRENGTH_TOOLTIP, meta_inputs, fit_and_smooth, source_pose
+from .backend import host
+from .retarget_nodes import STRENGTH_TOOLTIP, fit_and_smooth, meta_inputs, source_pose
 
 log = logging.getLogger("TalkingPose")
 
@@ -314,8 +314,8 @@ NODE_CLASS_MAPPINGS = {
     "TalkingPoseLoadKeypoints": TalkingPoseLoadKeypoints,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "TalkingPoseExtract": "Pose Extract",
-    "TalkingPoseDrawKeypoints": "Draw Pose Keypoints",
-    "TalkingPoseSaveKeypoints": "Save Pose Keypoints",
-    "TalkingPoseLoadKeypoints": "Load Pose Keypoints",
+    "TalkingPoseExtract": "TalkingPose Pose Extract",
+    "TalkingPoseDrawKeypoints": "TalkingPose Draw Pose Keypoints",
+    "TalkingPoseSaveKeypoints": "TalkingPose Save Pose Keypoints",
+    "TalkingPoseLoadKeypoints": "TalkingPose Load Pose Keypoints",
 }

@@ -43,6 +43,8 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
+    channels_last: bool = False  # speed options of the denoising networks; results unchanged
+    compile: bool = False
     keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
     retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
     smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
@@ -58,10 +60,15 @@ def _first_folder_with(folder: Path, marker: str, prefer: str) -> Path | None:
     return (preferred or found or [None])[0]
 
 
+def _file_or_none(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
 def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]:
     """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root; one error lists
     everything that is missing and where it goes."""
     from .checkpoints import list_models
+    from .downloads import IMAGE_ENCODER_FILE, VAE_FILE
 
     root = Path(root)
     missing = []
@@ -75,14 +82,15 @@ def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]
         if model is None:
             missing.append(f"denoising_unet.pth, reference_unet.pth, pose_guider.pth (Hugging Face arjavanmardi/TalkingPose, "
                            f"weights/) in {root / 'talkingpose' / 'TalkingPose'}/")
-    vae = _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
+    # The single files ComfyUI's loaders and the workflows use (what `download` writes), else diffusers folders.
+    vae = _file_or_none(root / "vae" / VAE_FILE) or _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
     if vae is None:
-        missing.append(f"the sd-vae-ft-mse VAE (Hugging Face stabilityai/sd-vae-ft-mse: config.json and "
-                       f"diffusion_pytorch_model.safetensors) in {root / 'vae' / 'sd-vae-ft-mse'}/")
-    encoder = _first_folder_with(root / "clip_vision", "config.json", "image")
+        missing.append(f"the VAE {VAE_FILE} (Hugging Face stabilityai/sd-vae-ft-mse-original) in {root / 'vae'}/")
+    encoder = (_file_or_none(root / "clip_vision" / IMAGE_ENCODER_FILE)
+               or _first_folder_with(root / "clip_vision", "config.json", "image"))
     if encoder is None:
-        missing.append(f"the image encoder (Hugging Face lambdalabs/sd-image-variations-diffusers, image_encoder/: "
-                       f"config.json and its weights) in {root / 'clip_vision' / 'sd-image-variations-image-encoder'}/")
+        missing.append(f"the image encoder {IMAGE_ENCODER_FILE} (from Hugging Face lambdalabs/sd-image-variations-diffusers, "
+                       f"image_encoder/; `download` converts it) in {root / 'clip_vision'}/")
     if missing:
         raise TalkingPoseError(
             "Missing weights:\n  - " + "\n  - ".join(missing)
@@ -95,14 +103,6 @@ def _device(name: str):
     from .runtime import default_device
 
     return default_device() if name == "auto" else torch.device(name)
-
-
-def _dtype(precision: str, device):
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
 
 
 # ------------------------------------------------------------------------------------------------ state files
@@ -213,6 +213,7 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path, track=None):
 def run(job: AnimateJob, progress=None) -> Path:
     """Render the whole job; returns the output path. `progress(done, total)` is called after each frame."""
     from .pipeline import load_pipeline
+    from .runtime import compute_dtype
     from .runtime import models_root as default_root
     from .video_io import SegmentedVideoWriter, VideoReader
 
@@ -246,7 +247,7 @@ def run(job: AnimateJob, progress=None) -> Path:
         raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
 
     device = _device(job.device)
-    dtype = _dtype(job.precision, device)
+    dtype = compute_dtype(job.precision, device)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:
             from .random_weights import write_random_weights
@@ -255,7 +256,8 @@ def run(job: AnimateJob, progress=None) -> Path:
             weights = write_random_weights(Path(scratch), job.random_weights)
         else:
             weights = locate_weights(root, job.model_name)
-        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
+                             channels_last=job.channels_last, compile=job.compile)
 
         if job.source is not None:
             from PIL import Image

@@ -105,7 +105,7 @@ def test_chunked_two_samplers_on_one_manager_keep_separate_loops(graph):
 
 
 def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, one_shot = graph
     first, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:6], **SETTINGS)
     SaveTalkingPoseState().save(state, "long/state", False)
@@ -116,7 +116,7 @@ def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tm
 
 
 def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:2], **SETTINGS)
     SaveTalkingPoseState().save(state, "s", False)
@@ -130,7 +130,7 @@ def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph,
 
 
 def test_chunked_truncated_state_file_is_refused(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:1], **SETTINGS)
     _, path = SaveTalkingPoseState().save(state, "t", False)["result"]

@@ -46,7 +46,7 @@ def models_env(tmp_path, monkeypatch):
 
 
 def test_node_registration_and_quick_import():
-    assert pose_nodes.NODE_DISPLAY_NAME_MAPPINGS["TalkingPoseExtract"] == "Pose Extract"
+    assert pose_nodes.NODE_DISPLAY_NAME_MAPPINGS["TalkingPoseExtract"] == "TalkingPose Pose Extract"
     for name, cls in pose_nodes.NODE_CLASS_MAPPINGS.items():
         assert cls.CATEGORY == "TalkingPose"
         assert callable(getattr(cls, cls.FUNCTION))

@@ -151,7 +151,7 @@ def test_pose_extract_retargets_onto_the_source_and_carries_its_state_across_chu
 
 
 def test_save_and_load_state_carry_the_pose_state(tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     from talkingpose.sampler import SamplerSettings, SamplerState
 
     _, pose_state = TalkingPoseRetargetKeypoints().retarget(to_pose_keypoints(driving_track(6)), "retarget", 0.5, 0,
