@@ -44,6 +44,12 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
+    channels_last: bool = False  # speed options of the denoising networks; results unchanged
+    compile: bool = False
+    keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
+    retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
+    smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
+    fps: float | None = None  # frame rate when no driving video gives one
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -55,10 +61,15 @@ def _first_folder_with(folder: Path, marker: str, prefer: str) -> Path | None:
     return (preferred or found or [None])[0]
 
 
+def _file_or_none(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
 def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool = False) -> dict:
     """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root (and the DWPose
     weights when poses are to be extracted); one error lists everything that is missing and where it goes."""
     from .checkpoints import list_models
+    from .downloads import IMAGE_ENCODER_FILE, VAE_FILE
 
     root = Path(root)
     missing = []
@@ -72,14 +83,15 @@ def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool 
         if model is None:
             missing.append(f"denoising_unet.pth, reference_unet.pth, pose_guider.pth (Hugging Face arjavanmardi/TalkingPose, "
                            f"weights/) in {root / 'talkingpose' / 'TalkingPose'}/")
-    vae = _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
+    # The single files ComfyUI's loaders and the workflows use (what `download` writes), else diffusers folders.
+    vae = _file_or_none(root / "vae" / VAE_FILE) or _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
     if vae is None:
-        missing.append(f"the sd-vae-ft-mse VAE (Hugging Face stabilityai/sd-vae-ft-mse: config.json and "
-                       f"diffusion_pytorch_model.safetensors) in {root / 'vae' / 'sd-vae-ft-mse'}/")
-    encoder = _first_folder_with(root / "clip_vision", "config.json", "image")
+        missing.append(f"the VAE {VAE_FILE} (Hugging Face stabilityai/sd-vae-ft-mse-original) in {root / 'vae'}/")
+    encoder = (_file_or_none(root / "clip_vision" / IMAGE_ENCODER_FILE)
+               or _first_folder_with(root / "clip_vision", "config.json", "image"))
     if encoder is None:
-        missing.append(f"the image encoder (Hugging Face lambdalabs/sd-image-variations-diffusers, image_encoder/: "
-                       f"config.json and its weights) in {root / 'clip_vision' / 'sd-image-variations-image-encoder'}/")
+        missing.append(f"the image encoder {IMAGE_ENCODER_FILE} (from Hugging Face lambdalabs/sd-image-variations-diffusers, "
+                       f"image_encoder/; `download` converts it) in {root / 'clip_vision'}/")
     dwpose = None
     if need_dwpose:
         from .pose import find_dwpose_weights
@@ -103,14 +115,6 @@ def _device(name: str):
     return default_device() if name == "auto" else torch.device(name)
 
 
-def _dtype(precision: str, device):
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-
-
 # ------------------------------------------------------------------------------------------------ frames
 def _label(frame: np.ndarray) -> np.ndarray:
     import cv2
@@ -125,10 +129,54 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, dwpose_weights):
-    """Pose renders (RGB uint8) from the pose video, or DWPose on the driving video, from frame `start`."""
+def _uses_keypoints(job: AnimateJob) -> bool:
+    return job.keypoints is not None or job.retarget != "off" or job.smooth != 0
+
+
+def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
+    """The whole driving track as keypoints (the --keypoints file, or DWPose on the driving video: a few KB per
+    frame), fitted to the source person and smoothed. Measured on the whole track before rendering starts, so a
+    resumed run gets the same poses."""
+    from .pose import from_pose_keypoints, load_pose_keypoints
+    from .pose.track import dwpose_extractor, extract_video_track, load_source_pose, process_track
     from .video_io import VideoReader
 
+    extractor = None
+
+    def get_extractor():
+        nonlocal extractor
+        extractor = extractor or dwpose_extractor(models_root)
+        return extractor
+
+    if job.keypoints is not None:
+        track = from_pose_keypoints(load_pose_keypoints(job.keypoints))
+    else:
+        track = extract_video_track(job.driving, get_extractor(), max_frames=job.frames)
+    source = None
+    if job.retarget != "off":
+        if job.source is not None:
+            source = load_source_pose(job.source, get_extractor)
+        else:
+            source = get_extractor()(next(iter(VideoReader(job.driving, max_frames=1))))
+    poses, state = process_track(track, source=source, mode=job.retarget, strength=job.smooth,
+                                 space=(job.width, job.height))
+    if state.retarget is not None:
+        log.info("Retargeted to the source: body size ratio %.3f%s", state.retarget.body_ratio,
+                 "".join(f"; {note}" for note in state.retarget.notes))
+    return poses
+
+
+def _pose_renders(job: AnimateJob, start: int, dwpose_weights, track=None):
+    """Pose renders (RGB uint8) from the keypoint track, the pose video, or DWPose on the driving video, from
+    frame `start`."""
+    from .video_io import VideoReader
+
+    if track is not None:
+        from .pose import draw_pose
+
+        for pose in track[start:]:
+            yield draw_pose(pose)
+        return
     if job.poses is not None:
         reader = VideoReader(job.poses, start=start)
         yield from reader
@@ -158,15 +206,20 @@ def _load_source(job: AnimateJob):
     return source
 
 
-def _timing(job: AnimateJob) -> tuple:
-    """(fps, frames to make) of the job, from the driving (or pose) video."""
+def _timing(job: AnimateJob, track) -> tuple:
+    """(fps, frames to make) of the job, from the driving (or pose) video or the keypoint track."""
     from .video_io import VideoReader
 
-    with VideoReader(job.driving or job.poses) as timing:
-        fps, total = timing.fps, timing.frame_count
-        irregular = timing.irregular_timing()
-    if irregular:
-        log.warning(irregular)
+    if job.driving is None and job.poses is None:
+        fps, total = job.fps or 25, len(track)
+    else:
+        with VideoReader(job.driving or job.poses) as timing:
+            fps, total = timing.fps, timing.frame_count
+            irregular = timing.irregular_timing()
+        if irregular:
+            log.warning(irregular)
+    if track is not None:
+        total = min(total, len(track))
     if job.poses is not None and job.driving is not None:
         with VideoReader(job.poses) as poses:
             total = min(total, poses.frame_count)
@@ -178,33 +231,37 @@ def _timing(job: AnimateJob) -> tuple:
 
 
 def preflight(job: AnimateJob, root: Path, device, dtype):
-    """Every check that needs no network, before any is built: inputs, output, weights (DWPose's too), memory.
-    Returns (fps, total frames, source picture, weight paths or None for random weights, DWPose weights or
-    None)."""
+    """Every check that needs no network, before any is built or any pose extracted: inputs, output, weights
+    (DWPose's too), memory. Returns (source picture, weight paths or None for random weights, DWPose weights
+    or None)."""
     from . import memory
     from .render_output import check_output
 
-    if job.driving is None and job.poses is None:
-        raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    for path in (job.driving, job.poses, job.source):
+    if job.driving is None and job.poses is None and job.keypoints is None:
+        raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
+                               "(--keypoints).")
+    if job.poses is not None and _uses_keypoints(job):
+        raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
+                               "--keypoints, or let the poses be extracted from --driving.")
+    for path in (job.driving, job.poses, job.source, job.keypoints):
         if path is not None and not Path(path).is_file():
             raise TalkingPoseError(f"Input file {path} does not exist.")
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
-    fps, total = _timing(job)
     source = _load_source(job)
+    need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
     weights, dwpose = None, None
     if not job.random_weights:
-        weights = locate_weights(root, job.model_name, need_dwpose=job.poses is None)
+        weights = locate_weights(root, job.model_name, need_dwpose=need_dwpose)
         dwpose = weights["dwpose"]
-    elif job.poses is None:
+    elif need_dwpose:
         from .pose import find_dwpose_weights
 
         dwpose = find_dwpose_weights([root / "dwpose"])
     memory.check_fits(job.width, job.height, device, dtype, "tiny" if job.random_weights == "tiny" else "sd15")
-    return fps, total, source, weights, dwpose
+    return source, weights, dwpose
 
 
 def run(job: AnimateJob, progress=None) -> Path:
@@ -212,20 +269,24 @@ def run(job: AnimateJob, progress=None) -> Path:
     frame (done = frames already kept) and after each frame."""
     from .pipeline import load_pipeline
     from .render_output import commit_frame, resume_point
+    from .runtime import compute_dtype
     from .runtime import models_root as default_root
     from .video_io import SegmentedVideoWriter
 
     root = Path(job.models_root) if job.models_root else default_root()
     device = _device(job.device)
-    dtype = _dtype(job.precision, device)
-    fps, total, source, weights, dwpose = preflight(job, root, device, dtype)
+    dtype = compute_dtype(job.precision, device)
+    source, weights, dwpose = preflight(job, root, device, dtype)
+    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
+    fps, total = _timing(job, track)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:
             from .random_weights import write_random_weights
 
             log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", job.random_weights, SMOKE_LABEL)
             weights = write_random_weights(Path(scratch), job.random_weights)
-        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
+                             channels_last=job.channels_last, compile=job.compile)
         appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
 
         job_settings = {
@@ -233,6 +294,8 @@ def run(job: AnimateJob, progress=None) -> Path:
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
+        if track is not None:
+            job_settings.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
         writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
                                       resume=job.resume)
         state = resume_point(writer, job_settings) if job.resume else None
@@ -242,7 +305,7 @@ def run(job: AnimateJob, progress=None) -> Path:
         sampler = pipe.sampler(appearance, job.settings, state)
         if progress is not None:
             progress(start, total)
-        for index, render in zip(range(start, total), _pose_renders(job, start, dwpose)):
+        for index, render in zip(range(start, total), _pose_renders(job, start, dwpose, track)):
             latent = sampler.denoise(pipe.pose_pixels(render, appearance))
             frame = _to_uint8(pipe.decode(latent[None])[0])
             commit_frame(writer, _label(frame) if job.random_weights else frame, sampler.state, job_settings)
