@@ -14,8 +14,8 @@ from .errors import TalkingPoseError
 
 log = logging.getLogger("TalkingPose")
 
-# Bytes of peak memory per output pixel in float32, and the weights. Measured on a 2-core x86-64 CPU machine:
-# SD1.5 VAE 5806 B/pixel at 256² and 4434 at 512² (the fixed part shrinking), tiny 1023 and 913.
+# Bytes of peak memory per output pixel in float32, and the weights. Measured at 512² on a 2-core x86-64 CPU
+# machine: SD1.5 VAE 4434 B/pixel, tiny 875-913 (smaller sizes give larger figures: the fixed part of the peak).
 BYTES_PER_PIXEL = {"sd15": 4700, "tiny": 1000}
 WEIGHT_BYTES = {"sd15": 4_500_000_000, "tiny": 50_000_000}
 
