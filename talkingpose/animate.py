@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,8 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
+    keypoints: Path | None = None  # a keypoint track (Save Pose Keypoints JSON) drawn instead of extracting poses
+    segment_frames: int = SEGMENT_FRAMES  # frames per closed segment: what a crash can lose at most
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -145,8 +148,9 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, models_root: Path):
-    """Pose renders (RGB uint8) from the pose video, or DWPose on the driving video, from frame `start`."""
+def _pose_renders(job: AnimateJob, start: int, models_root: Path, keypoint_track: list | None = None):
+    """Pose renders (RGB uint8) from the pose video, the keypoint track, or DWPose on the driving video, from
+    frame `start`."""
     from .video_io import VideoReader
 
     if job.poses is not None:
@@ -154,6 +158,13 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path):
         yield from reader
         return
     from .pose import draw_pose, find_dwpose_weights
+
+    if keypoint_track is not None:
+        from .pose import from_pose_keypoint
+
+        for index, frame in enumerate(keypoint_track[start:], start):
+            yield draw_pose(from_pose_keypoint(frame, f"{job.keypoints}, frame {index}"))
+        return
     from .pose.extractor import PoseExtractor
 
     weights = find_dwpose_weights([models_root / "dwpose"])
@@ -162,85 +173,145 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path):
         yield draw_pose(pose)
 
 
-def run(job: AnimateJob, progress=None) -> Path:
-    """Render the whole job; returns the output path. `progress(done, total)` is called after each frame."""
-    from .pipeline import load_pipeline
-    from .runtime import models_root as default_root
-    from .video_io import SegmentedVideoWriter, VideoReader
+def check_inputs(job: AnimateJob) -> tuple[Fraction, int, list | None]:
+    """Checks the job's inputs before anything is loaded: (fps, frames to render, keypoint track or None)."""
+    from .video_io import VideoReader
 
     if job.driving is None and job.poses is None:
         raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    for path in (job.driving, job.poses, job.source):
+    if job.keypoints is not None and (job.driving is None or job.poses is not None):
+        raise TalkingPoseError("A keypoint track replaces the pose video and needs the driving video for its frame "
+                               "rate and audio: give keypoints with a driving video and without poses.")
+    for path in (job.driving, job.poses, job.source, job.keypoints):
         if path is not None and not Path(path).is_file():
             raise TalkingPoseError(f"Input file {path} does not exist.")
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
     images.check_output_size(job.width, job.height)
-    root = Path(job.models_root) if job.models_root else default_root()
     with VideoReader(job.driving or job.poses) as timing:
         fps, total = timing.fps, timing.frame_count
     if job.poses is not None and job.driving is not None:
         with VideoReader(job.poses) as poses:
             total = min(total, poses.frame_count)
+    track = None
+    if job.keypoints is not None:
+        from .pose import load_pose_keypoints
+
+        track = load_pose_keypoints(job.keypoints)
+        total = min(total, len(track))
     if job.frames is not None:
         total = min(total, job.frames)
     if total < 1:
         raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
+    return fps, total, track
 
-    device = _device(job.device)
-    dtype = _dtype(job.precision, device)
-    with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
-        if job.random_weights:
-            from .random_weights import write_random_weights
 
-            log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", job.random_weights, SMOKE_LABEL)
-            weights = write_random_weights(Path(scratch), job.random_weights)
-        else:
-            weights = locate_weights(root, job.model_name)
-        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, random_weights=None, device="auto", precision="auto"):
+    """The pipeline an animate job runs on (see `AnimateJob` for the arguments); random weights are written into
+    `scratch`, which may be deleted once this returns."""
+    from .pipeline import load_pipeline
+    from .runtime import models_root as default_root
 
+    device = _device(device)
+    dtype = _dtype(precision, device)
+    if random_weights:
+        from .random_weights import write_random_weights
+
+        log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", random_weights, SMOKE_LABEL)
+        weights = write_random_weights(Path(scratch), random_weights)
+    else:
+        weights = locate_weights(Path(models_root) if models_root else default_root(), model_name)
+    return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+
+
+class JobRender:
+    """One job opened on a loaded pipeline: its appearance, closed-loop sampler, pose source and segmented
+    output. `run` drives one at a time; batch workers drive several through one batched sampler, giving each
+    its row's sampler in `sampler` (the state stays the job's own).
+
+    `next_pose()` → the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
+    writes that frame and saves the sampler state whenever a segment closes; `keep()` closes what is written so
+    that `resume` continues from it; `finish()` writes the final video.
+    """
+
+    def __init__(self, job: AnimateJob, pipe):
+        from .runtime import models_root as default_root
+        from .video_io import SegmentedVideoWriter, VideoReader
+
+        self.job, self.pipe = job, pipe
+        fps, self.total, track = check_inputs(job)
         if job.source is not None:
             from PIL import Image
 
             source = Image.open(job.source)
             source.load()
         else:
-            source = next(iter(VideoReader(job.driving, max_frames=1)))
-        appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
-
-        job_settings = {
+            with VideoReader(job.driving, max_frames=1) as first:
+                source = next(iter(first))
+        self.appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
+        self.settings_record = {
             "driving": str(job.driving), "poses": str(job.poses), "source": str(job.source), "size": f"{job.width}x{job.height}",
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
-        writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=SEGMENT_FRAMES, resume=job.resume)
-        start = writer.frames_committed
-        state = _resume_state(writer.partial_dir, start, job_settings) if job.resume else None
-        if start:
-            log.info("Resuming %s at frame %d of %d", job.out, start, total)
-        sampler = pipe.sampler(appearance, job.settings, state)
-        committed = start
-        try:
-            for index, render in zip(range(start, total), _pose_renders(job, start, root)):
-                latent = sampler.denoise(pipe.pose_pixels(render, appearance))
-                frame = _to_uint8(pipe.decode(latent[None])[0])
-                writer.write(_label(frame) if job.random_weights else frame)
-                if writer.frames_committed != committed:
-                    committed = writer.frames_committed
-                    _save_state(writer.partial_dir, sampler.state, job_settings)
-                if progress is not None:
-                    progress(index + 1, total)
-        except BaseException:
-            # Ctrl-C or any error: keep every finished frame and the matching state for --resume.
-            writer.close_segment()
-            if writer.frames_committed and writer.frames_committed == sampler.state.next_frame:
-                _save_state(writer.partial_dir, sampler.state, job_settings)
-            raise
-        if sampler.state.next_frame < total:
-            writer.close_segment()
-            _save_state(writer.partial_dir, sampler.state, job_settings)
+        if job.keypoints is not None:
+            self.settings_record["keypoints"] = str(job.keypoints)
+        self.writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames, resume=job.resume)
+        self.start = self.writer.frames_committed
+        state = _resume_state(self.writer.partial_dir, self.start, self.settings_record) if job.resume else None
+        if self.start:
+            log.info("Resuming %s at frame %d of %d", job.out, self.start, self.total)
+        self.sampler = pipe.sampler(self.appearance, job.settings, state)
+        root = Path(job.models_root) if job.models_root else default_root()
+        self._renders = zip(range(self.start, self.total), _pose_renders(job, self.start, root, track))
+        self._committed = self.start
+
+    @property
+    def done(self) -> int:
+        """Frames made so far (including those of an earlier, resumed run)."""
+        return self.sampler.state.next_frame
+
+    def next_pose(self) -> torch.Tensor | None:
+        item = next(self._renders, None)
+        return None if item is None else self.pipe.pose_pixels(item[1], self.appearance)
+
+    def commit(self, latent: torch.Tensor) -> None:
+        frame = _to_uint8(self.pipe.decode(latent[None])[0])
+        self.writer.write(_label(frame) if self.job.random_weights else frame)
+        if self.writer.frames_committed != self._committed:
+            self._committed = self.writer.frames_committed
+            _save_state(self.writer.partial_dir, self.sampler.state, self.settings_record)
+
+    def keep(self) -> None:
+        """After Ctrl-C or an error: keep every finished frame and the matching state for resuming."""
+        self.writer.close_segment()
+        if self.writer.frames_committed and self.writer.frames_committed == self.sampler.state.next_frame:
+            _save_state(self.writer.partial_dir, self.sampler.state, self.settings_record)
+
+    def finish(self) -> Path:
+        if self.sampler.state.next_frame < self.total:
+            self.writer.close_segment()
+            _save_state(self.writer.partial_dir, self.sampler.state, self.settings_record)
             raise TalkingPoseError(
-                f"The pose source ended after {sampler.state.next_frame} of {total} frames; "
-                f"the frames made so far are kept in {writer.partial_dir}."
+                f"The pose source ended after {self.sampler.state.next_frame} of {self.total} frames; "
+                f"the frames made so far are kept in {self.writer.partial_dir}."
             )
-        return writer.finalize(audio_from=job.driving)
+        return self.writer.finalize(audio_from=self.job.driving)
+
+
+def run(job: AnimateJob, progress=None) -> Path:
+    """Render the whole job; returns the output path. `progress(done, total)` is called after each frame."""
+    check_inputs(job)
+    with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
+        pipe = load_job_pipeline(Path(scratch), models_root=job.models_root, model_name=job.model_name,
+                                 random_weights=job.random_weights, device=job.device, precision=job.precision)
+        render = JobRender(job, pipe)
+        try:
+            while (pose := render.next_pose()) is not None:
+                render.commit(render.sampler.denoise(pose))
+                if progress is not None:
+                    progress(render.done, render.total)
+        except BaseException:
+            render.keep()
+            raise
+        return render.finish()
