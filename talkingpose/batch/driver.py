@@ -201,6 +201,7 @@ def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: Batc
               ray_address: str | None = None, listener: Listener | None = None) -> list[JobResult]:
     """Render every job of `manifest` into `out_dir`; returns one result per row (manifest order) and writes
     `out_dir/summary.json`. Jobs finished by an earlier run are skipped, unfinished ones continue."""
+    import_ray()  # before anything else: without Ray the command can do nothing
     batch = batch or BatchOptions()
     listener = listener or Listener()
     if batch.videos_per_worker < 1 or batch.retries < 0:

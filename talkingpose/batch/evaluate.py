@@ -62,9 +62,7 @@ def evaluate(dataset: Path, out_dir: Path, options: RenderOptions, batch: BatchO
              deltas: tuple[int, ...] = (2,), listener: Listener | None = None) -> dict:
     """Render and measure every video of `dataset`; writes `out_dir/metrics.json` and `out_dir/metrics.csv`
     (the videos go to `out_dir/videos/`, with the batch's summary.json) and returns the metrics.json content."""
-    deltas = tuple(dict.fromkeys(video_metrics.check_delta(d) for d in deltas))
-    if 2 not in deltas:
-        deltas = (2, *deltas)
+    deltas = (2, *[d for d in dict.fromkeys(video_metrics.check_delta(d) for d in deltas) if d != 2])
     out_dir = Path(out_dir)
     rows = dataset_rows(dataset, poses_dir, frames)
     try:
