@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import TalkingPoseError
-from .manifest import JobSpec, RenderOptions, RowError, load_manifest
+from .manifest import JobSpec, RenderOptions, load_manifest
 from .worker import DONE_FOLDER, RenderWorker, done_marker, read_done_marker
 
 INSTALL_HINT = ("pip install -c constraints.txt 'ray[default]' (or, in the pack's folder, "
@@ -236,19 +236,30 @@ def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: Batc
 
 def _render(ray, todo: list[JobSpec], out_dir: Path, options: RenderOptions, batch: BatchOptions,
             listener: Listener, results: dict) -> dict:
-    from ray.exceptions import RayActorError, RayTaskError
-
     count, cpus_per, gpus_per = _plan_workers(ray, batch, len(todo))
     actor = ray.remote(RenderWorker).options(num_cpus=cpus_per, num_gpus=gpus_per, max_restarts=batch.retries,
                                              max_task_retries=batch.retries)
     workers = [actor.remote(options, str(out_dir)) for _ in range(count)]
+    try:
+        _hand_out(ray, workers, todo, batch, listener, results)
+    finally:
+        for handle in workers:
+            ray.kill(handle)
+    return {"workers": count, "cpus_per_worker": cpus_per, "gpus_per_worker": gpus_per,
+            "videos_per_worker": batch.videos_per_worker}
+
+
+def _hand_out(ray, workers: list, todo: list[JobSpec], batch: BatchOptions, listener: Listener, results: dict) -> None:
+    """Keeps every worker busy with up to K jobs, one `step` call in flight per worker, until all jobs ended."""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    count = len(workers)
     listener.started(sum(s.total for s in todo), len(todo), count)
     queue = list(reversed(todo))
     assigned: dict[int, list[JobSpec]] = {w: [] for w in range(count)}
     calls: dict = {}
     made: dict[str, int] = {}  # frames of each job counted on the progress bar so far
     resumed: dict[str, list[int]] = {}
-    where: dict[str, str] = {}
 
     def finish(spec: JobSpec, result: JobResult) -> None:
         results[spec.line] = result
@@ -273,8 +284,12 @@ def _render(ray, todo: list[JobSpec], out_dir: Path, options: RenderOptions, bat
             reply = ray.get(ready)
         except (RayActorError, RayTaskError) as exc:
             # the worker died more often than --retries allows, or step() itself failed: its jobs fail, others go on
-            reason = (f"its worker died {batch.retries + 1} times (last: {type(exc).__name__}); frames made so far are "
-                      "kept, run the same command again to continue") if isinstance(exc, RayActorError) else str(exc)
+            if isinstance(exc, RayActorError):
+                reason = (f"its worker died {batch.retries + 1} times (last: {type(exc).__name__}); frames made so far "
+                          "are kept, run the same command again to continue")
+            else:
+                cause = getattr(exc, "cause", None) or exc
+                reason = f"the worker failed: {type(cause).__name__}: {cause}"
             for spec in assigned.pop(w):
                 finish(spec, JobResult(spec.out, spec.line, "failed", frames=made.get(spec.out, 0), message=reason))
             continue
@@ -284,7 +299,6 @@ def _render(ray, todo: list[JobSpec], out_dir: Path, options: RenderOptions, bat
             listener.event(event, reply["worker"])
             out, kind = event["out"], event["kind"]
             spec = specs[out]
-            where[out] = worker_name
             if kind == "open":
                 if event["start"]:
                     resumed.setdefault(out, []).append(event["start"])
@@ -304,7 +318,3 @@ def _render(ray, todo: list[JobSpec], out_dir: Path, options: RenderOptions, bat
                 else:
                     finish(spec, JobResult(out, spec.line, "failed", frames=made.get(out, 0), seconds=seconds,
                                            message=event["message"], resumed_at=resumed.get(out, []), worker=worker_name))
-    for handle in workers:
-        ray.kill(handle)
-    return {"workers": count, "cpus_per_worker": cpus_per, "gpus_per_worker": gpus_per,
-            "videos_per_worker": batch.videos_per_worker}

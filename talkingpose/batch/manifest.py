@@ -35,7 +35,7 @@ class RenderOptions:
     random_weights: str | None = None
     device: str = "auto"
     precision: str = "auto"
-    segment_frames: int = 16
+    segment_frames: int = 16  # animate.SEGMENT_FRAMES (not imported: this module stays free of torch)
 
     def output_record(self) -> dict:
         """The options that change the frames made (device and segment size do not change what a job is)."""

@@ -73,11 +73,6 @@ class RenderWorker:
         self._group: tuple = ()  # the renders sharing `_batched_sampler`
         self._batched_sampler = None
 
-    def info(self) -> dict:
-        import torch
-
-        return {**self.identity, "device": str(self.pipe.device), "threads": torch.get_num_threads()}
-
     def step(self, jobs: list[dict]) -> dict:
         """One more frame of each of `jobs` (JobSpec fields); returns this worker's identity and the events:
         `open` (start frame, total), `frame` (frames done), `done` and `failed` (with its message)."""
