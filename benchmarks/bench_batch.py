@@ -3,6 +3,7 @@ and frames per second.
 
     python -m benchmarks.bench_batch --runs 2x4 12x4 2x24 --workers 2
     python -m benchmarks.bench_batch --runs 6x8 --workers 1 --videos-per-worker 1 2
+    python -m benchmarks.bench_batch --runs 8x16 --workers 2 --gpus-per-worker 0.5 --preset sd15 --size 512 --steps 30 --videos-per-worker 1 4
 
 Each run `JOBSxFRAMES` renders that many jobs of that many frames (the shared sample clips in turn, with their
 DWPose renders; tiny random weights, 64×64, 1 step unless told) through `run_batch` on one Ray started once. The
@@ -87,6 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--videos-per-worker", type=int, nargs="+", default=[1])
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray")
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0, help="GPUs per worker (Ray finds this machine's GPUs)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--preset", default="tiny")
@@ -108,7 +110,8 @@ def main(argv=None) -> int:
                 jobs, frames = (int(v) for v in spec.lower().split("x"))
                 out = temp / f"run-{spec}-k{k}"
                 out.mkdir()
-                batch = BatchOptions(workers=args.workers, cpus_per_worker=max(1, args.cpus // args.workers), videos_per_worker=k)
+                batch = BatchOptions(workers=args.workers, cpus_per_worker=max(1, args.cpus // args.workers),
+                                     gpus_per_worker=args.gpus_per_worker, videos_per_worker=k)
                 rows.append(run(jobs, frames, out, options, batch))
                 print(json.dumps(rows[-1]), flush=True)
     finally:
