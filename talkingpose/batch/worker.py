@@ -77,20 +77,17 @@ class RenderWorker:
         """One more frame of each of `jobs` (JobSpec fields); returns this worker's identity and the events:
         `open` (start frame, total), `frame` (frames done), `done` and `failed` (with its message)."""
         events = []
-        specs = {job["out"]: JobSpec(**job) for job in jobs}
-        for out in [out for out in self._open if out not in specs]:  # no longer this worker's (not expected)
-            self._open.pop(out)[1].keep()
-        for out, spec in specs.items():
-            if out not in self._open:
-                self._start(spec, events)
+        for job in jobs:
+            if job["out"] not in self._open:
+                self._start(JobSpec(**job), events)
         ready = []
         for out, (spec, render) in list(self._open.items()):
             try:
                 pose = render.next_pose()
                 if pose is None:
-                    self._open.pop(out)
                     render.finish()
                     _write_done_marker(self.out_dir, spec, self.options, self.pipe.networks.fingerprint)
+                    del self._open[out]
                     events.append({"out": out, "kind": "done", "frames": render.done, "seconds": self._seconds(out)})
                 else:
                     ready.append((out, render, pose))
