@@ -31,7 +31,8 @@ from helpers import PACK_ROOT, SHARED
 
 DRIVING = SHARED / "samples" / "driving"
 POSES = SHARED / "samples" / "dwpose"
-OPTIONS = RenderOptions(width=64, height=64, steps=1, random_weights="tiny", seed=42)
+# on the CPU also where a GPU is present (the references are rendered in this process, the workers get no GPU)
+OPTIONS = RenderOptions(width=64, height=64, steps=1, random_weights="tiny", seed=42, device="cpu")
 # name, clip, seed, beta, frames: three jobs of different length, seed and β
 JOBS = [("a.mp4", "vid1", 7, None, 3), ("b.mp4", "vid2", None, 0.2, 5), ("c.mp4", "vid3", 11, None, 3)]
 
@@ -61,7 +62,7 @@ def ray_local():
     temp = tempfile.mkdtemp(prefix="tpray", dir="/tmp")
     saved = os.environ.get("RAY_AUTH_TOKEN")
     os.environ["RAY_AUTH_TOKEN"] = uuid.uuid4().hex + uuid.uuid4().hex
-    init_ray(num_cpus=2, _temp_dir=temp)
+    init_ray(num_cpus=2, num_gpus=0, _temp_dir=temp)
     try:
         yield ray
     finally:
@@ -110,7 +111,7 @@ def _animate_one_by_one(tmp_path: Path, jobs=JOBS) -> dict[str, list[np.ndarray]
         target = tmp_path / "animate" / out
         args = ["animate", "--driving", f"{DRIVING / clip}.mp4", "--poses", f"{POSES / clip}.mp4", "--random-weights",
                 "--size", "64x64", "--steps", "1", "--frames", str(frames), "--seed", str(42 if seed is None else seed),
-                "--beta", str(0.05 if beta is None else beta), "--out", str(target)]
+                "--beta", str(0.05 if beta is None else beta), "--device", "cpu", "--out", str(target)]
         with worker_threads():
             assert cli_main(args) == 0
         made[out] = _frames(target)
@@ -169,7 +170,7 @@ def test_rerun_skips_finished_jobs_and_continues_an_unfinished_one(two_worker_ru
     out_dir = tmp_path / "out"
     job = animate.AnimateJob(out=out_dir / "b.mp4", driving=DRIVING / "vid2.mp4", poses=POSES / "vid2.mp4", width=64,
                              height=64, frames=5, settings=SamplerSettings(steps=1, beta=0.2, seed=42),
-                             random_weights="tiny", segment_frames=2)
+                             random_weights="tiny", segment_frames=2, device="cpu")
 
     def stop_after_two(done, total):
         if done == 2:
@@ -210,7 +211,7 @@ def test_a_worker_killed_mid_job_gives_the_same_video(ray_local, tmp_path):
     with worker_threads():
         animate.run(animate.AnimateJob(out=reference, driving=DRIVING / "vid1.mp4", poses=POSES / "vid1.mp4", width=64,
                                        height=64, frames=6, settings=SamplerSettings(steps=1, seed=5),
-                                       random_weights="tiny", segment_frames=2))
+                                       random_weights="tiny", segment_frames=2, device="cpu"))
     for mine, theirs in zip(_frames(tmp_path / "out" / "k.mp4"), _frames(reference), strict=True):
         np.testing.assert_array_equal(mine, theirs)
 
@@ -311,7 +312,7 @@ def test_unusable_output_folder_and_unreachable_cluster_are_refused_clearly(tmp_
 def test_evaluate_on_the_shared_clips_matches_the_metrics_command(ray_local, tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli_main(["evaluate", "--dataset", str(DRIVING), "--poses-dir", str(POSES), "--out-dir", str(out), "--frames", "4",
-                     "--delta", "1", "2", "--random-weights", "--size", "64x64", "--steps", "1", "--workers", "2",
+                     "--delta", "1", "2", "--random-weights", "--size", "64x64", "--steps", "1", "--device", "cpu", "--workers", "2",
                      "--cpus-per-worker", "1"])
     printed = capsys.readouterr().out
     assert code == 0
