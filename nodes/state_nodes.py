@@ -8,9 +8,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import host
+from .backend import host
 
 CATEGORY = "TalkingPose"
+POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
 
 
 def _resolve(name: str) -> Path:
@@ -37,13 +38,28 @@ class SaveTalkingPoseState:
                 "state": ("TALKINGPOSE_STATE",),
                 "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "Relative to ComfyUI's output folder."}),
                 "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render."}),
-            }
+            },
+            "optional": {
+                "pose_state": ("TALKINGPOSE_POSE_STATE", {"tooltip": "Pose Extract's (or Retarget/Smooth Pose "
+                               "Keypoints') pose_state of the same render: its fit to the source person and its "
+                               "smoothing continue from the file too."}),
+            },
         }
 
-    def save(self, state, filename, overwrite):
+    def save(self, state, filename, overwrite, pose_state=None):
+        from dataclasses import replace
+
         from talkingpose.errors import TalkingPoseError
         from talkingpose.sampler import SamplerState
 
+        if pose_state is not None:
+            if pose_state.frames != state.next_frame:
+                raise TalkingPoseError(
+                    f"The pose state has posed {pose_state.frames} frames but the sampler state is at frame "
+                    f"{state.next_frame}: they belong to different renders. Connect the pose_state of the Pose "
+                    "Extract that feeds this sampler."
+                )
+            state = replace(state, extra={**state.extra, POSE_STATE_KEY: pose_state.to_dict()})
         path = _resolve(filename)
         if path.exists() and not overwrite:
             try:
@@ -70,11 +86,12 @@ class SaveTalkingPoseState:
 
 class LoadTalkingPoseState:
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT")
-    RETURN_NAMES = ("state", "next_frame")
+    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT", "TALKINGPOSE_POSE_STATE")
+    RETURN_NAMES = ("state", "next_frame", "pose_state")
     FUNCTION = "load"
     DESCRIPTION = ("Reads a saved sampler state. Connect next_frame to Load Video's skip_first_frames so the render "
-                   "continues with the frame after the last one made.")
+                   "continues with the frame after the last one made, and pose_state (when it was saved) to Pose "
+                   "Extract's pose_state so the poses keep their fit and smoothing.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -88,8 +105,11 @@ class LoadTalkingPoseState:
     def load(self, filename):
         from talkingpose.sampler import SamplerState
 
+        from talkingpose.pose import PoseTrackState
+
         state = SamplerState.load(_resolve(filename))
-        return (state, state.next_frame)
+        saved = state.extra.get(POSE_STATE_KEY)
+        return (state, state.next_frame, None if saved is None else PoseTrackState.from_dict(saved))
 
 
 NODE_CLASS_MAPPINGS = {

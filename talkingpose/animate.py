@@ -44,8 +44,13 @@ class AnimateJob:
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
-    keypoints: Path | None = None  # a keypoint track (Save Pose Keypoints JSON) drawn instead of extracting poses
-    segment_frames: int = SEGMENT_FRAMES  # frames per closed segment: what a crash can lose at most
+    channels_last: bool = False  # speed options of the denoising networks; results unchanged
+    compile: bool = False
+    keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
+    retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
+    smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
+    fps: float | None = None  # frame rate when no driving video gives one
+    segment_frames: int = SEGMENT_FRAMES  # frames per closed segment and saved state: what a crash can lose at most
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -57,10 +62,15 @@ def _first_folder_with(folder: Path, marker: str, prefer: str) -> Path | None:
     return (preferred or found or [None])[0]
 
 
+def _file_or_none(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
 def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]:
     """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root; one error lists
     everything that is missing and where it goes."""
     from .checkpoints import list_models
+    from .downloads import IMAGE_ENCODER_FILE, VAE_FILE
 
     root = Path(root)
     missing = []
@@ -74,14 +84,15 @@ def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]
         if model is None:
             missing.append(f"denoising_unet.pth, reference_unet.pth, pose_guider.pth (Hugging Face arjavanmardi/TalkingPose, "
                            f"weights/) in {root / 'talkingpose' / 'TalkingPose'}/")
-    vae = _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
+    # The single files ComfyUI's loaders and the workflows use (what `download` writes), else diffusers folders.
+    vae = _file_or_none(root / "vae" / VAE_FILE) or _first_folder_with(root / "vae", "config.json", "sd-vae-ft-mse")
     if vae is None:
-        missing.append(f"the sd-vae-ft-mse VAE (Hugging Face stabilityai/sd-vae-ft-mse: config.json and "
-                       f"diffusion_pytorch_model.safetensors) in {root / 'vae' / 'sd-vae-ft-mse'}/")
-    encoder = _first_folder_with(root / "clip_vision", "config.json", "image")
+        missing.append(f"the VAE {VAE_FILE} (Hugging Face stabilityai/sd-vae-ft-mse-original) in {root / 'vae'}/")
+    encoder = (_file_or_none(root / "clip_vision" / IMAGE_ENCODER_FILE)
+               or _first_folder_with(root / "clip_vision", "config.json", "image"))
     if encoder is None:
-        missing.append(f"the image encoder (Hugging Face lambdalabs/sd-image-variations-diffusers, image_encoder/: "
-                       f"config.json and its weights) in {root / 'clip_vision' / 'sd-image-variations-image-encoder'}/")
+        missing.append(f"the image encoder {IMAGE_ENCODER_FILE} (from Hugging Face lambdalabs/sd-image-variations-diffusers, "
+                       f"image_encoder/; `download` converts it) in {root / 'clip_vision'}/")
     if missing:
         raise TalkingPoseError(
             "Missing weights:\n  - " + "\n  - ".join(missing)
@@ -94,14 +105,6 @@ def _device(name: str):
     from .runtime import default_device
 
     return default_device() if name == "auto" else torch.device(name)
-
-
-def _dtype(precision: str, device):
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
 
 
 # ------------------------------------------------------------------------------------------------ state files
@@ -148,23 +151,59 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, models_root: Path, keypoint_track: list | None = None):
-    """Pose renders (RGB uint8) from the pose video, the keypoint track, or DWPose on the driving video, from
+def _uses_keypoints(job: AnimateJob) -> bool:
+    return job.keypoints is not None or job.retarget != "off" or job.smooth != 0
+
+
+def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
+    """The whole driving track as keypoints (the --keypoints file, or DWPose on the driving video: a few KB per
+    frame), fitted to the source person and smoothed. Measured on the whole track before rendering starts, so a
+    resumed run gets the same poses."""
+    from .pose import from_pose_keypoints, load_pose_keypoints
+    from .pose.track import dwpose_extractor, extract_video_track, load_source_pose, process_track
+    from .video_io import VideoReader
+
+    extractor = None
+
+    def get_extractor():
+        nonlocal extractor
+        extractor = extractor or dwpose_extractor(models_root)
+        return extractor
+
+    if job.keypoints is not None:
+        track = from_pose_keypoints(load_pose_keypoints(job.keypoints))
+    else:
+        track = extract_video_track(job.driving, get_extractor(), max_frames=job.frames)
+    source = None
+    if job.retarget != "off":
+        if job.source is not None:
+            source = load_source_pose(job.source, get_extractor)
+        else:
+            source = get_extractor()(next(iter(VideoReader(job.driving, max_frames=1))))
+    poses, state = process_track(track, source=source, mode=job.retarget, strength=job.smooth,
+                                 space=(job.width, job.height))
+    if state.retarget is not None:
+        log.info("Retargeted to the source: body size ratio %.3f%s", state.retarget.body_ratio,
+                 "".join(f"; {note}" for note in state.retarget.notes))
+    return poses
+
+
+def _pose_renders(job: AnimateJob, start: int, models_root: Path, track=None):
+    """Pose renders (RGB uint8) from the keypoint track, the pose video, or DWPose on the driving video, from
     frame `start`."""
     from .video_io import VideoReader
 
+    if track is not None:
+        from .pose import draw_pose
+
+        for pose in track[start:]:
+            yield draw_pose(pose)
+        return
     if job.poses is not None:
         reader = VideoReader(job.poses, start=start)
         yield from reader
         return
     from .pose import draw_pose, find_dwpose_weights
-
-    if keypoint_track is not None:
-        from .pose import from_pose_keypoint
-
-        for index, frame in enumerate(keypoint_track[start:], start):
-            yield draw_pose(from_pose_keypoint(frame, f"{job.keypoints}, frame {index}"))
-        return
     from .pose.extractor import PoseExtractor
 
     weights = find_dwpose_weights([models_root / "dwpose"])
@@ -173,32 +212,35 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path, keypoint_track
         yield draw_pose(pose)
 
 
-def check_inputs(job: AnimateJob) -> tuple[Fraction, int, list | None]:
-    """Checks the job's inputs before anything is loaded: (fps, frames to render, keypoint track or None)."""
+def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
+    """Checks the job's inputs before any network is loaded: (fps, frames to render, keypoint track or None)."""
+    from .runtime import models_root as default_root
     from .video_io import VideoReader
 
-    if job.driving is None and job.poses is None:
-        raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    if job.keypoints is not None and (job.driving is None or job.poses is not None):
-        raise TalkingPoseError("A keypoint track replaces the pose video and needs the driving video for its frame "
-                               "rate and audio: give keypoints with a driving video and without poses.")
+    if job.driving is None and job.poses is None and job.keypoints is None:
+        raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
+                               "(--keypoints).")
+    if job.poses is not None and _uses_keypoints(job):
+        raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
+                               "--keypoints, or let the poses be extracted from --driving.")
     for path in (job.driving, job.poses, job.source, job.keypoints):
         if path is not None and not Path(path).is_file():
             raise TalkingPoseError(f"Input file {path} does not exist.")
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
     images.check_output_size(job.width, job.height)
-    with VideoReader(job.driving or job.poses) as timing:
-        fps, total = timing.fps, timing.frame_count
+    root = Path(job.models_root) if job.models_root else default_root()
+    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
+    if job.driving is None and job.poses is None:
+        fps, total = job.fps or 25, len(track)
+    else:
+        with VideoReader(job.driving or job.poses) as timing:
+            fps, total = timing.fps, timing.frame_count
+    if track is not None:
+        total = min(total, len(track))
     if job.poses is not None and job.driving is not None:
         with VideoReader(job.poses) as poses:
             total = min(total, poses.frame_count)
-    track = None
-    if job.keypoints is not None:
-        from .pose import load_pose_keypoints
-
-        track = load_pose_keypoints(job.keypoints)
-        total = min(total, len(track))
     if job.frames is not None:
         total = min(total, job.frames)
     if total < 1:
@@ -206,14 +248,16 @@ def check_inputs(job: AnimateJob) -> tuple[Fraction, int, list | None]:
     return fps, total, track
 
 
-def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, random_weights=None, device="auto", precision="auto"):
-    """The pipeline an animate job runs on (see `AnimateJob` for the arguments); random weights are written into
+def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, random_weights=None, device="auto",
+                      precision="auto", channels_last=False, compile=False):
+    """The pipeline an animate job runs on (the arguments as in `AnimateJob`); random weights are written into
     `scratch`, which may be deleted once this returns."""
     from .pipeline import load_pipeline
+    from .runtime import compute_dtype
     from .runtime import models_root as default_root
 
     device = _device(device)
-    dtype = _dtype(precision, device)
+    dtype = compute_dtype(precision, device)
     if random_weights:
         from .random_weights import write_random_weights
 
@@ -221,7 +265,8 @@ def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, rando
         weights = write_random_weights(Path(scratch), random_weights)
     else:
         weights = locate_weights(Path(models_root) if models_root else default_root(), model_name)
-    return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
+    return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
+                         channels_last=channels_last, compile=compile)
 
 
 class JobRender:
@@ -231,15 +276,16 @@ class JobRender:
 
     `next_pose()` → the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
     writes that frame and saves the sampler state whenever a segment closes; `keep()` closes what is written so
-    that `resume` continues from it; `finish()` writes the final video.
+    that `resume` continues from it; `finish()` writes the final video. `inputs` is `check_inputs(job)` when the
+    caller has it already.
     """
 
-    def __init__(self, job: AnimateJob, pipe):
+    def __init__(self, job: AnimateJob, pipe, inputs: tuple | None = None):
         from .runtime import models_root as default_root
         from .video_io import SegmentedVideoWriter, VideoReader
 
         self.job, self.pipe = job, pipe
-        fps, self.total, track = check_inputs(job)
+        fps, self.total, track = inputs if inputs is not None else check_inputs(job)
         if job.source is not None:
             from PIL import Image
 
@@ -254,9 +300,10 @@ class JobRender:
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
-        if job.keypoints is not None:
-            self.settings_record["keypoints"] = str(job.keypoints)
-        self.writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames, resume=job.resume)
+        if track is not None:
+            self.settings_record.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
+        self.writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
+                                           resume=job.resume)
         self.start = self.writer.frames_committed
         state = _resume_state(self.writer.partial_dir, self.start, self.settings_record) if job.resume else None
         if self.start:
@@ -301,17 +348,18 @@ class JobRender:
 
 def run(job: AnimateJob, progress=None) -> Path:
     """Render the whole job; returns the output path. `progress(done, total)` is called after each frame."""
-    check_inputs(job)
+    inputs = check_inputs(job)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         pipe = load_job_pipeline(Path(scratch), models_root=job.models_root, model_name=job.model_name,
-                                 random_weights=job.random_weights, device=job.device, precision=job.precision)
-        render = JobRender(job, pipe)
+                                 random_weights=job.random_weights, device=job.device, precision=job.precision,
+                                 channels_last=job.channels_last, compile=job.compile)
+        render = JobRender(job, pipe, inputs)
         try:
             while (pose := render.next_pose()) is not None:
                 render.commit(render.sampler.denoise(pose))
                 if progress is not None:
                     progress(render.done, render.total)
         except BaseException:
-            render.keep()
+            render.keep()  # Ctrl-C or any error: every finished frame and the matching state stay for --resume
             raise
         return render.finish()

@@ -169,8 +169,9 @@ class ClosedLoopSampler:
     """
 
     def __init__(self, networks, appearance, settings: SamplerSettings, state: SamplerState | None = None, scheduler_config: dict | None = None):
+        check_appearance(networks, appearance)
         self.networks = networks
-        self.appearance = appearance
+        self.appearance = appearance.to(networks.weights_device, networks.weights_dtype)  # moved and cast once
         self.settings = settings
         if state is None:
             noise = initial_noise(settings.seed, networks.latent_channels, appearance.height, appearance.width)
@@ -189,6 +190,8 @@ class ClosedLoopSampler:
 
     def denoise(self, pose_pixels: torch.Tensor, on_step: StepCallback | None = None) -> torch.Tensor:
         """The next frame's final latent ([C, h, w], float32, scaled space); advances the state."""
+        # Where the memory manager put the networks for this frame (normally where they were: then no copy).
+        self.appearance = self.appearance.to(self.networks.weights_device, self.networks.weights_dtype)
         latent = denoise_batch(
             self.networks, self.scheduler, [self.appearance], self.settings.cfg,
             self.state.start_latent()[None], pose_pixels,
@@ -223,7 +226,7 @@ class BatchedClosedLoopSampler:
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
         # The videos' reference keys/values never change: stack them into one batch once, not every frame.
-        self._reference = stack_references([a.reference for a in appearances])
+        self._reference = stack_references([s.appearance.reference for s in self.samplers])
 
     def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
         """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
@@ -233,6 +236,18 @@ class BatchedClosedLoopSampler:
         for sampler, latent in zip(self.samplers, latents):
             sampler.state = sampler.state.advanced(latent)
         return latents
+
+
+def check_appearance(networks, appearance) -> None:
+    """Refuse an appearance encoded by other networks: its reference keys/values are their projections."""
+    made_by = getattr(appearance, "model_fingerprint", "")
+    if made_by != networks.fingerprint:
+        raise TalkingPoseError(
+            "This appearance was encoded with another TalkingPose model"
+            + (f" ({made_by}, this one is {networks.fingerprint})" if made_by else "")
+            + ": its reference features fit only the model that made them. Run Appearance Encode with the model "
+            "you sample with (the same Load TalkingPose Model output)."
+        )
 
 
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,

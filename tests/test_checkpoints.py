@@ -75,15 +75,6 @@ def test_converter_writes_fp16_safetensors_that_load(tiny_weights, tmp_path):
     torch.testing.assert_close(nets.pose_guider.conv_out.weight, ref.pose_guider.conv_out.weight, rtol=1e-3, atol=1e-3)
 
 
-def test_motion_modules_are_dropped_with_one_log_line(tmp_path, caplog):
-    folder = write_random_model(tmp_path / "stage2", "tiny", motion_modules=True)
-    with caplog.at_level(logging.INFO, logger="TalkingPose"):
-        nets = load_networks(folder)
-    lines = [r.getMessage() for r in caplog.records if "motion-module" in r.getMessage()]
-    assert len(lines) == 1 and "dropped 2 motion-module tensors" in lines[0]
-    assert not any("motion_modules" in k for k in nets.denoising_unet.state_dict())
-
-
 def test_missing_file_is_named_with_download_instructions(tiny_weights, tmp_path):
     folder = _copy_model(tiny_weights, tmp_path)
     (folder / "pose_guider.pth").unlink()

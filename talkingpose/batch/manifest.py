@@ -1,8 +1,9 @@
 """The batch manifest: one job a row, as CSV (with a header) or JSON Lines (one object a line).
 
-Columns: `out` (the output's name relative to the output folder), `driving` and/or `poses` (or `keypoints`
-with `driving`), optional `source` (frame 0 of the driving video when empty) and optional per-job `seed`,
-`beta`, `frames`. Relative paths are taken relative to the manifest's folder. Every problem of a row — an
+Columns: `out` (the output's name relative to the output folder), `driving`, `poses` (its DWPose render
+video) and/or `keypoints` (a keypoint track JSON) as `animate` takes them, optional `source` (frame 0 of the
+driving video when empty) and optional per-job `seed`, `beta`, `frames`, `fps` (a keypoint track without a
+driving video: 25 when empty). Relative paths are taken relative to the manifest's folder. Every problem of a row — an
 unknown column, a missing or unreadable file, a bad number, an `out` name used twice — becomes that row's
 error and the other rows go on; only a manifest that cannot be read at all stops everything.
 """
@@ -15,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from ..errors import TalkingPoseError
 
-COLUMNS = ("out", "source", "driving", "poses", "keypoints", "seed", "beta", "frames")
+COLUMNS = ("out", "source", "driving", "poses", "keypoints", "seed", "beta", "frames", "fps")
 _PATH_COLUMNS = ("source", "driving", "poses", "keypoints")
 
 
@@ -58,12 +59,13 @@ class JobSpec:
     seed: int
     beta: float
     frames: int | None  # as asked in the row
+    fps: float | None  # as asked in the row
     total: int  # frames it renders (the inputs' length, capped by `frames`)
 
     def record(self, options: RenderOptions) -> dict:
         """What the job's output depends on: a rerun skips the job when its finished record equals this."""
         return {"driving": self.driving, "poses": self.poses, "source": self.source, "keypoints": self.keypoints,
-                "seed": self.seed, "beta": self.beta, "frames": self.total, **options.output_record()}
+                "seed": self.seed, "beta": self.beta, "frames": self.total, "fps": self.fps, **options.output_record()}
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def animate_job(spec: JobSpec, options: RenderOptions, out_dir: Path, resume: bo
         keypoints=path(spec.keypoints), width=options.width, height=options.height, frames=spec.frames,
         settings=SamplerSettings(steps=options.steps, cfg=options.cfg, beta=spec.beta, seed=spec.seed),
         models_root=path(options.models_root), model_name=options.model_name, random_weights=options.random_weights,
-        resume=resume, device=options.device, precision=options.precision, fit=options.fit,
+        resume=resume, device=options.device, precision=options.precision, fit=options.fit, fps=spec.fps,
         segment_frames=options.segment_frames,
     )
 
@@ -172,12 +174,14 @@ def parse_row(line: int, row: dict, base: Path, options: RenderOptions) -> JobSp
         else:
             path = Path(str(value).strip()).expanduser()
             paths[name] = str(path if path.is_absolute() else (base / path).resolve())
-    if paths["driving"] is None and paths["poses"] is None:
-        raise TalkingPoseError("give `driving` (a video) and/or `poses` (its DWPose render video)")
+    if paths["driving"] is None and paths["poses"] is None and paths["keypoints"] is None:
+        raise TalkingPoseError("give `driving` (a video), `poses` (its DWPose render video) or `keypoints` (a track)")
     seed = _number(row.get("seed"), int, "seed", 0, 2**64 - 1, options.seed)
     beta = _number(row.get("beta"), float, "beta", 0.0, 1.0, options.beta)
     frames = _number(row.get("frames"), int, "frames", 1, 10**9, None)
-    spec = JobSpec(line, out, paths["driving"], paths["poses"], paths["source"], paths["keypoints"], seed, beta, frames, 0)
+    fps = _number(row.get("fps"), float, "fps", 0.001, 1000.0, None)
+    spec = JobSpec(line, out, paths["driving"], paths["poses"], paths["source"], paths["keypoints"], seed, beta, frames,
+                   fps, 0)
     _, total, _ = check_inputs(animate_job(spec, options, Path(".")))  # existence, readability, length
     return JobSpec(**{**asdict(spec), "total": total})
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("animate", "download", "convert", "metrics", "batch", "evaluate")
+COMMANDS = ("animate", "download", "convert", "metrics", "pose", "batch", "evaluate")
 
 DESCRIPTION = """\
 TalkingPose: animate one photo of a person with a driving video.
@@ -20,6 +20,7 @@ TalkingPose: animate one photo of a person with a driving video.
     download  fetch the released weights from Hugging Face (asks nothing, downloads only when run)
     convert   write the three TalkingPose files as one fp16 .safetensors
     metrics   TJE, PSNR and SSIM between real and generated videos (or folders of them)
+    pose      keypoint tracks: extract, retarget to the source person, smooth, draw
     batch     many jobs (a CSV or JSON Lines list) on Ray: this machine or a cluster; resumable
     evaluate  the paper's self-identity protocol on a folder of videos: renders, then TJE/PSNR/SSIM
 """

@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import TalkingPoseError
 from . import detector as _det
 from . import estimator as _est
-from .keypoints import BODY_POINTS, PoseFrame
+from .keypoints import BODY_POINTS, MAX_CANVAS_SIDE, PoseFrame
 
 log = logging.getLogger("TalkingPose")
 
@@ -41,7 +41,6 @@ DETECT_RESOLUTION = 512
 DETECTOR_FILE = "yolox_l.onnx"
 POSE_FILE = "dw-ll_ucoco_384.onnx"
 HF_REPO = "yzd-v/DWPose"
-MAX_CANVAS_SIDE = 8192
 
 # Execution providers in order of preference; CPU is always last.
 PROVIDER_PRIORITY = (
