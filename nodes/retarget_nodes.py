@@ -203,6 +203,6 @@ NODE_CLASS_MAPPINGS = {
     "TalkingPoseSmoothKeypoints": TalkingPoseSmoothKeypoints,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "TalkingPoseRetargetKeypoints": "Retarget Pose Keypoints",
-    "TalkingPoseSmoothKeypoints": "Smooth Pose Keypoints",
+    "TalkingPoseRetargetKeypoints": "TalkingPose Retarget Pose Keypoints",
+    "TalkingPoseSmoothKeypoints": "TalkingPose Smooth Pose Keypoints",
 }

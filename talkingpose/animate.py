@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,6 @@ class AnimateJob:
     random_weights: str | None = None  # preset name: the real pipeline on random weights, output labelled
     resume: bool = False
     overwrite: bool = False  # delete the kept frames of an interrupted render of the same output
-    segment_frames: int = SEGMENT_FRAMES
     device: str = "auto"
     precision: str = "auto"
     fit: str = "stretch"
@@ -50,6 +50,7 @@ class AnimateJob:
     retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
     smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
     fps: float | None = None  # frame rate when no driving video gives one
+    segment_frames: int = SEGMENT_FRAMES  # frames per encoded segment (every frame is kept at once anyway)
 
 
 # ------------------------------------------------------------------------------------------------ weights
@@ -92,12 +93,11 @@ def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool 
     if encoder is None:
         missing.append(f"the image encoder {IMAGE_ENCODER_FILE} (from Hugging Face lambdalabs/sd-image-variations-diffusers, "
                        f"image_encoder/; `download` converts it) in {root / 'clip_vision'}/")
-    dwpose = None
     if need_dwpose:
         from .pose import find_dwpose_weights
 
         try:
-            dwpose = find_dwpose_weights([root / "dwpose"])
+            find_dwpose_weights([root / "dwpose"])
         except TalkingPoseError:
             missing.append(f"the DWPose weights yolox_l.onnx and dw-ll_ucoco_384.onnx (Hugging Face yzd-v/DWPose) in "
                            f"{root / 'dwpose'}/: `python cli.py download --what dwpose`")
@@ -106,7 +106,7 @@ def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool 
             "Missing weights:\n  - " + "\n  - ".join(missing)
             + "\nRun `python cli.py download` to fetch them, or add --random-weights for a smoke run without them."
         )
-    return {"model": model, "vae": vae, "image_encoder": encoder, "dwpose": dwpose}
+    return {"model": model, "vae": vae, "image_encoder": encoder}
 
 
 def _device(name: str):
@@ -166,7 +166,7 @@ def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
     return poses
 
 
-def _pose_renders(job: AnimateJob, start: int, dwpose_weights, track=None):
+def _pose_renders(job: AnimateJob, start: int, models_root: Path, track=None):
     """Pose renders (RGB uint8) from the keypoint track, the pose video, or DWPose on the driving video, from
     frame `start`."""
     from .video_io import VideoReader
@@ -181,16 +181,17 @@ def _pose_renders(job: AnimateJob, start: int, dwpose_weights, track=None):
         reader = VideoReader(job.poses, start=start)
         yield from reader
         return
-    from .pose import draw_pose
+    from .pose import draw_pose, find_dwpose_weights
     from .pose.extractor import PoseExtractor
 
-    extractor = PoseExtractor(dwpose_weights.detector, dwpose_weights.pose)
+    weights = find_dwpose_weights([models_root / "dwpose"])
+    extractor = PoseExtractor(weights.detector, weights.pose)
     for pose in extractor.iter_extract(VideoReader(job.driving, start=start), start_index=start):
         yield draw_pose(pose)
 
 
 def _load_source(job: AnimateJob):
-    """The source picture, read now so that an unreadable file is refused before any network is built."""
+    """The source picture (frame 0 of the driving video without one); an unreadable file gets a sentence."""
     from .video_io import VideoReader
 
     if job.source is None:
@@ -206,10 +207,50 @@ def _load_source(job: AnimateJob):
     return source
 
 
-def _timing(job: AnimateJob, track) -> tuple:
-    """(fps, frames to make) of the job, from the driving (or pose) video or the keypoint track."""
+def preflight(job: AnimateJob) -> None:
+    """The checks of the headless command that need no network, before any is built or a pose extracted: the
+    output (see `render_output.check_output`), the source picture, every weight file (DWPose's too), memory."""
+    from . import memory
+    from .render_output import check_output
+    from .runtime import compute_dtype
+    from .runtime import models_root as default_root
+
+    images.check_output_size(job.width, job.height)
+    check_output(job.out, job.resume, job.overwrite)
+    if job.source is not None and Path(job.source).is_file():
+        _load_source(job)
+    root = Path(job.models_root) if job.models_root else default_root()
+    need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
+    if not job.random_weights:
+        locate_weights(root, job.model_name, need_dwpose=need_dwpose)
+    elif need_dwpose:
+        from .pose import find_dwpose_weights
+
+        find_dwpose_weights([root / "dwpose"])
+    device = _device(job.device)
+    memory.check_fits(job.width, job.height, device, compute_dtype(job.precision, device),
+                      "tiny" if job.random_weights == "tiny" else "sd15")
+
+
+def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
+    """Checks the job's inputs before any network is loaded: (fps, frames to render, keypoint track or None)."""
+    from .runtime import models_root as default_root
     from .video_io import VideoReader
 
+    if job.driving is None and job.poses is None and job.keypoints is None:
+        raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
+                               "(--keypoints).")
+    if job.poses is not None and _uses_keypoints(job):
+        raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
+                               "--keypoints, or let the poses be extracted from --driving.")
+    for path in (job.driving, job.poses, job.source, job.keypoints):
+        if path is not None and not Path(path).is_file():
+            raise TalkingPoseError(f"Input file {path} does not exist.")
+    if job.source is None and job.driving is None:
+        raise TalkingPoseError("Without a driving video, give the source image with --source.")
+    images.check_output_size(job.width, job.height)
+    root = Path(job.models_root) if job.models_root else default_root()
+    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
     if job.driving is None and job.poses is None:
         fps, total = job.fps or 25, len(track)
     else:
@@ -227,93 +268,111 @@ def _timing(job: AnimateJob, track) -> tuple:
         total = min(total, job.frames)
     if total < 1:
         raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
-    return fps, total
+    return fps, total, track
 
 
-def preflight(job: AnimateJob, root: Path, device, dtype):
-    """Every check that needs no network, before any is built or any pose extracted: inputs, output, weights
-    (DWPose's too), memory. Returns (source picture, weight paths or None for random weights, DWPose weights
-    or None)."""
-    from . import memory
-    from .render_output import check_output
-
-    if job.driving is None and job.poses is None and job.keypoints is None:
-        raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
-                               "(--keypoints).")
-    if job.poses is not None and _uses_keypoints(job):
-        raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
-                               "--keypoints, or let the poses be extracted from --driving.")
-    for path in (job.driving, job.poses, job.source, job.keypoints):
-        if path is not None and not Path(path).is_file():
-            raise TalkingPoseError(f"Input file {path} does not exist.")
-    if job.source is None and job.driving is None:
-        raise TalkingPoseError("Without a driving video, give the source image with --source.")
-    images.check_output_size(job.width, job.height)
-    check_output(job.out, job.resume, job.overwrite)
-    source = _load_source(job)
-    need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
-    weights, dwpose = None, None
-    if not job.random_weights:
-        weights = locate_weights(root, job.model_name, need_dwpose=need_dwpose)
-        dwpose = weights["dwpose"]
-    elif need_dwpose:
-        from .pose import find_dwpose_weights
-
-        dwpose = find_dwpose_weights([root / "dwpose"])
-    memory.check_fits(job.width, job.height, device, dtype, "tiny" if job.random_weights == "tiny" else "sd15")
-    return source, weights, dwpose
-
-
-def run(job: AnimateJob, progress=None) -> Path:
-    """Render the whole job; returns the output path. `progress(done, total)` is called once before the first
-    frame (done = frames already kept) and after each frame."""
+def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, random_weights=None, device="auto",
+                      precision="auto", channels_last=False, compile=False):
+    """The pipeline an animate job runs on (the arguments as in `AnimateJob`); random weights are written into
+    `scratch`, which may be deleted once this returns."""
     from .pipeline import load_pipeline
-    from .render_output import commit_frame, resume_point
     from .runtime import compute_dtype
     from .runtime import models_root as default_root
-    from .video_io import SegmentedVideoWriter
 
-    root = Path(job.models_root) if job.models_root else default_root()
-    device = _device(job.device)
-    dtype = compute_dtype(job.precision, device)
-    source, weights, dwpose = preflight(job, root, device, dtype)
-    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
-    fps, total = _timing(job, track)
-    with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
-        if job.random_weights:
-            from .random_weights import write_random_weights
+    device = _device(device)
+    dtype = compute_dtype(precision, device)
+    if random_weights:
+        from .random_weights import write_random_weights
 
-            log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", job.random_weights, SMOKE_LABEL)
-            weights = write_random_weights(Path(scratch), job.random_weights)
-        pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
-                             channels_last=job.channels_last, compile=job.compile)
-        appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
+        log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", random_weights, SMOKE_LABEL)
+        weights = write_random_weights(Path(scratch), random_weights)
+    else:
+        weights = locate_weights(Path(models_root) if models_root else default_root(), model_name)
+    return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
+                         channels_last=channels_last, compile=compile)
 
-        job_settings = {
+
+class JobRender:
+    """One job opened on a loaded pipeline: its appearance, closed-loop sampler, pose source and segmented
+    output. `run` drives one at a time; batch workers drive several through one batched sampler, giving each
+    its row's sampler in `sampler` (the state stays the job's own).
+
+    `next_pose()` → the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
+    writes that frame and saves the sampler state whenever a segment closes; `keep()` closes what is written so
+    that `resume` continues from it; `finish()` writes the final video. `inputs` is `check_inputs(job)` when the
+    caller has it already.
+    """
+
+    def __init__(self, job: AnimateJob, pipe, inputs: tuple | None = None):
+        from .render_output import resume_point
+        from .runtime import models_root as default_root
+        from .video_io import SegmentedVideoWriter
+
+        self.job, self.pipe = job, pipe
+        fps, self.total, track = inputs if inputs is not None else check_inputs(job)
+        source = _load_source(job)
+        self.appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
+        self.settings_record = {
             "driving": str(job.driving), "poses": str(job.poses), "source": str(job.source), "size": f"{job.width}x{job.height}",
             "steps": job.settings.steps, "cfg": job.settings.cfg, "beta": job.settings.beta, "seed": job.settings.seed,
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
         if track is not None:
-            job_settings.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
-        writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
-                                      resume=job.resume)
-        state = resume_point(writer, job_settings) if job.resume else None
-        start = writer.frames_written
-        if start:
-            log.info("Resuming %s at frame %d of %d", job.out, start, total)
-        sampler = pipe.sampler(appearance, job.settings, state)
-        if progress is not None:
-            progress(start, total)
-        for index, render in zip(range(start, total), _pose_renders(job, start, dwpose, track)):
-            latent = sampler.denoise(pipe.pose_pixels(render, appearance))
-            frame = _to_uint8(pipe.decode(latent[None])[0])
-            commit_frame(writer, _label(frame) if job.random_weights else frame, sampler.state, job_settings)
-            if progress is not None:
-                progress(index + 1, total)
-        if writer.frames_written < total:
+            self.settings_record.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
+        self.writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
+                                           resume=job.resume)
+        state = resume_point(self.writer, self.settings_record) if job.resume else None
+        self.start = self.writer.frames_written
+        if self.start:
+            log.info("Resuming %s at frame %d of %d", job.out, self.start, self.total)
+        self.sampler = pipe.sampler(self.appearance, job.settings, state)
+        root = Path(job.models_root) if job.models_root else default_root()
+        self._renders = zip(range(self.start, self.total), _pose_renders(job, self.start, root, track))
+
+    @property
+    def done(self) -> int:
+        """Frames made so far (including those of an earlier, resumed run)."""
+        return self.sampler.state.next_frame
+
+    def next_pose(self) -> torch.Tensor | None:
+        item = next(self._renders, None)
+        return None if item is None else self.pipe.pose_pixels(item[1], self.appearance)
+
+    def commit(self, latent: torch.Tensor) -> None:
+        """Decodes the frame and keeps it, then the sampler state after it, both on the disk when this returns."""
+        from .render_output import commit_frame
+
+        frame = _to_uint8(self.pipe.decode(latent[None])[0])
+        commit_frame(self.writer, _label(frame) if self.job.random_weights else frame, self.sampler.state,
+                     self.settings_record)
+
+    def keep(self) -> None:
+        """After Ctrl-C or an error. Every finished frame and its state are on the disk already (`commit`), so a
+        resumed run continues from the last one; nothing is left to write."""
+
+    def finish(self) -> Path:
+        if self.writer.frames_written < self.total:
             raise TalkingPoseError(
-                f"The pose source ended after {writer.frames_written} of {total} frames; "
-                f"the frames made so far are kept in {writer.partial_dir}."
+                f"The pose source ended after {self.sampler.state.next_frame} of {self.total} frames; "
+                f"the frames made so far are kept in {self.writer.partial_dir}."
             )
-        return writer.finalize(audio_from=job.driving)
+        return self.writer.finalize(audio_from=self.job.driving)
+
+
+def run(job: AnimateJob, progress=None) -> Path:
+    """Render the whole job; returns the output path. `progress(done, total)` is called once before the first
+    frame (done = frames already kept) and after each frame."""
+    preflight(job)
+    inputs = check_inputs(job)
+    with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
+        pipe = load_job_pipeline(Path(scratch), models_root=job.models_root, model_name=job.model_name,
+                                 random_weights=job.random_weights, device=job.device, precision=job.precision,
+                                 channels_last=job.channels_last, compile=job.compile)
+        render = JobRender(job, pipe, inputs)
+        if progress is not None:
+            progress(render.start, render.total)
+        while (pose := render.next_pose()) is not None:
+            render.commit(render.sampler.denoise(pose))
+            if progress is not None:
+                progress(render.done, render.total)
+        return render.finish()

@@ -320,6 +320,27 @@ def _index_videos(root: Path, pattern: str) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob(pattern)) if p.is_file()}
 
 
+def overall(results: Sequence[VideoMetrics], metrics: Sequence[str] = ALL_METRICS) -> dict:
+    """Figures over several video pairs: for every metric M, `overall_avg_M` is the mean over videos (videos where
+    M is undefined left out) and `overall_weighted_avg_M` the mean over all TJE terms (TJE) or all compared frames
+    (the others); `num_frames` is the number of compared frames."""
+    out = {}
+    if "tje" in metrics:
+        per_video = [r.tje for r in results if r.tje is not None]
+        terms = sum(r.tje_terms for r in results)
+        out["overall_avg_tje"] = sum(per_video) / len(per_video) if per_video else None
+        out["overall_weighted_avg_tje"] = sum(r.tje_sum for r in results) / terms if terms else None
+    frames = sum(r.n_frames for r in results)
+    for name in metrics:
+        if name == "tje":
+            continue
+        values = [getattr(r, name) for r in results]
+        out[f"overall_avg_{name}"] = sum(values) / len(values) if values else None
+        out[f"overall_weighted_avg_{name}"] = sum(v * r.n_frames for v, r in zip(values, results)) / frames if frames else None
+    out["num_frames"] = frames
+    return out
+
+
 def compare_dirs(real_dir, gen_dir, delta: int = DEFAULT_TJE_DELTA, metrics: Sequence[str] = ALL_METRICS,
                  pattern: str = "*.mp4", progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Metrics of every video in `gen_dir` against the video at the same relative path in `real_dir`
@@ -359,20 +380,7 @@ def compare_dirs(real_dir, gen_dir, delta: int = DEFAULT_TJE_DELTA, metrics: Seq
         if progress is not None:
             progress(i + 1, len(common), key)
 
-    out = {"delta": delta, "num_pairs": len(common)}
-    if "tje" in metrics:
-        per_video = [r.tje for r in results if r.tje is not None]
-        terms = sum(r.tje_terms for r in results)
-        out["overall_avg_tje"] = sum(per_video) / len(per_video) if per_video else None
-        out["overall_weighted_avg_tje"] = sum(r.tje_sum for r in results) / terms if terms else None
-    frames = sum(r.n_frames for r in results)
-    for name in metrics:
-        if name == "tje":
-            continue
-        values = [getattr(r, name) for r in results]
-        out[f"overall_avg_{name}"] = sum(values) / len(values)
-        out[f"overall_weighted_avg_{name}"] = sum(v * r.n_frames for v, r in zip(values, results)) / frames
-    out["num_frames"] = frames
+    out = {"delta": delta, "num_pairs": len(common), **overall(results, metrics)}
     out["missing_in_real"] = sorted(set(gen_map) - set(real_map))
     out["missing_in_generated"] = sorted(set(real_map) - set(gen_map))
     out["pairs"] = pairs

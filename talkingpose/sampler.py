@@ -179,13 +179,18 @@ class BatchedClosedLoopSampler:
     """Several independent videos rendered together: each keeps its own z_T and closed loop, and one UNet batch
     carries all of them (rows are independent, so each video's frames are those it would get alone).
 
-    All videos share steps, cfg and output size; seed and β may differ per video.
+    All videos share steps, cfg and output size; seed and β may differ per video. `states` continues videos
+    from their saved states (None for a video that starts here), so a set of videos can be regrouped — e.g. a
+    finished video's slot given to a new one — without touching the others' loops.
     """
 
-    def __init__(self, networks, appearances, settings: list[SamplerSettings], scheduler_config: dict | None = None):
+    def __init__(self, networks, appearances, settings: list[SamplerSettings], scheduler_config: dict | None = None,
+                 states: list[SamplerState | None] | None = None):
         if len({(s.steps, s.cfg) for s in settings}) != 1 or len({(a.width, a.height) for a in appearances}) != 1:
             raise TalkingPoseError("Videos rendered together must share steps, cfg and output size.")
-        self.samplers = [ClosedLoopSampler(networks, a, s, scheduler_config=scheduler_config) for a, s in zip(appearances, settings)]
+        states = states if states is not None else [None] * len(appearances)
+        self.samplers = [ClosedLoopSampler(networks, a, s, state, scheduler_config)
+                         for a, s, state in zip(appearances, settings, states)]
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
         # The videos' reference keys/values never change: stack them into one batch once, not every frame.

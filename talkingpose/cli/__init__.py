@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-COMMANDS = ("animate", "download", "convert", "metrics", "pose")
+COMMANDS = ("animate", "download", "convert", "metrics", "pose", "batch", "evaluate")
 
 DESCRIPTION = """\
 TalkingPose: animate one photo of a person with a driving video.
@@ -21,12 +21,14 @@ TalkingPose: animate one photo of a person with a driving video.
     convert   write the three TalkingPose files as one fp16 .safetensors
     metrics   TJE, PSNR and SSIM between real and generated videos (or folders of them)
     pose      keypoint tracks: extract, retarget to the source person, smooth, draw
+    batch     many jobs (a CSV or JSON Lines list) on Ray: this machine or a cluster; resumable
+    evaluate  the paper's self-identity protocol on a folder of videos: renders, then TJE/PSNR/SSIM
 """
 
 
 def build_parser(prog: str = "talkingpose") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
