@@ -218,6 +218,36 @@ def output_directory() -> Path:
     return runtime.models_root().parent / "output"
 
 
+def input_directory() -> Path:
+    """ComfyUI's input folder; standalone, an `input/` folder beside the models root."""
+    if IN_COMFYUI:
+        return Path(_folder_paths.get_input_directory())
+    return runtime.models_root().parent / "input"
+
+
+def annotated_file(name: str, default_dir: Path) -> Path:
+    """A file name read as ComfyUI reads a loader's value: `name [input]` / `name [output]` pick that folder,
+    a plain name is in `default_dir`. Nothing is checked here (see nodes/paths.py)."""
+    if IN_COMFYUI:
+        return Path(_folder_paths.get_annotated_filepath(name, str(default_dir)))
+    for tag, folder in ((" [output]", output_directory()), (" [input]", input_directory())):
+        if name.endswith(tag):
+            return folder / name[: -len(tag)]
+    return default_dir / name
+
+
+def save_prefix(prefix: str) -> tuple[Path, str]:
+    """The folder and file stem a save node's `filename_prefix` names in the output folder (inside ComfyUI with
+    its %date%-style variables expanded). The prefix must have passed nodes/paths.py's checks."""
+    import os
+
+    if IN_COMFYUI:
+        folder, stem, _counter, _subfolder, _prefix = _folder_paths.get_save_image_path(prefix, str(output_directory()))
+        return Path(folder), stem
+    normal = os.path.normpath(prefix)
+    return output_directory() / os.path.dirname(normal), os.path.basename(normal)
+
+
 def custom_nodes_dirs() -> list[Path]:
     """Where other node packs live (to find weights comfyui_controlnet_aux downloaded)."""
     if IN_COMFYUI:

@@ -141,10 +141,7 @@ class TalkingPoseAppearanceEncode:
                 f"{networks.cross_attention_dim} (ViT-L/14, the sd-image-variations image encoder). "
                 "ViT-H and ViT-bigG models do not fit."
             )
-        frame = image[0]
-        if frame.shape[-1] == 4:  # documented: transparency is flattened onto white
-            frame = frame[..., :3] * frame[..., 3:] + (1 - frame[..., 3:])
-        picture = images.fit_image(images.to_pil_rgb(frame, "source image"), width, height, fit)
+        picture = images.fit_image(images.to_pil_rgb(images.flatten_onto_white(image[0]), "source image"), width, height, fit)
         clip_in = torch.from_numpy(np.asarray(picture.resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255.0)[None]
         embeds = host.clip_image_embeds(clip_vision, clip_in)
         pixels = (images.reference_pixels(picture, width, height) + 1) / 2

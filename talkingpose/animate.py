@@ -90,7 +90,20 @@ def locate_weights(root: Path, model_name: str | None = None) -> dict[str, Path]
 def _device(name: str):
     from .runtime import default_device
 
-    return default_device() if name == "auto" else torch.device(name)
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TalkingPoseError(f"--device {name!r} is not a device PyTorch knows; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA (a CPU build, or no driver)"
+        raise TalkingPoseError(f"--device {name}: this PyTorch sees {found}. Use --device cpu, or auto to pick what is there.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TalkingPoseError(f"--device {name}: Apple's MPS is not available here. Use --device cpu, or auto.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise TalkingPoseError(f"--device {name}: only cpu, cuda and mps are supported.")
+    return device
 
 
 def _dtype(precision: str, device):
@@ -99,6 +112,68 @@ def _dtype(precision: str, device):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+# One check per kind of input, all run before any network is built, so a mistake costs seconds, not a model load.
+def check_input_file(path: Path | None, what: str) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise TalkingPoseError(f"The {what} {path} is a folder; give a file.")
+    if not path.is_file():
+        raise TalkingPoseError(f"Input file {path} does not exist (the {what}).")
+
+
+def check_frames(frames: int | None) -> None:
+    if frames is not None and frames < 1:
+        raise TalkingPoseError(f"--frames must be at least 1 (got {frames}); leave it out to animate the whole video.")
+
+
+def check_models_root(root: Path | None) -> None:
+    """An explicitly given models root must be a folder (a typo would otherwise read as 'all weights missing')."""
+    if root is not None and not Path(root).is_dir():
+        raise TalkingPoseError(f"The models folder {root} (--models) does not exist or is not a folder; give the folder "
+                               "that holds talkingpose/, vae/, clip_vision/ and dwpose/.")
+
+
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+
+
+def read_source(path: Path):
+    """The source picture, decoded now (not after the networks are loaded); alpha is flattened later by
+    `images.flatten_onto_white`, the same step the ComfyUI node takes."""
+    from PIL import Image, UnidentifiedImageError
+
+    check_input_file(path, "source image")
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode.startswith("I;16"):  # 16-bit grey: Pillow's own RGB conversion would clip it to white
+                picture = Image.fromarray((np.asarray(picture, dtype=np.float32) / 257.0).round().astype(np.uint8), "L")
+            return picture.copy()
+    except UnidentifiedImageError:
+        raise TalkingPoseError(f"The source {path} is not an image that can be read; use a {IMAGE_FORMATS} file.") from None
+    except Image.DecompressionBombError:
+        raise TalkingPoseError(f"The source {path} has too many pixels to decode safely; scale it down (a few "
+                               "megapixels is plenty: it is resized to the output size).") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise TalkingPoseError(f"The source {path} could not be decoded ({exc}); it may be damaged or cut short. "
+                               f"Save it again as {IMAGE_FORMATS}.") from None
+
+
+def _dwpose_weights(job: AnimateJob, models_root: Path, scratch: Path):
+    """The DWPose models to extract poses with: none with --poses, random ones with --random-weights."""
+    if job.poses is not None:
+        return None
+    if job.random_weights:
+        from .pose.random_models import write_random_dwpose
+
+        return write_random_dwpose(scratch / "dwpose")
+    from .pose import find_dwpose_weights
+
+    return find_dwpose_weights([models_root / "dwpose"])
 
 
 # ------------------------------------------------------------------------------------------------ state files
@@ -145,7 +220,7 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray((image.permute(1, 2, 0) * 255).to(torch.uint8).numpy())
 
 
-def _pose_renders(job: AnimateJob, start: int, models_root: Path):
+def _pose_renders(job: AnimateJob, start: int, dwpose):
     """Pose renders (RGB uint8) from the pose video, or DWPose on the driving video, from frame `start`."""
     from .video_io import VideoReader
 
@@ -153,11 +228,10 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path):
         reader = VideoReader(job.poses, start=start)
         yield from reader
         return
-    from .pose import draw_pose, find_dwpose_weights
+    from .pose import draw_pose
     from .pose.extractor import PoseExtractor
 
-    weights = find_dwpose_weights([models_root / "dwpose"])
-    extractor = PoseExtractor(weights.detector, weights.pose)
+    extractor = PoseExtractor(dwpose.detector, dwpose.pose)
     for pose in extractor.iter_extract(VideoReader(job.driving, start=start), start_index=start):
         yield draw_pose(pose)
 
@@ -170,13 +244,16 @@ def run(job: AnimateJob, progress=None) -> Path:
 
     if job.driving is None and job.poses is None:
         raise TalkingPoseError("Give a driving video (--driving) or a pose video (--poses).")
-    for path in (job.driving, job.poses, job.source):
-        if path is not None and not Path(path).is_file():
-            raise TalkingPoseError(f"Input file {path} does not exist.")
+    check_input_file(job.driving, "driving video")
+    check_input_file(job.poses, "pose video")
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
+    check_frames(job.frames)
     images.check_output_size(job.width, job.height)
+    check_models_root(job.models_root)
     root = Path(job.models_root) if job.models_root else default_root()
+    device = _device(job.device)
+    source = read_source(job.source) if job.source is not None else None
     with VideoReader(job.driving or job.poses) as timing:
         fps, total = timing.fps, timing.frame_count
     if job.poses is not None and job.driving is not None:
@@ -187,24 +264,30 @@ def run(job: AnimateJob, progress=None) -> Path:
     if total < 1:
         raise TalkingPoseError(f"{job.driving or job.poses} has no frames to animate.")
 
-    device = _device(job.device)
     dtype = _dtype(job.precision, device)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:
             from .random_weights import write_random_weights
 
-            log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", job.random_weights, SMOKE_LABEL)
+            log.warning("SMOKE RUN: random %s weights%s; the video shows noise, labelled '%s'.", job.random_weights,
+                        "" if job.poses else " (random DWPose models too)", SMOKE_LABEL)
+            dwpose = _dwpose_weights(job, root, Path(scratch))
             weights = write_random_weights(Path(scratch), job.random_weights)
         else:
-            weights = locate_weights(root, job.model_name)
+            missing = []  # every missing file in one message
+            try:
+                weights = locate_weights(root, job.model_name)
+            except TalkingPoseError as exc:
+                missing.append(str(exc))
+            try:
+                dwpose = _dwpose_weights(job, root, Path(scratch))
+            except TalkingPoseError as exc:
+                missing.append(str(exc))
+            if missing:
+                raise TalkingPoseError("\n".join(missing))
         pipe = load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype)
 
-        if job.source is not None:
-            from PIL import Image
-
-            source = Image.open(job.source)
-            source.load()
-        else:
+        if source is None:
             source = next(iter(VideoReader(job.driving, max_frames=1)))
         appearance = pipe.encode_appearance(source, job.width, job.height, job.fit)
 
@@ -221,7 +304,7 @@ def run(job: AnimateJob, progress=None) -> Path:
         sampler = pipe.sampler(appearance, job.settings, state)
         committed = start
         try:
-            for index, render in zip(range(start, total), _pose_renders(job, start, root)):
+            for index, render in zip(range(start, total), _pose_renders(job, start, dwpose)):
                 latent = sampler.denoise(pipe.pose_pixels(render, appearance))
                 frame = _to_uint8(pipe.decode(latent[None])[0])
                 writer.write(_label(frame) if job.random_weights else frame)

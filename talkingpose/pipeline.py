@@ -77,7 +77,7 @@ class TalkingPosePipeline:
     @torch.no_grad()
     def encode_appearance(self, source, width: int, height: int, fit: str = "stretch") -> Appearance:
         images.check_output_size(width, height)
-        picture = images.fit_image(images.to_pil_rgb(source, "source image"), width, height, fit)
+        picture = images.fit_image(images.to_pil_rgb(images.flatten_onto_white(source), "source image"), width, height, fit)
         enc = self.image_encoder
         embeds = enc(images.clip_pixels(picture).to(enc.device, enc.dtype)).image_embeds
         pixels = images.reference_pixels(picture, width, height).to(self.vae.device, self.vae.dtype)

@@ -9,6 +9,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -49,7 +50,7 @@ class SamplerSettings:
             raise TalkingPoseError(
                 f"β (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
             )
-        if not self.cfg == self.cfg or self.cfg < 0:
+        if not math.isfinite(self.cfg) or self.cfg < 0:
             raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
         if not 0 <= int(self.seed) < 2**64:
             raise TalkingPoseError(f"seed {self.seed} is out of range; use a whole number from 0 to 2^64-1.")

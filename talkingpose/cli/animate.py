@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
     an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
-                    help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
+                    help="smoke run: the real pipeline on random weights (default preset tiny; random DWPose models too "
+                         "when poses are extracted); output is labelled")
     an.set_defaults(func=run)
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import check_writable_folder
+
 WHAT = ("talkingpose", "vae", "image_encoder", "dwpose")
 
 
@@ -23,6 +25,8 @@ def run(args) -> int:
         "image_encoder": (downloads.IMAGE_ENCODER_REPO, downloads.IMAGE_ENCODER_FILES, root / "clip_vision" / "sd-image-variations-image-encoder"),
         "dwpose": (downloads.DWPOSE_REPO, downloads.DWPOSE_FILES, root / "dwpose"),
     }
+    for name in args.what:  # every destination is checked before the first download starts
+        check_writable_folder(targets[name][2], f"The {name} folder")
     for name in args.what:
         repo, files, dest = targets[name]
         print(f"{name}: {repo} → {dest}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .options import check_writable_file
+
 
 def register(subparsers) -> None:
     me = subparsers.add_parser("metrics", help="TJE / PSNR / SSIM between real and generated videos")
@@ -20,6 +22,8 @@ def run(args) -> int:
     from ..errors import TalkingPoseError
 
     chosen = tuple(args.metrics) if args.metrics else metrics.ALL_METRICS
+    if args.json:  # before the videos are compared, not after
+        check_writable_file(args.json, "--json")
     if args.real.is_dir() != args.generated.is_dir():
         raise TalkingPoseError("--real and --generated must both be videos or both be folders.")
     if args.real.is_dir():
@@ -29,5 +33,6 @@ def run(args) -> int:
         result = metrics.compare_videos(args.real, args.generated, delta=args.delta, metrics=chosen).as_dict()
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if not isinstance(v, list)))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -177,7 +177,8 @@ def validate_frame_dict(frame: dict, where: str = "frame") -> None:
     for key in ("canvas_width", "canvas_height"):
         value = frame.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
-            raise TalkingPoseError(f"{where}: '{key}' must be a positive whole number, got {value!r}.")
+            # The value itself is not repeated: a file's content stays out of messages.
+            raise TalkingPoseError(f"{where}: '{key}' must be a positive whole number.")
     people = frame.get("people", [])
     if not isinstance(people, list):
         raise TalkingPoseError(f"{where}: 'people' must be a list.")
@@ -269,7 +270,10 @@ def load_pose_keypoints(path) -> list[dict]:
         raise TalkingPoseError(f"Pose keypoint file not found: {path}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise TalkingPoseError(f"{path} is not UTF-8 text. Expected JSON: a list of OpenPose-style frames as "
+                               "written by Save Pose Keypoints.") from None
+    except json.JSONDecodeError as exc:  # its message gives only the position, never the text
         raise TalkingPoseError(f"{path} is not valid JSON ({exc}). Expected a list of OpenPose-style frames "
                                "as written by Save Pose Keypoints.") from None
     if isinstance(data, dict):
