@@ -132,10 +132,10 @@ def check_frames(frames: int | None) -> None:
 
 
 def check_models_root(root: Path | None) -> None:
-    """An explicitly given models root must be a folder (a typo would otherwise read as 'all weights missing')."""
-    if root is not None and not Path(root).is_dir():
-        raise TalkingPoseError(f"The models folder {root} (--models) does not exist or is not a folder; give the folder "
-                               "that holds talkingpose/, vae/, clip_vision/ and dwpose/.")
+    """A models root that is a file is a mistake; one that does not exist yet gets the list of missing weights."""
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        raise TalkingPoseError(f"The models folder {root} (--models) is a file; give the folder that holds (or will "
+                               "hold) talkingpose/, vae/, clip_vision/ and dwpose/.")
 
 
 IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"

@@ -75,8 +75,8 @@ def _animate(work: Path, *extra):
     (("--poses", "{w}/notes.mp4"), r"Could not read .*notes\.mp4 as a video"),
     (("--poses", "{w}/folder"), r"pose video .*folder is a folder"),
     (("--driving", "{w}/notes.mp4"), r"Could not read .*notes\.mp4 as a video"),
-    (("--models", "{w}/no-such-folder"), r"models folder .*no-such-folder \(--models\) does not exist"),
-    (("--models", "{w}/notes.png"), r"models folder .*notes\.png \(--models\) does not exist or is not a folder"),
+    (("--models", "{w}/no-such-folder"), r"(?s)Missing weights:.*no-such-folder/talkingpose"),
+    (("--models", "{w}/notes.png"), r"models folder .*notes\.png \(--models\) is a file"),
     (("--device", "gpu0"), r"--device 'gpu0' is not a device PyTorch knows; use auto, cpu, cuda"),
     (("--fit", "zoom"), r"argument --fit: invalid choice: 'zoom'"),
 ])
