@@ -595,7 +595,8 @@ def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
     folder = comfy.base / "output" / "tp_tests"
     folder.mkdir(exist_ok=True)
     SamplerState(torch.zeros(4, 8, 8), None, 0, SamplerSettings(), 64, 64).save(folder / f"paths_{tag}.safetensors")
-    save_pose_keypoints(folder / f"paths_{tag}.json", [{"people": [], "canvas_width": 64, "canvas_height": 48}])
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        save_pose_keypoints(folder / name, [{"people": [], "canvas_width": 64, "canvas_height": 48}])
     (comfy.base / f"outside_{tag}.json").write_text("[]")
     # An old-style state name (no suffix, not an entry of the list) and a keypoint file from the list.
     load_state = ("TalkingPoseLoadState", {"filename": f"tp_tests/paths_{tag}"})
@@ -616,9 +617,11 @@ def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
         status, reply = comfy.post("/prompt", {"prompt": prompt(loader, saver, save_inputs), "client_id": "talkingpose-tests"})
         assert status == 400 and sentence in json.dumps(reply), (status, json.dumps(reply)[:2000])
 
-    # '[' in a prefix: the second save numbers on instead of replacing the first.
-    for _ in range(2):
-        comfy.run(prompt(load_keypoints, "TalkingPoseSaveKeypoints", {"filename_prefix": f"tp_tests/copy[{tag}]"}))
+    # '[' in a prefix: the second save numbers on instead of replacing the first. (Another input file each time:
+    # ComfyUI does not run an unchanged prompt again.)
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        comfy.run(prompt(("TalkingPoseLoadKeypoints", {"path": f"tp_tests/{name}"}), "TalkingPoseSaveKeypoints",
+                         {"filename_prefix": f"tp_tests/copy[{tag}]"}))
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(f"copy[{tag}]")) == \
         [f"copy[{tag}]_00001.json", f"copy[{tag}]_00002.json"]
 
