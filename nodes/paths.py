@@ -16,7 +16,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from . import host
+from .backend import host
 
 # Bytes per folder or file name: room for the numbering and suffixes ("_00001.json.tmp") below the usual
 # 255-byte file-system limit.

@@ -13,13 +13,16 @@ from pathlib import Path
 from . import paths
 
 CATEGORY = "TalkingPose"
+POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
 SUFFIX = ".safetensors"
-_MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few hundred bytes; checkpoints have large ones
+_MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few KB at most; checkpoints have large ones
 
 
 def is_state_file(path: Path) -> bool:
-    """Whether `path` is a safetensors file written by SamplerState.save, from its header alone (cheap, and true
+    """Whether `path` is a safetensors file written for a sampler state, from its header alone (cheap, and true
     for a state whose tensor data was cut short, so that it can still be replaced)."""
+    from talkingpose.state_file import METADATA_KEY
+
     try:
         with open(path, "rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
@@ -28,7 +31,7 @@ def is_state_file(path: Path) -> bool:
             header = json.loads(f.read(length))
     except (OSError, struct.error, ValueError):
         return False
-    return isinstance(header, dict) and "talkingpose" in (header.get("__metadata__") or {})
+    return isinstance(header, dict) and METADATA_KEY in (header.get("__metadata__") or {})
 
 
 class SaveTalkingPoseState:
@@ -50,13 +53,28 @@ class SaveTalkingPoseState:
                                         "(.safetensors is added); absolute paths and '..' are refused."}),
                 "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render "
                                           "(never a file that is not a TalkingPose state)."}),
-            }
+            },
+            "optional": {
+                "pose_state": ("TALKINGPOSE_POSE_STATE", {"tooltip": "Pose Extract's (or Retarget/Smooth Pose "
+                               "Keypoints') pose_state of the same render: its fit to the source person and its "
+                               "smoothing continue from the file too."}),
+            },
         }
 
-    def save(self, state, filename, overwrite):
+    def save(self, state, filename, overwrite, pose_state=None):
+        from dataclasses import replace
+
         from talkingpose.errors import TalkingPoseError
         from talkingpose.sampler import SamplerState
 
+        if pose_state is not None:
+            if pose_state.frames != state.next_frame:
+                raise TalkingPoseError(
+                    f"The pose state has posed {pose_state.frames} frames but the sampler state is at frame "
+                    f"{state.next_frame}: they belong to different renders. Connect the pose_state of the Pose "
+                    "Extract that feeds this sampler."
+                )
+            state = replace(state, extra={**state.extra, POSE_STATE_KEY: pose_state.to_dict()})
         path = paths.output_file(filename, SUFFIX, "state file name")
         if path.exists() and not is_state_file(path):
             raise TalkingPoseError(
@@ -88,11 +106,12 @@ class SaveTalkingPoseState:
 
 class LoadTalkingPoseState:
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT")
-    RETURN_NAMES = ("state", "next_frame")
+    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT", "TALKINGPOSE_POSE_STATE")
+    RETURN_NAMES = ("state", "next_frame", "pose_state")
     FUNCTION = "load"
     DESCRIPTION = ("Reads a saved sampler state. Connect next_frame to Load Video's skip_first_frames so the render "
-                   "continues with the frame after the last one made.")
+                   "continues with the frame after the last one made, and pose_state (when it was saved) to Pose "
+                   "Extract's pose_state so the poses keep their fit and smoothing.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -128,8 +147,11 @@ class LoadTalkingPoseState:
     def load(self, filename):
         from talkingpose.sampler import SamplerState
 
+        from talkingpose.pose import PoseTrackState
+
         state = SamplerState.load(paths.input_file(filename, SUFFIX, "state file name"))
-        return (state, state.next_frame)
+        saved = state.extra.get(POSE_STATE_KEY)
+        return (state, state.next_frame, None if saved is None else PoseTrackState.from_dict(saved))
 
 
 NODE_CLASS_MAPPINGS = {

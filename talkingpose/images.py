@@ -8,6 +8,7 @@ Inputs may be PIL images, uint8 or float arrays (H×W×C) or torch tensors (H×W
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -129,10 +130,37 @@ def _clip_processor():
     return Processor()
 
 
-def clip_pixels(source: Image.Image) -> torch.Tensor:
-    """[1, 3, 224, 224] CLIP input."""
-    resized = source.resize((224, 224), Image.BICUBIC)
-    return _clip_processor()(images=resized, return_tensors="pt").pixel_values
+CLIP_SIZE = 224
+
+
+@dataclass
+class PreparedSource:
+    """The source photo as both encoders take it, made once for the ComfyUI and the standalone path alike."""
+
+    clip_image: Image.Image  # stretched to 224×224 with PIL bicubic, as the official pipeline does before CLIP
+    reference: torch.Tensor  # [1, 3, H, W] in [-1, 1] for the VAE (diffusers' Lanczos resize)
+
+    def clip_tensor(self) -> torch.Tensor:
+        """The CLIP image as ComfyUI's IMAGE: [1, 224, 224, 3] float in [0, 1]."""
+        return torch.from_numpy(np.asarray(self.clip_image, dtype=np.float32) / 255.0)[None]
+
+    def reference_image(self) -> torch.Tensor:
+        """The VAE input as ComfyUI's IMAGE: [1, H, W, 3] float in [0, 1]."""
+        return ((self.reference + 1) / 2).movedim(1, -1)
+
+
+def prepare_source(picture, width: int, height: int, fit: str = "stretch") -> PreparedSource:
+    """Bring a source photo to the output's aspect ratio (`fit`; an alpha channel flattened onto white first),
+    then make the CLIP and the VAE inputs."""
+    check_output_size(width, height)
+    fitted = fit_image(to_pil_rgb(flatten_onto_white(picture), "source image"), width, height, fit)
+    return PreparedSource(fitted.resize((CLIP_SIZE, CLIP_SIZE), Image.BICUBIC), reference_pixels(fitted, width, height))
+
+
+def clip_processor_pixels(clip_image: Image.Image) -> torch.Tensor:
+    """[1, 3, 224, 224] normalised CLIP input of an image already stretched to 224×224 (the processor's own
+    resize and centre crop are then identities)."""
+    return _clip_processor()(images=clip_image, return_tensors="pt").pixel_values
 
 
 def reference_pixels(source: Image.Image, width: int, height: int) -> torch.Tensor:

@@ -214,7 +214,7 @@ def test_load_keypoints_lists_files_and_reads_the_input_folder(comfy_dirs):
 def test_keypoint_errors_do_not_repeat_the_file_content(comfy_dirs):
     (comfy_dirs / "output" / "bad.json").write_text(json.dumps([{"people": [], "canvas_width": SECRET,
                                                                  "canvas_height": 8}]))
-    with pytest.raises(TalkingPoseError, match="'canvas_width' must be a positive whole number") as caught:
+    with pytest.raises(TalkingPoseError, match="'canvas_width' must be a whole number of pixels") as caught:
         TalkingPoseLoadKeypoints().load("bad.json")
     assert SECRET not in str(caught.value)
     (comfy_dirs / "output" / "latin1.json").write_bytes(b'["\xff' + SECRET.encode() + b'"]')

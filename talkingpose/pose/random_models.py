@@ -13,11 +13,15 @@ protobuf wire format. The tests check the files with `onnx.checker` and load the
 """
 from __future__ import annotations
 
+import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .extractor import DETECTOR_FILE, POSE_FILE, DWPoseWeights
+
+log = logging.getLogger("TalkingPose")
 
 IR_VERSION = 8
 OPSET = 13
@@ -166,3 +170,17 @@ def write_random_dwpose(folder: Path, seed: int = 0) -> DWPoseWeights:
     (folder / DETECTOR_FILE).write_bytes(detector_bytes(rng))
     (folder / POSE_FILE).write_bytes(pose_bytes(rng))
     return DWPoseWeights(folder / DETECTOR_FILE, folder / POSE_FILE)
+
+
+_process_folder: tempfile.TemporaryDirectory | None = None
+
+
+def random_models_root() -> Path:
+    """A models root whose `dwpose/` holds the random models: written once per process into a temporary folder
+    that is removed when the process ends."""
+    global _process_folder
+    if _process_folder is None:
+        _process_folder = tempfile.TemporaryDirectory(prefix="talkingpose-random-dwpose-")
+        write_random_dwpose(Path(_process_folder.name) / "dwpose")
+        log.warning("SMOKE RUN: random DWPose models too (the real files' inputs and outputs); the poses are noise.")
+    return Path(_process_folder.name)
