@@ -21,10 +21,10 @@ if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _P
         "uninstall it ('pip uninstall talkingpose') to use this pack's own.", talkingpose.__file__, _PACK_DIR)
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
-from .nodes.host import register_model_folders  # noqa: E402
+from .nodes.backend import host  # noqa: E402
 
 WEB_DIRECTORY = "./web"
 
-register_model_folders()
+host.register_model_folders()
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

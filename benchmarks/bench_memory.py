@@ -26,7 +26,7 @@ sys.path.insert(0, root)
 from talkingpose.random_weights import write_random_weights
 from talkingpose.pipeline import load_image_encoder, load_vae
 from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
-from nodes import host
+from nodes.backend import host
 import os
 paths = write_random_weights(weights, "tiny")
 os.environ["TALKINGPOSE_MODELS"] = weights

@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkingpose import images
-from talkingpose.appearance import encode_appearance
+from talkingpose import images, runtime
+from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
+from talkingpose.pipeline import decode_latents
 from talkingpose.random_weights import PRESETS, random_networks
 from talkingpose.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler
 
@@ -65,9 +66,9 @@ def build(preset, device, dtype):
 
 @torch.no_grad()
 def encode(nets, vae, clip, source, size, cfg_rows):
-    picture = images.to_pil_rgb(source)
-    embeds = clip(images.clip_pixels(picture).to(clip.device, clip.dtype)).image_embeds
-    latent = vae.encode(images.reference_pixels(picture, size, size).to(vae.device, vae.dtype)).latent_dist.mean * 0.18215
+    prepared = images.prepare_source(source, size, size)
+    embeds = runtime.clip_image_embeds(clip, prepared)
+    latent = runtime.vae_encode_mean(vae, prepared.reference_image()) * SD_LATENT_SCALE
     if cfg_rows == 2:  # the official script runs the reference UNet on [uncond, cond] and keeps both rows
         nets.reference_keys_values(latent.repeat(2, 1, 1, 1), torch.cat([torch.zeros_like(embeds), embeds])[:, None])
     return encode_appearance(nets, embeds, latent, size, size)
@@ -137,9 +138,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         last = one_frame(i, last)
         t1 = time.perf_counter()
-        for latent in last:
-            frame = vae.decode(latent[None].to(vae.device, vae.dtype) / 0.18215).sample
-            frame = (frame / 2 + 0.5).clamp(0, 1).float().cpu()
+        decode_latents(vae, last / SD_LATENT_SCALE)
         sync(device)
         t2 = time.perf_counter()
         if i >= args.warmup:

@@ -1,240 +1,131 @@
-"""The one adapter between the pack and ComfyUI.
+"""The adapter between the nodes and ComfyUI: every call into ComfyUI goes through here, and only ComfyUI.
 
-Every call into ComfyUI goes through here. Each function has a standalone path (plain torch device choice, a
-tqdm progress bar, a models folder from `$TALKINGPOSE_MODELS`), the same one the headless command uses, so CI
-runs the node classes end to end without ComfyUI.
+Imported only inside a running ComfyUI (`nodes/backend.py` chooses it there); the command line and CI use the
+engine's standalone runtime `talkingpose.runtime`, which has the same interface. Written against the APIs of
+ComfyUI v0.8.0 and v0.33 (both read).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from talkingpose import runtime
+import comfy.model_management as _mm
+import comfy.model_patcher
+import comfy.utils
+import folder_paths
+
+from talkingpose.runtime import explicit_dtype
 
 log = logging.getLogger("TalkingPose")
 
-try:  # ComfyUI's modules exist only inside a running ComfyUI.
-    import comfy.model_management as _mm
-    import comfy.utils as _comfy_utils
-    import folder_paths as _folder_paths
-
-    IN_COMFYUI = True
-except ImportError:
-    _mm = _comfy_utils = _folder_paths = None
-    IN_COMFYUI = False
-
-# Weight folders under ComfyUI's models/ that this pack registers with folder_paths.
+# Weight folders under ComfyUI's models/ that this pack adds to folder_paths.
 MODEL_KINDS = ("talkingpose", "dwpose", "talkingpose_lora")
-_WEIGHT_EXTENSIONS = {".pth", ".safetensors", ".onnx"}
 
 
+# ------------------------------------------------------------------------------------------------ folders
 def register_model_folders() -> None:
-    """Make `models/talkingpose`, `models/dwpose` and `models/talkingpose_lora` known to ComfyUI; folders that extra_model_paths.yaml adds
-    for the same names are searched too, after these defaults."""
-    if not IN_COMFYUI:
-        return
+    """Make `models/talkingpose`, `models/dwpose` and `models/talkingpose_lora` known to ComfyUI, first in their
+    lists; folders that extra_model_paths.yaml adds for the same names are searched after these defaults."""
     for kind in MODEL_KINDS:
-        default = str(Path(_folder_paths.models_dir) / kind)
-        if kind in _folder_paths.folder_names_and_paths:
-            if default not in _folder_paths.folder_names_and_paths[kind][0]:
-                _folder_paths.folder_names_and_paths[kind][0].insert(0, default)
-        else:
-            _folder_paths.folder_names_and_paths[kind] = ([default], set())
-        _folder_paths.folder_names_and_paths[kind][1].update(_WEIGHT_EXTENSIONS)
+        folder_paths.add_model_folder_path(kind, str(Path(folder_paths.models_dir) / kind), is_default=True)
 
 
 def model_folders(kind: str) -> list[Path]:
     """Every folder searched for one kind of weights, in priority order."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths(kind)]
-    return runtime.model_folders(kind)
+    return [Path(p) for p in folder_paths.get_folder_paths(kind)]
 
 
+def output_directory() -> Path:
+    return Path(folder_paths.get_output_directory())
+
+
+def input_directory() -> Path:
+    return Path(folder_paths.get_input_directory())
+
+
+def annotated_file(name: str, default_dir: Path) -> Path:
+    """A loader's value read as ComfyUI's loaders read theirs: `name [input]` / `name [output]` pick that folder,
+    a plain name is in `default_dir`. Nothing is checked here (nodes/paths.py does)."""
+    return Path(folder_paths.get_annotated_filepath(name, str(default_dir)))
+
+
+def save_prefix(prefix: str) -> tuple[Path, str]:
+    """The folder (made if missing) and file stem that a save node's prefix names in the output folder, with
+    ComfyUI's %date%-style variables expanded. The prefix must have passed nodes/paths.py's checks."""
+    folder, stem, _counter, _subfolder, _prefix = folder_paths.get_save_image_path(prefix, str(output_directory()))
+    return Path(folder), stem
+
+
+def custom_nodes_dirs() -> list[Path]:
+    """Where other node packs live (to find weights comfyui_controlnet_aux downloaded)."""
+    return [Path(p) for p in folder_paths.get_folder_paths("custom_nodes")]
+
+
+# ------------------------------------------------------------------------------------------------ devices
 def torch_device():
-    return _mm.get_torch_device() if IN_COMFYUI else runtime.default_device()
+    return _mm.get_torch_device()
 
 
 def offload_device():
-    import torch
-
-    return _mm.unet_offload_device() if IN_COMFYUI else torch.device("cpu")
+    return _mm.unet_offload_device()
 
 
 def onnx_device_index() -> int:
     """The CUDA device index ComfyUI runs on, for onnxruntime's execution providers."""
     device = torch_device()
-    return device.index or 0 if getattr(device, "type", "") == "cuda" else 0
+    return (device.index or 0) if getattr(device, "type", "") == "cuda" else 0
 
 
+def compute_dtype(precision: str, device=None, model_params: int = 0):
+    """An explicit precision wins; auto follows ComfyUI's UNet dtype choice for an SD1.5 model (fp16 first,
+    then bf16, then fp32, as the device supports them), which honours --fp16-unet, --bf16-unet, --fp32-unet."""
+    import torch
+
+    dtype = explicit_dtype(precision)
+    if dtype is not None:
+        return dtype
+    device = torch_device() if device is None else device
+    supported = [torch.float16, torch.bfloat16, torch.float32]
+    dtype = _mm.unet_dtype(device=device, model_params=model_params, supported_dtypes=supported)
+    if dtype not in supported:  # --fp8-*-unet or --fp64-unet: storage formats these networks cannot compute in
+        fallback = torch.float32 if device.type == "cpu" else torch.float16
+        log.warning("ComfyUI asks for %s UNet weights; TalkingPose computes in %s instead.", dtype, fallback)
+        dtype = fallback
+    return dtype
+
+
+# ------------------------------------------------------------------------------------------------ progress
 def throw_if_cancelled() -> None:
-    """Raise ComfyUI's interrupt exception when the user pressed Cancel; nothing outside ComfyUI."""
-    if IN_COMFYUI:
-        _mm.throw_exception_if_processing_interrupted()
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel."""
+    _mm.throw_exception_if_processing_interrupted()
 
 
 class Progress:
-    """ComfyUI's progress bar (with optional preview images) or, standalone, a tqdm bar."""
+    """ComfyUI's progress bar, with optional preview images."""
 
     def __init__(self, total: int, desc: str = "", unit: str = "it"):
         self.total = total
         self._done = 0
-        if IN_COMFYUI:
-            self._bar = _comfy_utils.ProgressBar(total)
-        else:
-            self._bar = runtime.TqdmProgress(total, desc=desc, unit=unit)
+        self._bar = comfy.utils.ProgressBar(total)
 
     def update(self, n: int = 1, preview=None) -> None:
         self._done += n
-        if IN_COMFYUI:
-            self._bar.update_absolute(self._done, self.total, preview)
-        else:
-            self._bar.update(n)
+        self._bar.update_absolute(self._done, self.total, preview)
 
     def close(self) -> None:
-        if not IN_COMFYUI:
-            self._bar.close()
+        """ComfyUI's bar needs no closing."""
 
 
 def send_event(event: str, data: dict) -> None:
-    """Send a message to the browser over ComfyUI's server event channel (no-op standalone)."""
-    if not IN_COMFYUI:
-        return
-    try:
-        from server import PromptServer
-    except ImportError:
-        return
+    """Send a message to the browser over ComfyUI's server event channel."""
+    from server import PromptServer
+
     if PromptServer.instance is not None:
         PromptServer.instance.send_sync(event, data)
 
 
-# ------------------------------------------------------------------------------------------------ memory manager
-class ManagedModel:
-    """A torch module that ComfyUI's memory manager can load to the GPU and offload, like its own models.
-
-    Standalone it simply lives on `torch_device()`.
-    """
-
-    def __init__(self, module, dtype):
-        self.module = module
-        self.dtype = dtype
-        if IN_COMFYUI:
-            import comfy.model_patcher
-
-            self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=torch_device(), offload_device=offload_device())
-        else:
-            self.patcher = None
-
-    def load(self, memory_required: int = 0):
-        """Put the weights on the compute device, evicting other models if VRAM is short (also `memory_required`
-        bytes for activations); returns the module. Call it before each use: other nodes may offload it."""
-        if self.patcher is not None:
-            # Fully: the networks are plain torch modules without ComfyUI's on-the-fly weight casting.
-            _mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
-        else:
-            self.module.to(torch_device())
-        return self.module
-
-
-def default_dtype(precision: str):
-    """The compute dtype for a precision widget value: auto picks bf16 / fp16 / fp32 by device."""
-    import torch
-
-    if precision != "auto":
-        return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
-    device = torch_device()
-    if IN_COMFYUI:
-        if _mm.should_use_bf16(device):
-            return torch.bfloat16
-        return torch.float16 if _mm.should_use_fp16(device) else torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-# ------------------------------------------------------------------------------------------------ CLIP and VAE
-def clip_image_embeds(clip_vision, pixels_224):
-    """Projected image embedding [1, C] of a 224×224 RGB batch [1, 224, 224, 3] in [0, 1].
-
-    ComfyUI's CLIP_VISION crops and resizes only when the input is not 224×224, so the official stretch to
-    224×224 done before this call is kept. Standalone, `clip_vision` is a transformers CLIPVisionModelWithProjection.
-    """
-    if IN_COMFYUI and hasattr(clip_vision, "encode_image"):
-        return clip_vision.encode_image(pixels_224, crop=False)["image_embeds"]
-    from talkingpose import images
-
-    picture = images.to_pil_rgb(pixels_224[0])
-    pixels = images.clip_pixels(picture).to(clip_vision.device, clip_vision.dtype)
-    return clip_vision(pixels).image_embeds
-
-
-def clip_projection_width(clip_vision) -> int | None:
-    model = getattr(clip_vision, "model", clip_vision)
-    config = getattr(model, "config", None)
-    if isinstance(config, dict):
-        return config.get("projection_dim")
-    return getattr(config, "projection_dim", None)
-
-
-def vae_encode_mean(vae, pixels):
-    """Raw (unscaled) posterior mean [1, 4, h, w] of pixels [1, H, W, 3] in [0, 1]."""
-    if IN_COMFYUI and hasattr(vae, "first_stage_model"):
-        return vae.encode(pixels[..., :3])  # ComfyUI's VAE returns the posterior mode, unscaled
-    x = pixels.movedim(-1, 1).to(vae.device, vae.dtype) * 2 - 1
-    return vae.encode(x).latent_dist.mean
-
-
-def clip_zeroed_embeds(clip_vision):
-    """The projected embedding [1, C] of all-zero normalised CLIP pixels (the training recipe's unconditional
-    context). ComfyUI's CLIP Vision normalises float images itself, so it gets an image of CLIP's mean colour."""
-    if IN_COMFYUI and hasattr(clip_vision, "encode_image"):
-        import torch
-
-        mean = torch.tensor((0.48145466, 0.4578275, 0.40821073)).expand(1, 224, 224, 3)
-        return clip_vision.encode_image(mean, crop=False)["image_embeds"]
-    from talkingpose.finetune.data import PipelineEncoders
-
-    return PipelineEncoders(None, clip_vision).clip_zeroed()[None]
-
-
-def vae_encode_posterior(vae, pixels):
-    """VAE posterior mean and standard deviation (unscaled), [n, 4, h, w] each, of pixels [n, 3, H, W] in
-    [-1, 1]: the training recipe draws a posterior sample every step. ComfyUI's VAE.encode gives only the mean,
-    so its encoder and quant_conv are run directly; a VAE without them gets a zero deviation (logged)."""
-    import torch
-
-    if IN_COMFYUI and hasattr(vae, "first_stage_model"):
-        model = vae.first_stage_model
-        if hasattr(model, "encoder") and hasattr(model, "quant_conv"):
-            _mm.load_models_gpu([vae.patcher])
-            moments = model.quant_conv(model.encoder(pixels.to(vae.device, vae.vae_dtype)))
-            mean, logvar = moments.float().chunk(2, dim=1)
-            return mean.cpu(), torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).cpu()
-        log.warning("This VAE does not expose its posterior; fine-tuning uses its mean without sampling.")
-        mean = vae.encode(((pixels + 1) / 2).movedim(1, -1)).float().cpu()
-        return mean, torch.zeros_like(mean)
-    from talkingpose.finetune.data import PipelineEncoders
-
-    return PipelineEncoders(vae, None).posterior(pixels)
-
-
-def vae_decode(vae, raw_latents):
-    """ComfyUI's VAE Decode for raw latents → IMAGE [n, H, W, 3] in [0, 1]."""
-    if IN_COMFYUI and hasattr(vae, "first_stage_model"):
-        return vae.decode(raw_latents)
-    import torch
-
-    out = []
-    for latent in raw_latents:
-        with torch.no_grad():
-            x = vae.decode(latent[None].to(vae.device, vae.dtype)).sample
-        out.append((x / 2 + 0.5).clamp(0, 1).movedim(1, -1).float().cpu())
-    return torch.cat(out)
-
-
 def latent_previewer():
     """A function turning a scaled SD1.5 latent [1, 4, h, w] into a progress-bar preview, or None."""
-    if not IN_COMFYUI:
-        return None
     import comfy.latent_formats
     import latent_preview
 
@@ -244,16 +135,131 @@ def latent_previewer():
     return lambda latent: previewer.decode_latent_to_preview_image("JPEG", latent)
 
 
-# ------------------------------------------------------------------------------------------------ folders
-def output_directory() -> Path:
-    """ComfyUI's output folder; standalone, an `output/` folder beside the models root."""
-    if IN_COMFYUI:
-        return Path(_folder_paths.get_output_directory())
-    return runtime.models_root().parent / "output"
+# ------------------------------------------------------------------------------------------------ memory manager
+class ManagedModel:
+    """The TalkingPose networks under ComfyUI's memory manager: loaded to the GPU and offloaded like its own
+    models. Other nodes' models (CLIP Vision, VAE, …) may push them out again at any time, partly or wholly, so
+    `load` is called right before every group of forward passes."""
+
+    def __init__(self, module, dtype):
+        self.module = module
+        self.dtype = dtype
+        self.patcher = comfy.model_patcher.ModelPatcher(module, load_device=torch_device(), offload_device=offload_device())
+        self._reported_placement = None
+
+    def load(self, memory_required: int = 0):
+        """Put the weights on the compute device, evicting other models if VRAM is short (also `memory_required`
+        bytes for the activations to come); returns the module."""
+        # Fully: the networks are plain torch modules, without ComfyUI's on-the-fly weight casting.
+        _mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
+        self._check_placement()
+        return self.module
+
+    def _check_placement(self) -> None:
+        """Compare where the weights are with where ComfyUI meant them to be, and say so when they differ."""
+        from talkingpose.errors import TalkingPoseError
+
+        target = _device_name(self.patcher.load_device)
+        placed = weights_by_device(self.module)
+        if set(placed) == {target}:
+            self._reported_placement = None
+            return
+        where = ", ".join(f"{size / 2**20:.0f} MB on {device}" for device, size in sorted(placed.items()))
+        if len(placed) > 1:
+            raise TalkingPoseError(
+                f"ComfyUI left the TalkingPose networks split across devices ({where}); they must be on one. "
+                "Queue the workflow again; if it keeps happening, free VRAM (fewer or smaller models loaded) or "
+                "start ComfyUI with --novram to compute on the CPU."
+            )
+        if self._reported_placement != placed:
+            self._reported_placement = placed
+            log.warning(
+                "The TalkingPose networks stayed on %s (%s) instead of %s: ComfyUI runs with --novram or could "
+                "not make room for them. TalkingPose cannot stream weights, so it computes there — on a CPU about "
+                "a hundred times slower than a GPU (roughly 1000 s per 512×512 frame). Start ComfyUI without "
+                "--novram, or free VRAM, to sample on %s.", next(iter(placed)), where, target, target)
 
 
-def custom_nodes_dirs() -> list[Path]:
-    """Where other node packs live (to find weights comfyui_controlnet_aux downloaded)."""
-    if IN_COMFYUI:
-        return [Path(p) for p in _folder_paths.get_folder_paths("custom_nodes")]
-    return [runtime.PACK_ROOT.parent] if runtime.PACK_ROOT.parent.name == "custom_nodes" else []
+def weights_by_device(module) -> dict[str, int]:
+    """Bytes of parameters and buffers per device."""
+    sizes: dict[str, int] = {}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        key = _device_name(tensor.device)
+        sizes[key] = sizes.get(key, 0) + tensor.numel() * tensor.element_size()
+    return sizes
+
+
+def _device_name(device) -> str:
+    """`cuda:0` for both `cuda` and `cuda:0` (ComfyUI names devices without an index, tensors with one)."""
+    import torch
+
+    device = torch.device(device)
+    return "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
+
+
+# ------------------------------------------------------------------------------------------------ CLIP and VAE
+def clip_projection_width(clip_vision) -> int | None:
+    """Width of the image embedding ComfyUI's CLIP Vision model gives, read off its weights before running it
+    (its `model` is the torch module; it has no transformers config)."""
+    from talkingpose.appearance import clip_embedding_width
+
+    return clip_embedding_width(clip_vision.model)
+
+
+def clip_image_embeds(clip_vision, source):
+    """Projected image embedding [1, C] of a prepared source (`images.PreparedSource`).
+
+    The source is already stretched to 224×224 as the official pipeline does; ComfyUI's CLIP_VISION crops or
+    resizes only when its input is not 224×224, so it only normalises here.
+    """
+    return clip_vision.encode_image(source.clip_tensor(), crop=False)["image_embeds"]
+
+
+def vae_encode_mean(vae, pixels):
+    """Raw (unscaled) latent [1, 4, h, w] of pixels [1, H, W, 3] in [0, 1]: ComfyUI's VAE gives the posterior
+    mode (the mean), unscaled."""
+    return vae.encode(pixels[..., :3])
+
+
+def clip_crop_embeds(clip_vision, crops):
+    """Projected image embeddings [n, C] of 224×224 PIL crops (fine-tuning's CLIP inputs); ComfyUI's CLIP
+    Vision only normalises inputs of that size."""
+    import numpy as np
+    import torch
+
+    batch = torch.from_numpy(np.stack([np.asarray(c, dtype=np.float32) / 255.0 for c in crops]))
+    return clip_vision.encode_image(batch, crop=False)["image_embeds"].float().cpu()
+
+
+def clip_zeroed_embeds(clip_vision):
+    """The projected embedding [1, C] of all-zero normalised CLIP pixels, fine-tuning's unconditional context:
+    ComfyUI's CLIP Vision normalises float images itself, so it gets an image of CLIP's mean colour."""
+    import torch
+
+    from talkingpose.finetune.data import CLIP_MEAN, CLIP_SIZE
+
+    mean = torch.tensor(CLIP_MEAN).expand(1, CLIP_SIZE, CLIP_SIZE, 3)
+    return clip_vision.encode_image(mean, crop=False)["image_embeds"].float().cpu()
+
+
+def vae_encode_posterior(vae, pixels):
+    """VAE posterior mean and standard deviation (unscaled), [n, 4, h, w] each, of pixels [n, 3, H, W] in
+    [-1, 1]: fine-tuning draws a posterior sample every step. ComfyUI's VAE.encode gives only the mean, so its
+    encoder and quant_conv run directly; a VAE without them gets a zero deviation (logged)."""
+    import torch
+
+    model = vae.first_stage_model
+    if not (hasattr(model, "encoder") and hasattr(model, "quant_conv")):
+        log.warning("This VAE does not expose its posterior; fine-tuning uses its mean without sampling.")
+        mean = vae.encode(((pixels + 1) / 2).movedim(1, -1)).float().cpu()
+        return mean, torch.zeros_like(mean)
+    _mm.load_models_gpu([vae.patcher])
+    with torch.no_grad():
+        moments = model.quant_conv(model.encoder(pixels.to(vae.device, vae.vae_dtype)))
+    mean, logvar = moments.float().chunk(2, dim=1)
+    return mean.cpu(), torch.exp(0.5 * logvar.clamp(-30.0, 20.0)).cpu()
+
+
+def vae_decode(vae, raw_latents):
+    """ComfyUI's VAE Decode for raw latents → IMAGE [n, H, W, 3] in [0, 1]."""
+    return vae.decode(raw_latents)

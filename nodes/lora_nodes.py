@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 
-from . import host
+from .backend import host
 
 log = logging.getLogger("TalkingPose")
 
@@ -72,21 +72,13 @@ class _HostEncoders:
         self.clip_vision = clip_vision
 
     def posterior(self, pixels):
-        import torch
-
-        with torch.no_grad():
-            return host.vae_encode_posterior(self.vae, pixels)
+        return host.vae_encode_posterior(self.vae, pixels)
 
     def clip(self, crops):
-        import numpy as np
         import torch
 
-        out = []
         with torch.no_grad():
-            for crop in crops:
-                pixels = torch.from_numpy(np.asarray(crop, dtype=np.float32) / 255.0)[None]
-                out.append(host.clip_image_embeds(self.clip_vision, pixels).float().cpu())
-        return torch.cat(out)
+            return host.clip_crop_embeds(self.clip_vision, crops).float().cpu()
 
     def clip_zeroed(self):
         import torch

@@ -39,4 +39,4 @@ class TalkingPoseVideoMetrics:
 
 
 NODE_CLASS_MAPPINGS = {"TalkingPoseVideoMetrics": TalkingPoseVideoMetrics}
-NODE_DISPLAY_NAME_MAPPINGS = {"TalkingPoseVideoMetrics": "Video Metrics (TJE / PSNR / SSIM)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"TalkingPoseVideoMetrics": "TalkingPose Video Metrics (TJE / PSNR / SSIM)"}

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import time
 
-from . import host
+from .backend import host
 
 CATEGORY = "TalkingPose"
-PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
-DOWNLOAD_CHOICE = "download now from Hugging Face arjavanmardi/TalkingPose (several GB)"
 NONE_INSTALLED = "none installed (see README: Weights)"
 BETA_TOOLTIP = (
     "Closed-loop gain β. Every frame starts from the shared noise z_T moved a fraction β toward the previous "
@@ -26,17 +24,25 @@ class TalkingPoseModel:
     LoRA adapters (with strengths) this variant of them uses. Variants share one set of weights; `load` selects
     the variant's adapters right before each use."""
 
-    def __init__(self, managed: host.ManagedModel, name: str, loras: tuple = ()):
+    def __init__(self, managed, name: str, loras: tuple = ()):
         self.managed = managed
         self.name = name
         self.loras = tuple(loras)
 
-    def load(self):
+    def load(self, memory_required: int = 0):
+        """The networks on the compute device, with `memory_required` bytes of activations to come, and this
+        variant's LoRA adapters selected. Call it right before each group of forward passes: other models (or
+        other variants of these networks) used in between may have pushed them out or switched adapters."""
         from talkingpose.lora import activate
 
-        networks = self.managed.load()
+        networks = self.managed.load(memory_required)
         activate(networks, self.loras)
         return networks
+
+    @property
+    def networks(self):
+        """The networks wherever they are now, with whichever variant's adapters ran last (for sizes, not for running)."""
+        return self.managed.module
 
     def with_lora(self, adapter, strength: float) -> "TalkingPoseModel":
         label = adapter.path.stem if adapter.path is not None else adapter.id
@@ -46,7 +52,14 @@ class TalkingPoseModel:
 def _installed_models():
     from talkingpose.checkpoints import list_models
 
-    return list_models(host.model_folders("talkingpose"))
+    return list_models(host.model_folders("talkingpose"), include_incomplete=True)
+
+
+def _download_command() -> str:
+    from talkingpose.runtime import PACK_ROOT
+
+    folder = host.model_folders("talkingpose")[0].parent if host.model_folders("talkingpose") else "models"
+    return f"python {PACK_ROOT / 'cli.py'} download --what talkingpose --models {folder}"
 
 
 def _missing_model_message() -> str:
@@ -54,7 +67,7 @@ def _missing_model_message() -> str:
 
     folders = ", ".join(str(f) for f in host.model_folders("talkingpose")) or "models/talkingpose"
     return f"No TalkingPose model is installed. {DOWNLOAD_HINT} Folders searched: {folders}. " \
-           f"Or choose '{DOWNLOAD_CHOICE}' in this node to fetch them now."
+           f"To download them (several GB), run with ComfyUI's Python: {_download_command()}"
 
 
 class LoadTalkingPoseModel:
@@ -62,7 +75,9 @@ class LoadTalkingPoseModel:
     RETURN_TYPES = ("TALKINGPOSE_MODEL",)
     RETURN_NAMES = ("model",)
     FUNCTION = "load"
-    DESCRIPTION = "Loads the TalkingPose denoising UNet, reference UNet and pose guider from models/talkingpose/."
+    DESCRIPTION = ("Loads the TalkingPose denoising UNet, reference UNet and pose guider from models/talkingpose/. "
+                   "Nothing is downloaded from here: a shared workflow must not start a multi-GB download; the "
+                   "README's Weights section has the one download command.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -72,33 +87,30 @@ class LoadTalkingPoseModel:
             names = []
         return {
             "required": {
-                "model": (names + [DOWNLOAD_CHOICE] if names else [NONE_INSTALLED, DOWNLOAD_CHOICE], {
+                "model": (names or [NONE_INSTALLED], {
                     "tooltip": "A folder holding denoising_unet.pth, reference_unet.pth and pose_guider.pth, or a "
-                               "combined .safetensors (e.g. the fp16 conversion), under models/talkingpose/.",
+                               "combined .safetensors (e.g. the fp16 conversion), under models/talkingpose/. A folder "
+                               "missing one of the files is listed too, and says which file is missing when chosen.",
                 }),
-                "precision": (PRECISIONS, {
+                "precision": (["auto", "fp16", "bf16", "fp32"], {
                     "default": "auto",
-                    "tooltip": "Compute precision. auto: bf16 where the GPU supports it, fp16 on older GPUs, fp32 on CPU.",
+                    "tooltip": "Compute precision. auto: what ComfyUI chooses for an SD1.5 UNet on this device (fp16 "
+                               "on most GPUs, as the official inference runs; --fp16-unet, --bf16-unet and "
+                               "--fp32-unet decide it), fp32 on the CPU.",
                 }),
             }
         }
 
     def load(self, model, precision):
-        from talkingpose.checkpoints import load_networks
-        from talkingpose.downloads import TALKINGPOSE_FILES, TALKINGPOSE_REPO, fetch
+        from talkingpose.checkpoints import count_parameters, load_networks
         from talkingpose.errors import TalkingPoseError
 
-        if model == DOWNLOAD_CHOICE:
-            folder = host.model_folders("talkingpose")[0] / "TalkingPose"
-            fetch(TALKINGPOSE_REPO, TALKINGPOSE_FILES, folder)
-            path = folder
-        else:
-            installed = _installed_models()
-            if model not in installed:
-                raise TalkingPoseError(_missing_model_message() if model == NONE_INSTALLED or not installed
-                                       else f"TalkingPose model '{model}' is not installed any more. " + _missing_model_message())
-            path = installed[model]
-        dtype = host.default_dtype(precision)
+        installed = _installed_models()
+        if model not in installed:
+            raise TalkingPoseError(_missing_model_message() if model == NONE_INSTALLED or not installed
+                                   else f"TalkingPose model '{model}' is not installed any more. " + _missing_model_message())
+        path = installed[model]
+        dtype = host.compute_dtype(precision, model_params=count_parameters(path))
         networks = load_networks(path, dtype=dtype)
         return (TalkingPoseModel(host.ManagedModel(networks, dtype), model),)
 
@@ -130,9 +142,7 @@ class TalkingPoseAppearanceEncode:
         }
 
     def encode(self, model, clip_vision, vae, image, width, height, fit):
-        import numpy as np
         import torch
-        from PIL import Image
 
         from talkingpose import images
         from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
@@ -144,27 +154,24 @@ class TalkingPoseAppearanceEncode:
                 "Pick one with ComfyUI's 'Image From Batch' node."
             )
         images.check_output_size(width, height)
-        networks = model.load()
+        needed = model.networks.cross_attention_dim
         width_clip = host.clip_projection_width(clip_vision)
-        if width_clip is not None and width_clip != networks.cross_attention_dim:
+        if width_clip is not None and width_clip != needed:
             raise TalkingPoseError(
-                f"This CLIP Vision model gives {width_clip}-wide embeddings; TalkingPose needs "
-                f"{networks.cross_attention_dim} (ViT-L/14, the sd-image-variations image encoder). "
-                "ViT-H and ViT-bigG models do not fit."
+                f"This CLIP Vision model gives {width_clip}-wide embeddings; TalkingPose needs {needed} (ViT-L/14, "
+                "the sd-image-variations image encoder). ViT-H and ViT-bigG models do not fit."
             )
-        frame = image[0]
-        if frame.shape[-1] == 4:  # documented: transparency is flattened onto white
-            frame = frame[..., :3] * frame[..., 3:] + (1 - frame[..., 3:])
-        picture = images.fit_image(images.to_pil_rgb(frame, "source image"), width, height, fit)
-        clip_in = torch.from_numpy(np.asarray(picture.resize((224, 224), Image.BICUBIC), dtype=np.float32) / 255.0)[None]
-        embeds = host.clip_image_embeds(clip_vision, clip_in)
-        pixels = (images.reference_pixels(picture, width, height) + 1) / 2
-        raw = host.vae_encode_mean(vae, pixels.movedim(1, -1))
-        if raw.ndim != 4 or raw.shape[1] != networks.latent_channels or raw.shape[-1] * 8 != width:
+        prepared = images.prepare_source(image[0], width, height, fit)  # alpha flattened onto white there
+        # CLIP and VAE first: loading them may push the TalkingPose networks out of VRAM, partly or wholly.
+        embeds = host.clip_image_embeds(clip_vision, prepared)
+        raw = host.vae_encode_mean(vae, prepared.reference_image())
+        if raw.ndim != 4 or raw.shape[1] != model.networks.latent_channels or raw.shape[-1] * 8 != width:
             raise TalkingPoseError(
                 f"The VAE returned latents of shape {tuple(raw.shape)}; TalkingPose needs an SD1.x VAE "
                 "(4 channels, 8× smaller), e.g. sd-vae-ft-mse."
             )
+        nets = model.networks
+        networks = model.load(nets.forward_memory(1, width, height) + nets.reference_memory(width, height))
         with torch.no_grad():
             appearance = encode_appearance(networks, embeds, raw.float() * SD_LATENT_SCALE, width, height, fit)
         return (appearance,)
@@ -186,7 +193,8 @@ class TalkingPoseClosedLoopSampler:
                 "model": ("TALKINGPOSE_MODEL",),
                 "appearance": ("TALKINGPOSE_APPEARANCE",),
                 "pose_images": ("IMAGE", {"tooltip": "DWPose renders, one per frame (Pose Extract, or any DWPose node or pose video)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                # talkingpose.sampler.MAX_SEED: torch keeps 32 bits of a seed, larger ones would repeat smaller ones
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": True}),
                 "steps": ("INT", {"default": 30, "min": 1, "max": 200}),
                 "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1, "round": 0.01}),
                 "beta": ("FLOAT", {"default": 0.05, "min": 0.0, "max": 1.0, "step": 0.005, "display": "slider", "tooltip": BETA_TOOLTIP}),
@@ -214,7 +222,9 @@ class TalkingPoseClosedLoopSampler:
         if meta_batch is not None:
             chunk = meta_batch_chunk(meta_batch, prompt, unique_id)
             state = carried_state(meta_batch, unique_id, chunk, state)
-        networks = model.load()
+        rows = 2 if cfg > 1.0 else 1
+        memory = model.networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()
+        networks = model.load(memory)
         sampler = ClosedLoopSampler(networks, appearance, settings, state)
         n = pose_images.shape[0]
         progress = host.Progress(n * steps, desc="TalkingPose", unit="step")
@@ -229,6 +239,7 @@ class TalkingPoseClosedLoopSampler:
         try:
             for i in range(n):
                 pose = images.pose_pixels(pose_images[i], appearance.width, appearance.height, appearance.fit)
+                model.load(memory)  # previews and other nodes' models may have moved the networks since
                 latent = sampler.denoise(pose, on_step)
                 latents.append(latent)
                 progress.update(1, preview(latent[None]) if preview else None)
@@ -315,6 +326,6 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "TalkingPoseModelLoader": "Load TalkingPose Model",
-    "TalkingPoseAppearanceEncode": "Appearance Encode",
-    "TalkingPoseClosedLoopSampler": "Closed-Loop Sampler",
+    "TalkingPoseAppearanceEncode": "TalkingPose Appearance Encode",
+    "TalkingPoseClosedLoopSampler": "TalkingPose Sampler",
 }

@@ -12,14 +12,16 @@ so the two packs' nodes can be chained either way.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-from . import host
+from . import paths
+from .backend import host
+from .retarget_nodes import STRENGTH_TOOLTIP, fit_and_smooth, meta_inputs, source_pose
 
 log = logging.getLogger("TalkingPose")
 
 CATEGORY = "TalkingPose"
 ON_ERROR_CHOICES = ("stop", "repeat previous pose", "empty pose")
+ALIGNMENT_CHOICES = ("similarity", "retarget")
 _SIZE = {"default": 512, "min": 0, "max": 8192, "step": 8}
 
 
@@ -47,18 +49,12 @@ def _render_batch(poses, canvas_hw, width, height, switches):
     """Draw every pose (None: black) and stack the results as a ComfyUI IMAGE [B,H,W,3] in 0..1."""
     import torch
 
-    from talkingpose.pose import draw_pose, resize_render
+    from talkingpose.pose import render_pose
 
     out = torch.empty((len(poses), height, width, 3), dtype=torch.float32)
     for i, pose in enumerate(poses):
-        render = resize_render(draw_pose(pose, canvas_hw, **switches), width, height)
-        out[i] = torch.from_numpy(render).float().div_(255.0)
+        out[i] = torch.from_numpy(render_pose(pose, width, height, canvas_hw, **switches)).float().div_(255.0)
     return out
-
-
-def _output_dir() -> Path:
-    """Where Save Pose Keypoints writes: ComfyUI's output folder (standalone: beside the models folder)."""
-    return host.output_directory()
 
 
 class TalkingPoseExtract:
@@ -66,14 +62,15 @@ class TalkingPoseExtract:
 
     CATEGORY = CATEGORY
     FUNCTION = "extract"
-    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT")
-    RETURN_NAMES = ("pose_images", "pose_keypoint")
+    RETURN_TYPES = ("IMAGE", "POSE_KEYPOINT", "TALKINGPOSE_POSE_STATE")
+    RETURN_NAMES = ("pose_images", "pose_keypoint", "pose_state")
     DESCRIPTION = (
         "Extract DWPose (body, hands, face) from each frame and draw it exactly like the official TalkingPose "
         "pipeline. Needs yolox_l.onnx and dw-ll_ucoco_384.onnx (Hugging Face yzd-v/DWPose) in models/dwpose/. "
-        "Connect a source image to move and scale the driving person onto the person in it (one transform for "
-        "the whole video). A frame where nobody is found still gets the pose estimated on the whole frame "
-        "(usually little or nothing visible is drawn); with several people, the most confident one is drawn."
+        "Connect a source image to fit the driving person to the person in it: 'retarget' gives every bone the "
+        "source's length, 'similarity' moves and scales the whole skeleton (one transform for the whole video). "
+        "A frame where nobody is found still gets the pose estimated on the whole frame (usually little or nothing "
+        "visible is drawn); with several people, the most confident one is drawn."
     )
 
     @classmethod
@@ -92,18 +89,31 @@ class TalkingPoseExtract:
             },
             "optional": {
                 "source_image": ("IMAGE", {
-                    "tooltip": "Optional appearance image: driving poses are scaled and moved onto its person.",
+                    "tooltip": "Optional appearance image: the driving poses are fitted to its person (see alignment).",
                 }),
+                "alignment": (list(ALIGNMENT_CHOICES), {
+                    "default": "similarity",
+                    "tooltip": "With a source image: 'retarget' keeps each bone's direction and takes its length from "
+                               "the source person (hands and face scaled to theirs); 'similarity' moves and scales the "
+                               "whole skeleton once per video. Without a source image the poses stay as they are.",
+                }),
+                "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                        "tooltip": STRENGTH_TOOLTIP}),
+                **meta_inputs(),
             },
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
     def extract(self, images, width, height, body=True, hands=True, face=True, on_error="stop",
-                source_image=None):
+                source_image=None, alignment="similarity", smoothing=0.0, pose_state=None, meta_batch=None,
+                unique_id=None, prompt=None):
         from talkingpose.errors import TalkingPoseError
-        from talkingpose.pose import PoseExtractionError, PoseFrame, align_track, to_pose_keypoints
+        from talkingpose.pose import PoseExtractionError, PoseFrame, to_pose_keypoints
 
         if on_error not in ON_ERROR_CHOICES:
             raise TalkingPoseError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}.")
+        if alignment not in ALIGNMENT_CHOICES:
+            raise TalkingPoseError(f"alignment must be one of {', '.join(ALIGNMENT_CHOICES)}, got {alignment!r}.")
         total = int(images.shape[0])
         if total == 0:
             raise TalkingPoseError("Pose Extract got an empty image batch.")
@@ -152,23 +162,25 @@ class TalkingPoseExtract:
         poses = [p if p is not None else PoseFrame.empty(canvas_hw) for p in poses]
         out_w, out_h = _output_size(width, height, canvas_hw)
 
-        if source_image is not None:
-            try:
-                source_pose = extractor(source_image[0].detach().cpu().numpy())
-            except TalkingPoseError as exc:
-                raise TalkingPoseError(f"Pose alignment: the source image could not be read: {exc}") from exc
-            except Exception as exc:  # noqa: BLE001 - onnxruntime errors
-                raise TalkingPoseError(f"Pose alignment: DWPose failed on the source image: {exc}") from exc
-            poses, alignment = align_track(source_pose, poses, (out_w, out_h))
-            log.info("TalkingPose: pose alignment scale %.3f, shift (%.1f, %.1f) px", alignment.scale,
-                     alignment.tx, alignment.ty)
+        source = source_pose(source_image, None) if source_image is not None else None
+        mode = ("full" if alignment == "retarget" else "align") if source is not None else "off"
+        poses, state = fit_and_smooth(poses, source=source, mode=mode, strength=smoothing, space=(out_w, out_h),
+                                      pose_state=pose_state, meta_batch=meta_batch, prompt=prompt, unique_id=unique_id)
+        if state.alignment is not None:
+            log.info("TalkingPose: pose alignment scale %.3f, shift (%.1f, %.1f) px", state.alignment.scale,
+                     state.alignment.tx, state.alignment.ty)
+        if state.retarget is not None:
+            # Retargeted poses live in the source's canvas: draw there, then stretch to the output size.
+            canvas_hw = state.retarget.source_canvas_hw
+            out_w, out_h = _output_size(width, height, canvas_hw)
+            log.info("TalkingPose: retargeted to the source person, body size ratio %.3f", state.retarget.body_ratio)
 
         renders = _render_batch(poses, canvas_hw, out_w, out_h, switches)
         keypoints = to_pose_keypoints(poses, canvas_hw, **switches)
         if failed:
             log.warning("TalkingPose: %d frame(s) failed and were replaced: %s", len(failed),
                         ", ".join(map(str, failed[:20])) + (" ..." if len(failed) > 20 else ""))
-        return renders, keypoints
+        return renders, keypoints, state
 
 
 class TalkingPoseDrawKeypoints:
@@ -229,30 +241,30 @@ class TalkingPoseSaveKeypoints:
     RETURN_NAMES = ("path",)
     OUTPUT_NODE = True
     DESCRIPTION = ("Save a POSE_KEYPOINT track as JSON (controlnet_aux's format) in ComfyUI's output folder "
-                   "as <prefix>_00001.json, or at an absolute path given as the prefix.")
+                   "as <prefix>_00001.json, <prefix>_00002.json, … (never replacing a file).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "pose_keypoint": ("POSE_KEYPOINT",),
-                "filename_prefix": ("STRING", {"default": "talkingpose/pose_keypoints"}),
+                "filename_prefix": ("STRING", {"default": "talkingpose/pose_keypoints", "tooltip": "A name inside "
+                                               "ComfyUI's output folder; absolute paths and '..' are refused."}),
             }
         }
 
     def save(self, pose_keypoint, filename_prefix="talkingpose/pose_keypoints"):
-        from talkingpose.pose import save_pose_keypoints
+        from talkingpose.pose import save_pose_keypoints, validate_frame_dict
 
-        prefix = Path(filename_prefix or "pose_keypoints").expanduser()
-        if not prefix.is_absolute():
-            prefix = _output_dir() / prefix
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        counter = 1
-        for existing in prefix.parent.glob(f"{prefix.name}_*.json"):
-            tail = existing.stem[len(prefix.name) + 1:]
-            if tail.isdigit():
-                counter = max(counter, int(tail) + 1)
-        path = save_pose_keypoints(prefix.parent / f"{prefix.name}_{counter:05d}.json", pose_keypoint)
+        frames = [pose_keypoint] if isinstance(pose_keypoint, dict) else pose_keypoint
+        for i, frame in enumerate(frames):  # before a numbered file is claimed for it
+            validate_frame_dict(frame, f"frame {i}")
+        path = paths.numbered_output_file(filename_prefix, ".json", "keypoint file name prefix")
+        try:
+            save_pose_keypoints(path, pose_keypoint)
+        except BaseException:
+            path.unlink(missing_ok=True)  # the empty file that reserved the number
+            raise
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 
 
@@ -261,33 +273,45 @@ class TalkingPoseLoadKeypoints:
     FUNCTION = "load"
     RETURN_TYPES = ("POSE_KEYPOINT",)
     RETURN_NAMES = ("pose_keypoint",)
-    DESCRIPTION = "Load a POSE_KEYPOINT JSON file (absolute path, or relative to ComfyUI's output folder)."
+    DESCRIPTION = ("Load a POSE_KEYPOINT JSON file from ComfyUI's output folder (where Save Pose Keypoints writes) "
+                   "or, as 'name [input]', from its input folder.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"path": ("STRING", {"default": "talkingpose/pose_keypoints_00001.json"})}}
+        return {"required": {"path": (paths.list_files(".json"), {
+            "tooltip": "Keypoint JSON in ComfyUI's output folder ('name [input]': its input folder). Press R in "
+                       "ComfyUI to refresh the list after a save.",
+        })}}
 
-    @staticmethod
-    def _resolve(path: str) -> Path:
-        p = Path(path.strip().strip('"')).expanduser()
-        if p.is_absolute():
-            return p
-        in_output = _output_dir() / p
-        return in_output if in_output.is_file() or not p.is_file() else p
+    @classmethod
+    def VALIDATE_INPUTS(cls, path):
+        # Naming `path` here makes ComfyUI skip its own check that the value is in the list, so workflows saved
+        # when this was a free text field still load; the name is checked instead.
+        from talkingpose.errors import TalkingPoseError
+
+        if path is None:  # linked from another node: checked when the node runs
+            return True
+        try:
+            paths.input_file(path, ".json", "keypoint file name")
+        except TalkingPoseError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def IS_CHANGED(cls, path):
-        p = cls._resolve(path)
+        from talkingpose.errors import TalkingPoseError
+
         try:
+            p = paths.input_file(path, ".json", "keypoint file name")
             stat = p.stat()
-            return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
-        except OSError:
-            return str(p)
+        except (TalkingPoseError, OSError):
+            return float("nan")
+        return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
 
     def load(self, path):
         from talkingpose.pose import load_pose_keypoints
 
-        return (load_pose_keypoints(self._resolve(path)),)
+        return (load_pose_keypoints(paths.input_file(path, ".json", "keypoint file name")),)
 
 
 NODE_CLASS_MAPPINGS = {
@@ -297,8 +321,8 @@ NODE_CLASS_MAPPINGS = {
     "TalkingPoseLoadKeypoints": TalkingPoseLoadKeypoints,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "TalkingPoseExtract": "Pose Extract",
-    "TalkingPoseDrawKeypoints": "Draw Pose Keypoints",
-    "TalkingPoseSaveKeypoints": "Save Pose Keypoints",
-    "TalkingPoseLoadKeypoints": "Load Pose Keypoints",
+    "TalkingPoseExtract": "TalkingPose Pose Extract",
+    "TalkingPoseDrawKeypoints": "TalkingPose Draw Pose Keypoints",
+    "TalkingPoseSaveKeypoints": "TalkingPose Save Pose Keypoints",
+    "TalkingPoseLoadKeypoints": "TalkingPose Load Pose Keypoints",
 }

@@ -5,19 +5,33 @@ belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model 
 """
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
-from . import host
+from . import paths
 
 CATEGORY = "TalkingPose"
+POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
+SUFFIX = ".safetensors"
+_MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few KB at most; checkpoints have large ones
 
 
-def _resolve(name: str) -> Path:
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = host.output_directory() / path
-    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+def is_state_file(path: Path) -> bool:
+    """Whether `path` is a safetensors file written for a sampler state, from its header alone (cheap, and true
+    for a state whose tensor data was cut short, so that it can still be replaced)."""
+    from talkingpose.state_file import METADATA_KEY
+
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > _MAX_STATE_HEADER:
+                return False
+            header = json.loads(f.read(length))
+    except (OSError, struct.error, ValueError):
+        return False
+    return isinstance(header, dict) and METADATA_KEY in (header.get("__metadata__") or {})
 
 
 class SaveTalkingPoseState:
@@ -35,16 +49,38 @@ class SaveTalkingPoseState:
         return {
             "required": {
                 "state": ("TALKINGPOSE_STATE",),
-                "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "Relative to ComfyUI's output folder."}),
-                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render."}),
-            }
+                "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "A name inside ComfyUI's output folder "
+                                        "(.safetensors is added); absolute paths and '..' are refused."}),
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render "
+                                          "(never a file that is not a TalkingPose state)."}),
+            },
+            "optional": {
+                "pose_state": ("TALKINGPOSE_POSE_STATE", {"tooltip": "Pose Extract's (or Retarget/Smooth Pose "
+                               "Keypoints') pose_state of the same render: its fit to the source person and its "
+                               "smoothing continue from the file too."}),
+            },
         }
 
-    def save(self, state, filename, overwrite):
+    def save(self, state, filename, overwrite, pose_state=None):
+        from dataclasses import replace
+
         from talkingpose.errors import TalkingPoseError
         from talkingpose.sampler import SamplerState
 
-        path = _resolve(filename)
+        if pose_state is not None:
+            if pose_state.frames != state.next_frame:
+                raise TalkingPoseError(
+                    f"The pose state has posed {pose_state.frames} frames but the sampler state is at frame "
+                    f"{state.next_frame}: they belong to different renders. Connect the pose_state of the Pose "
+                    "Extract that feeds this sampler."
+                )
+            state = replace(state, extra={**state.extra, POSE_STATE_KEY: pose_state.to_dict()})
+        path = paths.output_file(filename, SUFFIX, "state file name")
+        if path.exists() and not is_state_file(path):
+            raise TalkingPoseError(
+                f"{path} exists and is not a TalkingPose state, so it is never replaced (even with overwrite on). "
+                "Choose another filename."
+            )
         if path.exists() and not overwrite:
             try:
                 existing = SamplerState.load(path)
@@ -70,26 +106,52 @@ class SaveTalkingPoseState:
 
 class LoadTalkingPoseState:
     CATEGORY = CATEGORY
-    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT")
-    RETURN_NAMES = ("state", "next_frame")
+    RETURN_TYPES = ("TALKINGPOSE_STATE", "INT", "TALKINGPOSE_POSE_STATE")
+    RETURN_NAMES = ("state", "next_frame", "pose_state")
     FUNCTION = "load"
     DESCRIPTION = ("Reads a saved sampler state. Connect next_frame to Load Video's skip_first_frames so the render "
-                   "continues with the frame after the last one made.")
+                   "continues with the frame after the last one made, and pose_state (when it was saved) to Pose "
+                   "Extract's pose_state so the poses keep their fit and smoothing.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"filename": ("STRING", {"default": "talkingpose/state"})}}
+        return {"required": {"filename": (paths.list_files(SUFFIX, is_state_file), {
+            "tooltip": "A state saved by Save TalkingPose State (ComfyUI's output folder; 'name [input]' for its input "
+                       "folder). Press R in ComfyUI to refresh the list after a save.",
+        })}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename):
+        # Naming `filename` here makes ComfyUI skip its own check that the value is in the list, so workflows
+        # saved when this was a free text field (e.g. 'talkingpose/state') still load; the name is checked instead.
+        from talkingpose.errors import TalkingPoseError
+
+        if filename is None:  # linked from another node: checked when the node runs
+            return True
+        try:
+            paths.input_file(filename, SUFFIX, "state file name")
+        except TalkingPoseError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def IS_CHANGED(cls, filename):
-        path = _resolve(filename)
+        from talkingpose.errors import TalkingPoseError
+
+        try:
+            path = paths.input_file(filename, SUFFIX, "state file name")
+        except TalkingPoseError:
+            return float("nan")
         return os.path.getmtime(path) if path.exists() else float("nan")
 
     def load(self, filename):
         from talkingpose.sampler import SamplerState
 
-        state = SamplerState.load(_resolve(filename))
-        return (state, state.next_frame)
+        from talkingpose.pose import PoseTrackState
+
+        state = SamplerState.load(paths.input_file(filename, SUFFIX, "state file name"))
+        saved = state.extra.get(POSE_STATE_KEY)
+        return (state, state.next_frame, None if saved is None else PoseTrackState.from_dict(saved))
 
 
 NODE_CLASS_MAPPINGS = {

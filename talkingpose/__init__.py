@@ -5,3 +5,5 @@ tests use it on its own; `nodes/` is a thin layer over it.
 Submodules are imported where they are used: importing this package stays free of torch and diffusers,
 so ComfyUI starts quickly.
 """
+
+from .errors import TalkingPoseError  # noqa: F401  (its public name: see errors.py)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -18,6 +18,8 @@ class Appearance:
     image_context: [1, 1, C] CLIP image embedding (one context token) for the conditional row.
     reference_latent: [1, 4, h, w] VAE posterior mean × latent scale.
     reference: per self-attention block, the reference tokens' keys and values ([1, heads, L, d] each).
+    model_fingerprint: the fingerprint of the networks that made it: the reference keys/values are those
+    networks' own projections, so they fit no other weights. Device and dtype are those of the tensors.
     """
 
     image_context: torch.Tensor
@@ -27,8 +29,46 @@ class Appearance:
     height: int
     fingerprint: str
     fit: str = "stretch"  # how pose frames of another aspect ratio are brought to the output's
-    # The networks' fingerprint when encoded (LoRA adapters included): the reference features depend on it.
     model_fingerprint: str = ""
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_context.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.image_context.dtype
+
+    def to(self, device, dtype) -> "Appearance":
+        """This appearance with its context and reference keys/values on `device` in `dtype` (itself when they
+        already are)."""
+        device = torch.device(device)
+        if _same_device(self.device, device) and self.dtype == dtype:
+            return self
+        move = lambda t: t.to(device, dtype)  # noqa: E731
+        return replace(self, image_context=move(self.image_context),
+                       reference={name: (move(k), move(v)) for name, (k, v) in self.reference.items()})
+
+    def bytes(self) -> int:
+        """Memory the reference keys/values and the context take on their device."""
+        tensors = [self.image_context] + [t for kv in self.reference.values() for t in kv]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.type == "cpu" or (a.index or 0) == (b.index or 0))
+
+
+def clip_embedding_width(model) -> int | None:
+    """Width of the image embedding a CLIP vision model gives, read off its weights without running it: the
+    projection's output size, or the hidden size when it has no projection. Works on transformers'
+    `CLIPVisionModelWithProjection` and on the module inside ComfyUI's CLIP Vision object (same key names)."""
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    projection = state.get("visual_projection.weight")
+    if projection is not None:
+        return int(projection.shape[0])
+    norm = next((t for k, t in state.items() if k.endswith("post_layernorm.weight")), None)
+    return int(norm.shape[0]) if norm is not None else None
 
 
 def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int, fit: str = "stretch") -> Appearance:
@@ -56,6 +96,5 @@ def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: to
     reference = networks.reference_keys_values(reference_latent, embeds)
     digest = hashlib.sha256(reference_latent.detach().float().cpu().numpy().tobytes())
     digest.update(embeds.detach().float().cpu().numpy().tobytes())
-    digest.update(networks.fingerprint.encode())
     return Appearance(embeds.to(networks.weights_device, networks.weights_dtype), reference_latent.detach(), reference, width, height,
                       digest.hexdigest()[:16], fit, networks.fingerprint)

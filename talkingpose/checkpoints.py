@@ -6,6 +6,9 @@ Accepted layouts, all read by the same code:
 - one combined `.safetensors` whose keys carry the part name as prefix (`denoising_unet.conv_in.weight`, …),
   which is what `convert_checkpoint` writes.
 
+Motion modules in the denoising UNet (AnimateDiff-style, as the official inference loads them) are applied at
+one frame when their weights do anything, dropped when their output projection is zero (`motion_modules.py`).
+
 The UNet configuration is read off the tensors' shapes, so SD1.5-size weights and tiny test weights take one
 path. `.pth` files are loaded with `weights_only=True`: nothing is ever unpickled beyond tensors.
 """
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import motion_modules
 from .errors import TalkingPoseError
 
 log = logging.getLogger("TalkingPose")
@@ -32,7 +36,6 @@ DOWNLOAD_HINT = (
 )
 # Keys a released reference UNet lacks (its output head is never used); absent or present, they are dropped.
 REFERENCE_UNUSED_PREFIXES = ("conv_norm_out.", "conv_out.")
-MOTION_MODULE_PATTERN = re.compile(r"(^|\.)motion_modules\.")
 # SD1.5's UNet uses 8 attention heads in every block; the head count cannot be read off the weights.
 SD15_ATTENTION_HEADS = 8
 
@@ -127,9 +130,12 @@ def read_parts(files: CheckpointFiles) -> dict[str, dict[str, torch.Tensor]]:
     return {part: read_state_dict(p) for part, p in files.sources.items()}
 
 
-def list_models(folders: list[Path]) -> dict[str, Path]:
+def list_models(folders: list[Path], include_incomplete: bool = False) -> dict[str, Path]:
     """Installed TalkingPose models under the given folders: sub-folders with the three released files
-    (name ends in '/') and combined `.safetensors` files; the first folder wins on equal names."""
+    (name ends in '/') and combined `.safetensors` files; the first folder wins on equal names.
+
+    `include_incomplete` also lists folders holding only some of the three files, so that choosing one names
+    what is missing (the loader node lists them; the command line picks complete ones only)."""
     found: dict[str, Path] = {}
     for folder in folders:
         folder = Path(folder)
@@ -137,7 +143,8 @@ def list_models(folders: list[Path]) -> dict[str, Path]:
             continue
         candidates = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
         for candidate in candidates:
-            if all(any((candidate / f"{part}{s}").is_file() for s in WEIGHT_SUFFIXES) for part in PARTS):
+            present = [any((candidate / f"{part}{s}").is_file() for s in WEIGHT_SUFFIXES) for part in PARTS]
+            if all(present) or (include_incomplete and any(present)):
                 name = "./" if candidate == folder else candidate.relative_to(folder).as_posix() + "/"
                 found.setdefault(name, candidate)
         for file in sorted(folder.rglob("*.safetensors")):
@@ -146,14 +153,37 @@ def list_models(folders: list[Path]) -> dict[str, Path]:
     return found
 
 
+def count_parameters(path: Path) -> int:
+    """Number of weights in a model folder or combined file, read from the files' headers (nothing is loaded)."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in set(locate_checkpoint(path).sources.values()):
+        if file.suffix == ".safetensors":
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():
+                    shape = f.get_slice(key).get_shape()
+                    total += int(torch.Size(shape).numel())
+        else:
+            total += sum(t.numel() for t in read_state_dict(file).values())  # memory-mapped: no tensor data is read
+    return total
+
+
 # --------------------------------------------------------------------------------------------------- cleaning
-def drop_motion_modules(state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Remove AnimateAnyone-style temporal modules: TalkingPose generates one frame at a time without them."""
-    motion = {k for k in state if MOTION_MODULE_PATTERN.search(k)}
-    if motion:
-        log.info("%s: dropped %d motion-module tensors (not used: TalkingPose has no temporal layers)", source, len(motion))
-        state = {k: v for k, v in state.items() if k not in motion}
-    return state
+def separate_motion_modules(state: dict[str, torch.Tensor], source: str, part: str):
+    """(the UNet's own tensors, {motion module prefix: its tensors} for the modules that change the output).
+
+    Zero modules are dropped. The reference UNet is a 2D UNet loaded strictly by the official code, so active
+    motion modules there are refused: no official pipeline would run them."""
+    own, modules = motion_modules.split(state, source)
+    active = motion_modules.keep_active(modules, source)
+    if active and part != "denoising_unet":
+        raise TalkingPoseError(
+            f"{source}: the {part} holds {len(active)} motion modules with non-zero weights; the official "
+            "TalkingPose pipeline builds that network without motion modules, so this file is not a TalkingPose "
+            f"{part}. {DOWNLOAD_HINT}"
+        )
+    return own, active
 
 
 def _looks_like_full_sd_checkpoint(state) -> bool:
@@ -222,10 +252,28 @@ def _compare_keys(source: str, part: str, state: dict, expected: dict[str, torch
     raise TalkingPoseError("\n".join(lines))
 
 
+def _check_values(source: str, part: str, state: dict) -> None:
+    """Weights must be finite floating-point numbers: integer tensors would not load, NaN or infinite ones would
+    load and render black frames."""
+    not_float = [k for k, v in state.items() if not v.is_floating_point()]
+    if not_float:
+        raise TalkingPoseError(
+            f"{source}: {len(not_float)} tensors of the {part} are not floating-point weights (first: {not_float[0]} "
+            f"is {state[not_float[0]].dtype}). The file is damaged or holds something else. {DOWNLOAD_HINT}"
+        )
+    not_finite = [k for k, v in state.items() if not torch.isfinite(v).all()]
+    if not_finite:
+        raise TalkingPoseError(
+            f"{source}: {len(not_finite)} tensors of the {part} hold NaN or infinite values (first: {not_finite[0]}); "
+            f"they would render black frames. The file is damaged; download it again. {DOWNLOAD_HINT}"
+        )
+
+
 # --------------------------------------------------------------------------------------------------- building
 def _materialise(module: torch.nn.Module, state: dict, source: str, part: str, dtype) -> torch.nn.Module:
     expected = {k: v.shape for k, v in module.state_dict().items()}
     _compare_keys(source, part, state, expected)
+    _check_values(source, part, state)
     module.load_state_dict(state, strict=True, assign=True)
     leftovers = [name for name, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
     if leftovers:
@@ -273,15 +321,23 @@ def build_pose_guider(state: dict, source: str, dtype):
     return _materialise(guider, state, source, "pose_guider", dtype)
 
 
+FINGERPRINT_SAMPLES = 256
+
+
 def fingerprint(parts: dict[str, dict[str, torch.Tensor]]) -> str:
-    """A short id of the weights, so a saved sampler state can be matched with the model that made it."""
+    """A short id of the weights, so appearances and sampler states are matched with the model that made them.
+
+    Every tensor contributes its name, shape and 256 values spread over it, rounded to fp16: a fine-tune that
+    changed any layer gets another id, while a float32 checkpoint and its fp16 conversion share one."""
     digest = hashlib.sha256()
     for part in PARTS:
         state = parts[part]
-        for key in sorted(state)[:8]:
-            tensor = state[key].detach().to(torch.float32).flatten()[:256].contiguous()
-            digest.update(key.encode())
-            digest.update(tensor.numpy().tobytes())
+        for key in sorted(state):
+            flat = state[key].detach().reshape(-1)
+            step = max(1, flat.numel() // FINGERPRINT_SAMPLES)
+            sample = flat[::step][:FINGERPRINT_SAMPLES].to(torch.float16).contiguous()
+            digest.update(f"{part}.{key}{tuple(state[key].shape)}".encode())
+            digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -291,9 +347,11 @@ def load_networks(path: Path, dtype=torch.float32, attention_heads: int = SD15_A
 
     files = locate_checkpoint(path)
     parts = read_parts(files)
+    motion = {}
     for part in ("denoising_unet", "reference_unet"):
-        parts[part] = drop_motion_modules(parts[part], str(files.sources[part]))
-    fp = fingerprint(parts)
+        parts[part], active = separate_motion_modules(parts[part], str(files.sources[part]), part)
+        motion.update(active)
+    fp = fingerprint({**parts, "denoising_unet": {**parts["denoising_unet"], **_flatten(motion)}})
     denoising, config = build_unet(parts["denoising_unet"], str(files.sources["denoising_unet"]), "denoising_unet", dtype, attention_heads)
     reference, ref_config = build_unet(parts["reference_unet"], str(files.sources["reference_unet"]), "reference_unet", dtype, attention_heads)
     differing = [k for k in config if k != "out_channels" and config[k] != ref_config[k]]
@@ -304,12 +362,19 @@ def load_networks(path: Path, dtype=torch.float32, attention_heads: int = SD15_A
             "both must come from the same TalkingPose release."
         )
     guider = build_pose_guider(parts["pose_guider"], str(files.sources["pose_guider"]), dtype)
-    return TalkingPoseNetworks(denoising, reference, guider, fingerprint=fp, source=files.describe())
+    source = str(files.sources["denoising_unet"])
+    applied = {motion_modules.target_block(prefix, denoising): motion_modules.build(prefix, state, source, dtype)
+               for prefix, state in motion.items()}
+    return TalkingPoseNetworks(denoising, reference, guider, fingerprint=fp, source=files.describe(), motion_modules=applied)
+
+
+def _flatten(modules: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{key}": tensor for prefix, state in modules.items() for key, tensor in state.items()}
 
 
 # --------------------------------------------------------------------------------------------------- converting
 def convert_checkpoint(path: Path, out_file: Path, dtype=torch.float16) -> Path:
-    """Write the three parts as one `.safetensors` in `dtype`, motion modules and unused heads dropped.
+    """Write the three parts as one `.safetensors` in `dtype`; zero motion modules and unused heads dropped.
 
     The result is checked by building the networks from it before it is reported as done.
     """
@@ -317,15 +382,20 @@ def convert_checkpoint(path: Path, out_file: Path, dtype=torch.float16) -> Path:
 
     files = locate_checkpoint(path)
     parts = read_parts(files)
-    combined = {}
+    combined, stored = {}, set()
     for part in PARTS:
         state = parts[part]
         if part != "pose_guider":
-            state = drop_motion_modules(state, str(files.sources[part]))
+            own, active = separate_motion_modules(state, str(files.sources[part]), part)
+            state = {**own, **_flatten(active)}
         if part == "reference_unet":
             state = {k: v for k, v in state.items() if not k.startswith(REFERENCE_UNUSED_PREFIXES)}
         for key, tensor in state.items():
-            combined[f"{part}.{key}"] = tensor.to(dtype).contiguous()
+            tensor = tensor.to(dtype).contiguous()
+            if tensor.data_ptr() in stored:  # safetensors refuses tensors that share memory
+                tensor = tensor.clone()
+            stored.add(tensor.data_ptr())
+            combined[f"{part}.{key}"] = tensor
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_file.with_name(out_file.stem + ".partial.safetensors")

@@ -14,10 +14,14 @@ from .errors import TalkingPoseError
 
 TALKINGPOSE_REPO = "arjavanmardi/TalkingPose"
 TALKINGPOSE_FILES = ("weights/denoising_unet.pth", "weights/reference_unet.pth", "weights/pose_guider.pth")
+# The image encoder and the VAE end up as the single files the shipped workflows load with ComfyUI's CLIP Vision
+# Loader and VAE Loader, in models/clip_vision/ and models/vae/; the command line reads the same files.
+IMAGE_ENCODER_FILE = "sd-image-variations-image-encoder.safetensors"
 IMAGE_ENCODER_REPO = "lambdalabs/sd-image-variations-diffusers"
-IMAGE_ENCODER_FILES = ("image_encoder/config.json", "image_encoder/pytorch_model.bin")
-VAE_REPO = "stabilityai/sd-vae-ft-mse"
-VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+IMAGE_ENCODER_FILES = ("image_encoder/config.json", "image_encoder/pytorch_model.bin")  # converted into IMAGE_ENCODER_FILE
+VAE_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"
+VAE_REPO = "stabilityai/sd-vae-ft-mse-original"
+VAE_FILES = (VAE_FILE,)
 DWPOSE_REPO = "yzd-v/DWPose"
 DWPOSE_FILES = ("yolox_l.onnx", "dw-ll_ucoco_384.onnx")
 
@@ -30,6 +34,25 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_record(dest: Path) -> dict[str, str]:
+    """The checksums recorded in `dest` ({} when none were); a damaged record is refused with a sentence."""
+    record_path = Path(dest) / "checksums.json"
+    if not record_path.is_file():
+        return {}
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        record = exc
+    if not isinstance(record, dict) or not all(
+        isinstance(k, str) and Path(k).name == k and isinstance(v, str) for k, v in record.items()
+    ):
+        raise TalkingPoseError(
+            f"{record_path} is damaged (not the list of checksums the download writes). Delete it and run the "
+            "download again: files already there are kept, and the checksums of newly downloaded ones recorded."
+        )
+    return record
+
+
 def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     """Download `files` of `repo` into `dest` (flattened), resuming partial downloads."""
     try:
@@ -37,9 +60,13 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     except ImportError as exc:
         raise TalkingPoseError("Downloading needs huggingface_hub: pip install huggingface_hub") from exc
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TalkingPoseError(f"Cannot make the folder {dest} for the download ({exc.strerror or exc}); choose a "
+                               "models folder you can write to.") from None
     record_path = dest / "checksums.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record = read_record(dest)
     out = []
     for name in files:
         target = dest / Path(name).name
@@ -47,6 +74,7 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
             try:
                 cached = Path(hf_hub_download(repo_id=repo, filename=name, local_dir=dest / ".download"))
             except Exception as exc:
+                _remove_lock_files(dest / ".download")
                 raise TalkingPoseError(
                     f"Could not download {name} from {repo} ({type(exc).__name__}: {exc}). Check the internet "
                     f"connection, or download it by hand into {dest}."
@@ -59,10 +87,31 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     return out
 
 
+def _remove_lock_files(staging: Path) -> None:
+    """huggingface_hub leaves its lock files behind when a download fails (offline, say); the partial download
+    next to them stays, so that the next run resumes it."""
+    for lock in staging.rglob("*.lock"):
+        lock.unlink(missing_ok=True)
+
+
+def fetch_image_encoder(folder: Path) -> Path:
+    """The sd-image-variations image encoder as one safetensors file in `folder` (models/clip_vision/): the
+    released config and weights are fetched into a staging folder, converted (tensors only, the config kept in
+    the file's metadata), checked by loading, and the staging folder removed."""
+    from .pipeline import write_image_encoder_file
+
+    folder = Path(folder)
+    target = folder / IMAGE_ENCODER_FILE
+    if target.is_file():
+        return target
+    staging = folder / ".sd-image-variations-download"
+    config, weights = fetch(IMAGE_ENCODER_REPO, IMAGE_ENCODER_FILES, staging)
+    write_image_encoder_file(config, weights, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def verify(dest: Path) -> list[str]:
     """Names of files in `dest` whose SHA-256 no longer matches the one recorded at download."""
-    record_path = Path(dest) / "checksums.json"
-    if not record_path.is_file():
-        return []
-    record = json.loads(record_path.read_text())
+    record = read_record(dest)
     return [name for name, digest in record.items() if not (Path(dest) / name).is_file() or sha256(Path(dest) / name) != digest]

@@ -39,6 +39,7 @@ the mean of the per-frame SSIM.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -49,6 +50,8 @@ import cv2
 import numpy as np
 
 from .errors import TalkingPoseError
+
+log = logging.getLogger("TalkingPose")
 
 DEFAULT_TJE_DELTA = 2
 ALL_METRICS = ("tje", "psnr_float", "psnr_8bit", "ssim")
@@ -267,9 +270,11 @@ class MetricsAccumulator:
 
 def compare_frames(real_frames: Iterable, gen_frames: Iterable, delta: int = DEFAULT_TJE_DELTA,
                    metrics: Sequence[str] = ALL_METRICS,
-                   labels: tuple[str, str] = ("The real (reference) video", "The generated video")) -> VideoMetrics:
+                   labels: tuple[str, str] = ("The real (reference) video", "The generated video"),
+                   progress: Callable[[int], None] | None = None) -> VideoMetrics:
     """Metrics of two frame sequences (any iterables of H×W[×C] uint8 or [0, 1] float arrays), paired until the
-    shorter one ends; reads one frame of each at a time. `labels` name the two in error messages."""
+    shorter one ends; reads one frame of each at a time. `labels` name the two in error messages;
+    `progress(pairs done)` is called after each pair."""
     acc = MetricsAccumulator(delta, metrics)
     real_it, gen_it = iter(real_frames), iter(gen_frames)
     while True:
@@ -284,23 +289,56 @@ def compare_frames(real_frames: Iterable, gen_frames: Iterable, delta: int = DEF
                 raise TalkingPoseError(f"{labels[1]} has no frames; nothing can be compared.")
             break
         acc.add(real, gen)
+        if progress is not None:
+            progress(acc.n_frames)
     return acc.result()
 
 
-def compare_videos(real_path, gen_path, delta: int = DEFAULT_TJE_DELTA,
-                   metrics: Sequence[str] = ALL_METRICS) -> VideoMetrics:
-    """Metrics of two video files (decoded with PyAV, one frame at a time)."""
+def compare_videos(real_path, gen_path, delta: int = DEFAULT_TJE_DELTA, metrics: Sequence[str] = ALL_METRICS,
+                   progress: Callable[[int, int], None] | None = None) -> VideoMetrics:
+    """Metrics of two video files (decoded with PyAV, one frame at a time). Videos of different lengths or frame
+    rates are compared all the same (frame t with frame t, up to the shorter one's end), with a warning that says
+    what differs. `progress(done, total)` is called after each frame pair."""
     from .video_io import VideoReader
 
     check_delta(delta)
     _check_metrics(metrics)
     with VideoReader(real_path) as real, VideoReader(gen_path) as gen:
         labels = (f"The real video {real_path}", f"The generated video {gen_path}")
-        return compare_frames(real, gen, delta, metrics, labels)
+        total = min(real.frame_count, gen.frame_count)
+        if real.frame_count != gen.frame_count:
+            log.warning("%s has %d frames and %s has %d: only the first %d of each are compared.", real_path,
+                        real.frame_count, gen_path, gen.frame_count, total)
+        if real.fps != gen.fps:
+            log.warning("%s runs at %.3f fps and %s at %.3f fps: frames are paired by number, not by time, so a pair "
+                        "can show different moments.", real_path, float(real.fps), gen_path, float(gen.fps))
+        step = None if progress is None else (lambda done: progress(done, total))
+        return compare_frames(real, gen, delta, metrics, labels, step)
 
 
 def _index_videos(root: Path, pattern: str) -> dict[str, Path]:
     return {p.relative_to(root).as_posix(): p for p in sorted(root.rglob(pattern)) if p.is_file()}
+
+
+def overall(results: Sequence[VideoMetrics], metrics: Sequence[str] = ALL_METRICS) -> dict:
+    """Figures over several video pairs: for every metric M, `overall_avg_M` is the mean over videos (videos where
+    M is undefined left out) and `overall_weighted_avg_M` the mean over all TJE terms (TJE) or all compared frames
+    (the others); `num_frames` is the number of compared frames."""
+    out = {}
+    if "tje" in metrics:
+        per_video = [r.tje for r in results if r.tje is not None]
+        terms = sum(r.tje_terms for r in results)
+        out["overall_avg_tje"] = sum(per_video) / len(per_video) if per_video else None
+        out["overall_weighted_avg_tje"] = sum(r.tje_sum for r in results) / terms if terms else None
+    frames = sum(r.n_frames for r in results)
+    for name in metrics:
+        if name == "tje":
+            continue
+        values = [getattr(r, name) for r in results]
+        out[f"overall_avg_{name}"] = sum(values) / len(values) if values else None
+        out[f"overall_weighted_avg_{name}"] = sum(v * r.n_frames for v, r in zip(values, results)) / frames if frames else None
+    out["num_frames"] = frames
+    return out
 
 
 def compare_dirs(real_dir, gen_dir, delta: int = DEFAULT_TJE_DELTA, metrics: Sequence[str] = ALL_METRICS,
@@ -342,20 +380,7 @@ def compare_dirs(real_dir, gen_dir, delta: int = DEFAULT_TJE_DELTA, metrics: Seq
         if progress is not None:
             progress(i + 1, len(common), key)
 
-    out = {"delta": delta, "num_pairs": len(common)}
-    if "tje" in metrics:
-        per_video = [r.tje for r in results if r.tje is not None]
-        terms = sum(r.tje_terms for r in results)
-        out["overall_avg_tje"] = sum(per_video) / len(per_video) if per_video else None
-        out["overall_weighted_avg_tje"] = sum(r.tje_sum for r in results) / terms if terms else None
-    frames = sum(r.n_frames for r in results)
-    for name in metrics:
-        if name == "tje":
-            continue
-        values = [getattr(r, name) for r in results]
-        out[f"overall_avg_{name}"] = sum(values) / len(values)
-        out[f"overall_weighted_avg_{name}"] = sum(v * r.n_frames for v, r in zip(values, results)) / frames
-    out["num_frames"] = frames
+    out = {"delta": delta, "num_pairs": len(common), **overall(results, metrics)}
     out["missing_in_real"] = sorted(set(gen_map) - set(real_map))
     out["missing_in_generated"] = sorted(set(real_map) - set(gen_map))
     out["pairs"] = pairs

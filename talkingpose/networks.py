@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .errors import TalkingPoseError
 from .reference_attention import (
     RecordSelfAttentionInput,
     ReferenceContext,
@@ -19,6 +20,7 @@ from .reference_attention import (
     project_reference_tokens,
     self_attention_modules,
 )
+from .motion_modules import ApplyAtOneFrame
 
 ReferenceKV = dict[str, tuple[torch.Tensor, torch.Tensor]]
 log = logging.getLogger("TalkingPose")
@@ -35,12 +37,25 @@ class _AddPoseFeatures:
         return output if features is None else output + features
 
 
+_PROCESSORS_REPLACED = (
+    "Something replaced TalkingPose's attention processors (another node's attention patch, a diffusers "
+    "set_attn_processor call or similar): the frames would silently lose the source's identity. Load the "
+    "TalkingPose model again without that patch."
+)
+
+
 class TalkingPoseNetworks(nn.Module):
-    def __init__(self, denoising_unet, reference_unet, pose_guider, fingerprint: str = "", source: str = ""):
+    def __init__(self, denoising_unet, reference_unet, pose_guider, fingerprint: str = "", source: str = "",
+                 motion_modules: dict[str, nn.Module] | None = None):
+        """`motion_modules`: {denoising UNet submodule path: motion module run on that submodule's output}."""
         super().__init__()
         self.denoising_unet = denoising_unet
         self.reference_unet = reference_unet
         self.pose_guider = pose_guider
+        # Outside the UNet's module tree, so its self-attention processors stay the reference ones only.
+        self.motion_modules = nn.ModuleList((motion_modules or {}).values())
+        for target, module in (motion_modules or {}).items():
+            denoising_unet.get_submodule(target).register_forward_hook(ApplyAtOneFrame(module))
         self.base_fingerprint = fingerprint  # of the weights as loaded
         self.source = source
         # Set by lora.activate: the active LoRA adapters with their strengths, and a short id of them.
@@ -86,6 +101,32 @@ class TalkingPoseNetworks(nn.Module):
     def weights_dtype(self) -> torch.dtype:
         return self.denoising_unet.conv_in.weight.dtype
 
+    # ---------------------------------------------------------------------------------------------- memory
+    def forward_memory(self, rows: int, width: int, height: int) -> int:
+        """Bytes of activations one UNet pass over `rows` latents of a width × height output needs beyond the
+        weights, for ComfyUI's memory manager (`memory_required`). An estimate, counted in latent-size maps of
+        the first block's width: about 24 alive at the peak of an SD1.5-layout pass (the skip connections kept
+        for the up blocks, q/k/v and the feed-forward's 8× wide intermediate of the highest-resolution
+        transformer block, with reference keys/values doubling k and v), doubled for allocator slack. Attention
+        scores are not counted: PyTorch's flash and memory-efficient SDPA kernels never hold them."""
+        tokens = (height // 8) * (width // 8)
+        return 48 * rows * tokens * self.unet_width * self.weights_dtype.itemsize
+
+    def reference_memory(self, width: int, height: int) -> int:
+        """Bytes of one appearance's reference keys and values (what a reference pass records and projects)."""
+        levels = len(self.denoising_unet.config.block_out_channels)
+        total = 0
+        for name, attn in self._denoising_attention.items():
+            block, _, rest = name.partition(".")
+            if block == "mid_block":
+                level = levels - 1
+            else:
+                index = int(rest.split(".", 1)[0])
+                level = index if block == "down_blocks" else levels - 1 - index
+            tokens = (height // 8 >> level) * (width // 8 >> level)
+            total += 2 * tokens * attn.to_k.out_features * self.weights_dtype.itemsize
+        return total
+
     # ---------------------------------------------------------------------------------------------- speed
     def use_channels_last(self) -> None:
         """NHWC convolutions (faster with half precision on tensor cores); results are unchanged."""
@@ -122,6 +163,11 @@ class TalkingPoseNetworks(nn.Module):
                 encoder_hidden_states=image_context.to(self.weights_device, self.weights_dtype),
                 return_dict=False,
             )
+            if len(self._recorded) != len(self._denoising_attention):
+                raise TalkingPoseError(
+                    f"The reference UNet's recording processors ran in {len(self._recorded)} of "
+                    f"{len(self._denoising_attention)} self-attention blocks. {_PROCESSORS_REPLACED}"
+                )
             return dict(self._recorded)
         finally:
             self._recorded.clear()
@@ -149,6 +195,7 @@ class TalkingPoseNetworks(nn.Module):
         ctx.keys_values = reference or {}
         ctx.n_unconditional = n_unconditional
         ctx.pose_features = pose_features
+        ctx.calls = 0
         try:
             yield
         finally:
@@ -166,4 +213,11 @@ class TalkingPoseNetworks(nn.Module):
     ) -> torch.Tensor:
         """The denoising UNet's output for a batch whose first `n_unconditional` rows see no reference tokens."""
         with self.conditioning(pose_features, reference, n_unconditional):
-            return self._denoise(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
+            out = self._denoise(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
+            calls = self._context.calls
+        if calls != len(self._denoising_attention):
+            raise TalkingPoseError(
+                f"The reference attention ran in {calls} of the denoising UNet's {len(self._denoising_attention)} "
+                f"self-attention blocks in this step. {_PROCESSORS_REPLACED}"
+            )
+        return out

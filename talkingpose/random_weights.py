@@ -67,8 +67,42 @@ def random_networks(preset: str = "tiny", device=None, dtype=torch.float32, seed
     return nets.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def write_random_model(folder: Path, preset: str = "tiny", seed: int = 0, dtype=torch.float32, motion_modules: bool = False) -> Path:
-    """Write denoising_unet.pth, reference_unet.pth and pose_guider.pth as the release has them."""
+def random_motion_modules(unet_config: dict, active: bool) -> dict[str, torch.Tensor]:
+    """Motion modules under the official key names, one wherever the official denoising UNet has one (after each
+    transformer block, or resnet in blocks without attention, of the down, mid and up blocks). `active=False`
+    zeroes their output projections, as AnimateDiff initialises them (identities)."""
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+    widths = unet_config["block_out_channels"]
+    layers = unet_config["layers_per_block"]
+    places = [(f"down_blocks.{i}", w, layers) for i, w in enumerate(widths)]
+    places += [("mid_block", widths[-1], 1)]
+    places += [(f"up_blocks.{i}", w, layers + 1) for i, w in enumerate(reversed(widths))]
+    official = (("attn1.", "attention_blocks.0."), ("attn2.", "attention_blocks.1."), ("norm1.", "norms.0."),
+                ("norm2.", "norms.1."), ("norm3.", "ff_norm."))
+    state = {}
+    for block, width, count in places:
+        for j in range(count):
+            module = AnimateDiffTransformer3D(num_attention_heads=8, attention_head_dim=width // 8, in_channels=width,
+                                              positional_embeddings="sinusoidal", num_positional_embeddings=32)
+            if not active:
+                torch.nn.init.zeros_(module.proj_out.weight)
+                torch.nn.init.zeros_(module.proj_out.bias)
+            for key, tensor in module.state_dict().items():
+                name = key.replace("pos_embed.pe", "attn1.pos_encoder.pe")
+                for new, old in official:
+                    name = name.replace(f".{new}", f".{old}")
+                state[f"{block}.motion_modules.{j}.temporal_transformer.{name}"] = tensor
+                if name.endswith("attention_blocks.0.pos_encoder.pe"):  # the official keeps one table per attention
+                    state[f"{block}.motion_modules.{j}.temporal_transformer.{name.replace('attention_blocks.0.', 'attention_blocks.1.')}"] = tensor.clone()
+    return state
+
+
+def write_random_model(folder: Path, preset: str = "tiny", seed: int = 0, dtype=torch.float32, motion_modules: str | None = None) -> Path:
+    """Write denoising_unet.pth, reference_unet.pth and pose_guider.pth as the release has them.
+
+    `motion_modules` adds AnimateDiff-style motion modules to the denoising UNet as stage-2 checkpoints carry
+    them: "zero" (output projections zero: identities) or "active" (random weights throughout)."""
     from .pose_guider import PoseGuider
 
     folder = Path(folder)
@@ -78,10 +112,8 @@ def write_random_model(folder: Path, preset: str = "tiny", seed: int = 0, dtype=
     denoising = {k: v.to(dtype) for k, v in _unet(unet_config).state_dict().items()}
     # The reference UNet's pose-guider-free output head is absent from the released file.
     reference = {k: v.to(dtype) for k, v in _unet(unet_config).state_dict().items() if not k.startswith(("conv_norm_out.", "conv_out."))}
-    if motion_modules:  # as AnimateAnyone stage-2 checkpoints carry them
-        width = unet_config["block_out_channels"][0]
-        denoising["down_blocks.0.motion_modules.0.temporal_transformer.proj_in.weight"] = torch.zeros(width, width, dtype=dtype)
-        denoising["up_blocks.3.motion_modules.2.temporal_transformer.proj_out.weight"] = torch.zeros(width, width, dtype=dtype)
+    if motion_modules:
+        denoising.update({k: v.to(dtype) for k, v in random_motion_modules(unet_config, motion_modules == "active").items()})
     guider = {k: v.to(dtype) for k, v in PoseGuider(unet_config["block_out_channels"][0]).state_dict().items()}
     torch.save(denoising, folder / "denoising_unet.pth")
     torch.save(reference, folder / "reference_unet.pth")

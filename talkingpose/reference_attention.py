@@ -71,6 +71,7 @@ class ReferenceContext:
     keys_values: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     n_unconditional: int = 0
     pose_features: torch.Tensor | None = None
+    calls: int = 0  # processor calls in the current pass: one per self-attention block, checked after each step
 
 
 class ReferenceSelfAttention:
@@ -81,6 +82,7 @@ class ReferenceSelfAttention:
         self.context = context
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        self.context.calls += 1
         q, k, v = _query_key_value(attn, hidden_states)
         reference = self.context.keys_values.get(self.name)
         if reference is None:

@@ -8,8 +8,9 @@ uninterrupted one.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import math
+import numbers
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -31,6 +32,9 @@ OFFICIAL_SCHEDULER = {
 DEFAULT_STEPS = 30
 DEFAULT_CFG = 3.5
 DEFAULT_BETA = 0.05
+# torch's CPU generator (mt19937, as the official pipeline uses it) keeps only the low 32 bits of a seed: 2^32
+# draws what 0 draws. Seeds up to 2^32-1 each give noise of their own; larger ones are refused, not repeated.
+MAX_SEED = 2**32 - 1
 
 StepCallback = Callable[[int, int, int], None]  # (frame index, step index, steps per frame); may raise to cancel
 
@@ -49,10 +53,15 @@ class SamplerSettings:
             raise TalkingPoseError(
                 f"β (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
             )
-        if not self.cfg == self.cfg or self.cfg < 0:
+        if not math.isfinite(self.cfg) or self.cfg < 0:
             raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
-        if not 0 <= int(self.seed) < 2**64:
-            raise TalkingPoseError(f"seed {self.seed} is out of range; use a whole number from 0 to 2^64-1.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise TalkingPoseError(f"seed {self.seed!r} is not a whole number; use one from 0 to {MAX_SEED}.")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise TalkingPoseError(
+                f"seed {self.seed} is out of range; use a whole number from 0 to {MAX_SEED} (2^32-1: PyTorch's "
+                "generator keeps 32 bits of a seed, so larger seeds would repeat the noise of smaller ones)."
+            )
 
 
 def initial_noise(seed: int, channels: int, height: int, width: int) -> torch.Tensor:
@@ -103,57 +112,17 @@ class SamplerState:
 
     # ------------------------------------------------------------------------------------------- persistence
     def save(self, path: Path) -> Path:
-        """Write the state atomically as safetensors (tensors) + JSON metadata (settings)."""
-        from safetensors.torch import save_file
+        """Write the state atomically as safetensors (tensors) + JSON metadata (settings and a tensor checksum)."""
+        from . import state_file
 
-        path = Path(path)
-        tensors = {"noise": self.noise.contiguous()}
-        if self.last_latent is not None:
-            tensors["last_latent"] = self.last_latent.contiguous()
-        meta = {
-            "format": "talkingpose-state/1",
-            "next_frame": self.next_frame,
-            "settings": asdict(self.settings),
-            "width": self.width,
-            "height": self.height,
-            "model_fingerprint": self.model_fingerprint,
-            "appearance_fingerprint": self.appearance_fingerprint,
-            "extra": self.extra,
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"talkingpose": json.dumps(meta)})
-        tmp.replace(path)
-        return path
+        return state_file.save(self, path)
 
     @classmethod
     def load(cls, path: Path) -> "SamplerState":
-        from safetensors import safe_open
+        """Read a state file, validated completely (see `state_file`)."""
+        from . import state_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise TalkingPoseError(f"State file {path} does not exist.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {})["talkingpose"])
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as exc:
-            raise TalkingPoseError(
-                f"State file {path} is damaged or not a TalkingPose state ({type(exc).__name__}: {exc}). "
-                "It cannot be resumed; start the render again (frames already written are kept)."
-            ) from exc
-        if meta.get("format") != "talkingpose-state/1" or "noise" not in tensors:
-            raise TalkingPoseError(f"State file {path} is not a TalkingPose sampler state.")
-        return cls(
-            noise=tensors["noise"],
-            last_latent=tensors.get("last_latent"),
-            next_frame=int(meta["next_frame"]),
-            settings=SamplerSettings(**meta["settings"]),
-            width=int(meta["width"]),
-            height=int(meta["height"]),
-            model_fingerprint=meta.get("model_fingerprint", ""),
-            appearance_fingerprint=meta.get("appearance_fingerprint", ""),
-            extra=meta.get("extra", {}),
-        )
+        return state_file.load(path, cls)
 
 
 def make_scheduler(config: dict | None = None):
@@ -169,14 +138,9 @@ class ClosedLoopSampler:
     """
 
     def __init__(self, networks, appearance, settings: SamplerSettings, state: SamplerState | None = None, scheduler_config: dict | None = None):
-        if appearance.model_fingerprint and appearance.model_fingerprint != networks.fingerprint:
-            raise TalkingPoseError(
-                "The appearance was encoded with another model or LoRA setting than the one sampling now (the "
-                "reference features depend on both UNets). Encode the appearance with the same model — in ComfyUI, "
-                "connect Appearance Encode and the sampler to the same model output."
-            )
+        check_appearance(networks, appearance)
         self.networks = networks
-        self.appearance = appearance
+        self.appearance = appearance.to(networks.weights_device, networks.weights_dtype)  # moved and cast once
         self.settings = settings
         if state is None:
             noise = initial_noise(settings.seed, networks.latent_channels, appearance.height, appearance.width)
@@ -195,6 +159,8 @@ class ClosedLoopSampler:
 
     def denoise(self, pose_pixels: torch.Tensor, on_step: StepCallback | None = None) -> torch.Tensor:
         """The next frame's final latent ([C, h, w], float32, scaled space); advances the state."""
+        # Where the memory manager put the networks for this frame (normally where they were: then no copy).
+        self.appearance = self.appearance.to(self.networks.weights_device, self.networks.weights_dtype)
         latent = denoise_batch(
             self.networks, self.scheduler, [self.appearance], self.settings.cfg,
             self.state.start_latent()[None], pose_pixels,
@@ -214,17 +180,22 @@ class BatchedClosedLoopSampler:
     """Several independent videos rendered together: each keeps its own z_T and closed loop, and one UNet batch
     carries all of them (rows are independent, so each video's frames are those it would get alone).
 
-    All videos share steps, cfg and output size; seed and β may differ per video.
+    All videos share steps, cfg and output size; seed and β may differ per video. `states` continues videos
+    from their saved states (None for a video that starts here), so a set of videos can be regrouped — e.g. a
+    finished video's slot given to a new one — without touching the others' loops.
     """
 
-    def __init__(self, networks, appearances, settings: list[SamplerSettings], scheduler_config: dict | None = None):
+    def __init__(self, networks, appearances, settings: list[SamplerSettings], scheduler_config: dict | None = None,
+                 states: list[SamplerState | None] | None = None):
         if len({(s.steps, s.cfg) for s in settings}) != 1 or len({(a.width, a.height) for a in appearances}) != 1:
             raise TalkingPoseError("Videos rendered together must share steps, cfg and output size.")
-        self.samplers = [ClosedLoopSampler(networks, a, s, scheduler_config=scheduler_config) for a, s in zip(appearances, settings)]
+        states = states if states is not None else [None] * len(appearances)
+        self.samplers = [ClosedLoopSampler(networks, a, s, state, scheduler_config)
+                         for a, s, state in zip(appearances, settings, states)]
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
         # The videos' reference keys/values never change: stack them into one batch once, not every frame.
-        self._reference = stack_references([a.reference for a in appearances])
+        self._reference = stack_references([s.appearance.reference for s in self.samplers])
 
     def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
         """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
@@ -234,6 +205,18 @@ class BatchedClosedLoopSampler:
         for sampler, latent in zip(self.samplers, latents):
             sampler.state = sampler.state.advanced(latent)
         return latents
+
+
+def check_appearance(networks, appearance) -> None:
+    """Refuse an appearance encoded by other networks: its reference keys/values are their projections."""
+    made_by = getattr(appearance, "model_fingerprint", "")
+    if made_by != networks.fingerprint:
+        raise TalkingPoseError(
+            "This appearance was encoded with another TalkingPose model or LoRA setting"
+            + (f" ({made_by}, this one is {networks.fingerprint})" if made_by else "")
+            + ": its reference features fit only the model that made them. Run Appearance Encode with the model "
+            "you sample with (the same Load TalkingPose Model or Load TalkingPose LoRA output)."
+        )
 
 
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,

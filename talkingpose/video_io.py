@@ -5,8 +5,8 @@
 * `VideoWriter` encodes RGB frames one at a time into an mp4 (H.264 via libx264 when PyAV's FFmpeg has it,
   MPEG-4 part 2 otherwise; yuv420p) and carries the audio track of another file (the driving video) over.
 * `SegmentedVideoWriter` is the resumable variant used by the headless command: an mp4 cannot be appended
-  to, so finished frames go into closed segment files in `<out>.partial/`, which survive a crash; at the end
-  the segments are joined without re-encoding, and the audio added, into the final mp4.
+  to, so every finished frame is kept in `<out>.partial/` at once (raw, then in segments of fixed frame ranges),
+  which survives a crash; at the end the segments are joined without re-encoding, and the audio added.
 
 Colour: frames are converted RGB→YUV and back by FFmpeg's swscale with its default (BT.601) matrix and the
 colour space left unspecified, which is also what decoders assume for an untagged file, so colours round-trip.
@@ -14,8 +14,9 @@ colour space left unspecified, which is also what decoders assume for an untagge
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
+import re
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +24,10 @@ from typing import Iterator
 import av
 import numpy as np
 
+from . import durable
 from .errors import TalkingPoseError
+
+log = logging.getLogger("TalkingPose")
 
 # Audio codecs the mp4 muxer takes as they are; anything else is re-encoded to AAC.
 _MP4_AUDIO_COPY = frozenset({"aac", "mp3", "ac3", "eac3", "alac"})
@@ -104,6 +108,7 @@ class VideoReader:
         self.fps: Fraction = Fraction(rate)
         self.has_audio: bool = bool(self._container.streams.audio)
         self._used = False
+        self._frame_count: int | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -112,15 +117,39 @@ class VideoReader:
 
     @property
     def frame_count(self) -> int:
-        """Frames in the file: the container's count when it has one (mp4 does), else estimated from the duration."""
-        stream = self._stream
-        if stream.frames:
-            return int(stream.frames)
-        if stream.duration and stream.time_base:
-            return int(round(stream.duration * stream.time_base * self.fps))
-        if self._container.duration:
-            return int(round(Fraction(self._container.duration, av.time_base) * self.fps))
-        return 0
+        """Frames in the file: the container's count when it has one (mp4 does); otherwise counted by decoding
+        the file once, since an estimate from the duration is wrong when timestamps restart (spliced MPEG-TS)
+        or the rate varies."""
+        if self._frame_count is None:
+            self._frame_count = int(self._stream.frames) or self._count_by_decoding()
+        return self._frame_count
+
+    def _count_by_decoding(self) -> int:
+        with _open_container(self.path, "r") as container:  # its own container: iteration here is untouched
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            try:
+                return sum(1 for _ in container.decode(stream))
+            except _AV_ERRORS as exc:
+                raise TalkingPoseError(f"Decoding {self.path} failed ({exc}); the file may be damaged.") from exc
+
+    def irregular_timing(self) -> str | None:
+        """A sentence when the frames are not evenly spaced at `fps` (a variable frame rate, or timestamps that
+        restart), None when they are. Reads the packets' timestamps only, not the pictures."""
+        with _open_container(self.path, "r") as container:
+            stream = container.streams.video[0]
+            times = sorted(float(p.pts * stream.time_base) for p in container.demux(stream) if p.pts is not None)
+        if len(times) < 3:
+            return None
+        period = 1 / float(self.fps)
+        drift = max(abs(t - times[0] - k * period) for k, t in enumerate(times))
+        if drift <= period / 2:
+            return None
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        return (f"{self.path}'s frames are not evenly spaced in time (intervals from {min(gaps) * 1000:.0f} to "
+                f"{max(gaps) * 1000:.0f} ms: a variable frame rate, or timestamps that restart). Its frames are used "
+                f"in order at a constant {float(self.fps):.3f} fps, so the timing, and the audio, can be off by up to "
+                f"{drift:.2f} s from the source; re-encode it at a constant frame rate to keep them in step.")
 
     @property
     def duration(self) -> float:
@@ -295,7 +324,8 @@ def _add_video_stream(container, fps: Fraction, size, codec: str | None, crf: in
     return stream
 
 
-def _to_av_frame(frame: np.ndarray, size) -> av.VideoFrame:
+def _checked_rgb(frame: np.ndarray, size) -> np.ndarray:
+    """The frame as a contiguous RGB uint8 array of exactly `size` (one extra odd row/column is cropped)."""
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise TalkingPoseError(f"A frame to write must be an RGB uint8 array H×W×3; got {frame.dtype} {frame.shape}.")
@@ -305,7 +335,11 @@ def _to_av_frame(frame: np.ndarray, size) -> av.VideoFrame:
             f"Every frame of a video must have the same size: expected {width}×{height}, "
             f"got {frame.shape[1]}×{frame.shape[0]}."
         )
-    return av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+    return np.ascontiguousarray(frame[:height, :width])
+
+
+def _to_av_frame(frame: np.ndarray, size) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(_checked_rgb(frame, size), format="rgb24")
 
 
 class VideoWriter:
@@ -367,148 +401,287 @@ class VideoWriter:
 
 
 class SegmentedVideoWriter:
-    """A resumable mp4 writer: frames go into `<out>.partial/segment_NNNNN.mp4` files of `segment_frames`
-    frames each; a segment is renamed into place only once it is completely written and closed, so after a
-    crash every `segment_*.mp4` is whole. `finalize()` joins the segments without re-encoding (they are encoded
-    without B-frames, so packets are in display order and can simply be renumbered) and adds the audio.
+    """A resumable mp4 writer in `<out>.partial/`: every frame is kept the moment `write` returns, and an
+    interrupted render continued from there gives the same file, byte for byte, as an uninterrupted one.
 
-    `resume=True` keeps the segments already in `<out>.partial/` (they must have been written with the same
-    fps, size and codec); `frames_written` then says from which frame the caller continues. `resume=False`
-    discards any earlier partial output.
+    * Each frame is saved losslessly (`frame_NNNNNNN.rgb`, raw RGB, written under a temporary name and renamed) as soon as
+      it arrives, so a kill loses at most the frame being made.
+    * Every `segment_frames` frames (frames k·n … (k+1)·n−1, whatever the run that made them) are encoded into
+      `segment_KKKKK.mp4`, when the frame after them arrives, and their raw files removed. The boundaries do not depend on where a run stopped and
+      the encoder is deterministic, so the segments, and the joined file, do not either.
+    * `finalize()` encodes the remaining frames, joins everything without re-encoding (segments have no
+      B-frames, so packets are in display order and can simply be renumbered), adds the audio and renames the
+      result into place. If it fails (a full disk), nothing in the folder is touched: call it again.
 
-    `frames_written` counts every frame given to `write` since the start of the output (including resumed
-    ones); `frames_committed` only those in closed segments, i.e. what survives a crash now.
+    The folder holds a marker file with the writer's settings. A folder without it was not made by the pack and
+    is never changed or deleted; a folder with it is, but only the files the pack writes there.
+
+    `resume=True` continues the frames in the folder (written with the same settings); `frames_written` says from
+    which frame the caller continues, and `truncate(n)` drops kept frames from n on (only those not yet in a
+    segment). `resume=False` deletes the pack's files in the folder and starts empty.
     """
+
+    MARKER = "talkingpose-partial.json"
+    # The files the pack writes in a partial folder: segments, raw frames, the headless job's sampler states,
+    # the marker and temporary files (`.NAME.PID.RANDOM.tmp`). Only these are ever deleted.
+    OWN_FILES = re.compile(r"segment_\d{5}\.mp4|frame_\d{7}\.rgb|state-\d{7}\.safetensors|talkingpose-partial\.json"
+                           r"|\..+\.\d+\.[^.]+\.tmp")
 
     def __init__(self, out_path, fps, size, segment_frames: int = 48, codec: str | None = None, crf: int = 18,
                  preset: str = "medium", resume: bool = False):
         if int(segment_frames) < 1:
             raise TalkingPoseError(f"segment_frames must be at least 1; got {segment_frames}.")
         self.out_path = Path(out_path)
-        self.partial_dir = self.out_path.with_name(self.out_path.name + ".partial")
+        self.partial_dir = partial_dir(self.out_path)
         self.fps = _fraction_fps(fps)
         self.size = even_size(size)
         self.segment_frames = int(segment_frames)
         self.codec = codec or default_video_codec()
         self._crf, self._preset = crf, preset
-        self._segments: list[tuple[Path, int]] = []  # closed segments and their frame counts
-        self._open = None  # (container, stream, frames in it, temporary path)
-        self._meta = {"fps": str(self.fps), "size": list(self.size), "codec": self.codec}
+        self._segments = 0  # whole segments in the folder
+        self._pending = 0  # raw frames after them
+        self._meta = {"format": "talkingpose-partial/2", "fps": str(self.fps), "size": list(self.size),
+                      "codec": self.codec, "segment_frames": self.segment_frames}
         if resume:
             self.resume()
         else:
             self._start_fresh()
 
     @property
-    def frames_committed(self) -> int:
-        return sum(n for _, n in self._segments)
+    def frames_written(self) -> int:
+        """Frames kept in the folder: all of them survive a crash."""
+        return self._segments * self.segment_frames + self._pending
 
     @property
-    def frames_written(self) -> int:
-        return self.frames_committed + (self._open[2] if self._open else 0)
+    def frames_encoded(self) -> int:
+        """Frames already in segments (the first frame `truncate` can go back to)."""
+        return self._segments * self.segment_frames
+
+    # ------------------------------------------------------------------------------------------- the folder
+    @classmethod
+    def is_own_folder(cls, folder: Path) -> bool:
+        return (Path(folder) / cls.MARKER).is_file()
+
+    @classmethod
+    def kept_frames(cls, folder: Path) -> int:
+        """How many frames a partial folder holds, from its file names (quick; `resume` checks them)."""
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / cls.MARKER).read_text())
+            per_segment = int(meta["segment_frames"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+        names = os.listdir(folder)
+        return (sum(1 for n in names if re.fullmatch(r"segment_\d{5}\.mp4", n)) * per_segment
+                + sum(1 for n in names if re.fullmatch(r"frame_\d{7}\.rgb", n)))
+
+    @classmethod
+    def remove_folder(cls, folder: Path) -> bool:
+        """Deletes the pack's files in a partial folder and the folder once empty; refuses a folder the pack did
+        not make. Returns False when files of someone else's kept the folder."""
+        folder = Path(folder)
+        if not folder.exists():
+            return True
+        if not cls.is_own_folder(folder):
+            raise TalkingPoseError(
+                f"{folder} exists but was not made by TalkingPose (it has no {cls.MARKER}); it is left untouched. "
+                "Move it away, or choose another output file name."
+            )
+        names = sorted(os.listdir(folder), key=lambda n: n == cls.MARKER)  # the marker last
+        for name in names:
+            if cls.OWN_FILES.fullmatch(name):
+                (folder / name).unlink(missing_ok=True)
+        try:
+            folder.rmdir()
+            return True
+        except OSError:
+            return False
 
     def _start_fresh(self) -> None:
-        if self.partial_dir.exists():
-            shutil.rmtree(self.partial_dir)
-        self.partial_dir.mkdir(parents=True)
-        (self.partial_dir / "meta.json").write_text(json.dumps(self._meta))
-        self._segments = []
+        if self.partial_dir.exists() and (self.is_own_folder(self.partial_dir) or any(self.partial_dir.iterdir())):
+            self.remove_folder(self.partial_dir)  # refuses a folder of someone else's
+        try:
+            self.partial_dir.mkdir(parents=True, exist_ok=True)
+            durable.write_bytes(self.partial_dir / self.MARKER, json.dumps(self._meta).encode())
+        except OSError as exc:
+            raise TalkingPoseError(
+                f"Could not create {self.partial_dir} ({exc.strerror or exc}). Check that the output folder is writable "
+                "and has free space."
+            ) from exc
+        self._segments = self._pending = 0
 
     def resume(self) -> int:
-        """Re-reads `<out>.partial/`: drops a segment left open by a crash and any unreadable segment (with
-        every segment after it, since frames must stay contiguous). Returns `frames_written`."""
-        if self._open is not None:
-            raise TalkingPoseError("resume() is for a writer just opened on an existing partial output.")
-        meta_path = self.partial_dir / "meta.json"
-        if not meta_path.is_file():
+        """Re-reads the folder: keeps the whole segments and the readable raw frames after them, in order, and
+        drops anything after a damaged one (frames must stay contiguous). Returns `frames_written`."""
+        folder = self.partial_dir
+        if not folder.exists() or (not self.is_own_folder(folder) and not any(folder.iterdir())):
             self._start_fresh()
             return 0
+        if not self.is_own_folder(folder):
+            self.remove_folder(folder)  # refuses with a sentence
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads((folder / self.MARKER).read_text())
         except ValueError:
             meta = None
         if meta != self._meta:
             raise TalkingPoseError(
-                f"The unfinished output in {self.partial_dir} was written with other settings ({meta}) than now "
+                f"The unfinished output in {folder} was written with other settings ({meta}) than now "
                 f"({self._meta}). Use the same settings to resume, or start over without resuming."
             )
-        for leftover in self.partial_dir.glob("*.tmp"):
-            leftover.unlink()
-        self._segments = []
-        files = sorted(self.partial_dir.glob("segment_*.mp4"))
-        for position, path in enumerate(files):
-            frames = self._count_frames(path) if path.name == self._segment_name(position) else 0
-            if frames <= 0:
-                for bad in files[position:]:
-                    bad.unlink()
-                break
-            self._segments.append((path, frames))
+        durable.remove_stale_temporaries_in(folder)
+        segments = 0
+        while self._count_frames(folder / self._segment_name(segments)) == self.segment_frames:
+            segments += 1
+        pending = 0
+        # A full segment of raw frames (a crash before its encoding) stays raw until the caller has chosen where
+        # to continue (`truncate`); the next `write` or `finalize` encodes it.
+        while pending < self.segment_frames and self._read_frame(segments * self.segment_frames + pending) is not None:
+            pending += 1
+        self._segments, self._pending = segments, pending
+        self._remove_beyond()
         return self.frames_written
+
+    def _remove_beyond(self) -> None:
+        """Deletes segment and raw-frame files that are not part of the kept frames."""
+        first_pending = self._segments * self.segment_frames
+        for name in os.listdir(self.partial_dir):
+            if re.fullmatch(r"segment_\d{5}\.mp4", name) and int(name[8:13]) >= self._segments:
+                (self.partial_dir / name).unlink(missing_ok=True)
+            elif re.fullmatch(r"frame_\d{7}\.rgb", name):
+                index = int(name[6:13])
+                if not first_pending <= index < self.frames_written:
+                    (self.partial_dir / name).unlink(missing_ok=True)
+
+    def truncate(self, frames: int) -> None:
+        """Keeps only the first `frames` frames (they must include every whole segment)."""
+        if not self._segments * self.segment_frames <= frames <= self.frames_written:
+            raise TalkingPoseError(
+                f"Cannot go back to frame {frames} in {self.partial_dir}: frames "
+                f"{self._segments * self.segment_frames}-{self.frames_written} can be, earlier ones are encoded."
+            )
+        self._pending = frames - self._segments * self.segment_frames
+        self._remove_beyond()
 
     @staticmethod
     def _segment_name(index: int) -> str:
         return f"segment_{index:05d}.mp4"
 
+    def _frame_path(self, index: int) -> Path:
+        return self.partial_dir / f"frame_{index:07d}.rgb"
+
+    def _read_frame(self, index: int) -> np.ndarray | None:
+        """A kept raw frame (RGB bytes, row after row), or None when it is missing or incomplete."""
+        width, height = self.size
+        try:
+            data = self._frame_path(index).read_bytes()
+        except OSError:
+            return None
+        if len(data) != width * height * 3:
+            return None
+        return np.frombuffer(data, np.uint8).reshape(height, width, 3)
+
     @staticmethod
     def _count_frames(path: Path) -> int:
+        if not path.is_file():
+            return 0
         try:
             with av.open(str(path)) as container:
                 return int(container.streams.video[0].frames) if container.streams.video else 0
         except _AV_ERRORS:
             return 0
 
+    # ------------------------------------------------------------------------------------------- writing
+    def _kept_message(self, what: str, exc: BaseException) -> TalkingPoseError:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return TalkingPoseError(
+            f"Could not {what} in {self.partial_dir} ({reason}). The {self.frames_written} frames made before are kept "
+            "there; free some disk space (or fix the folder) and continue the render (the headless command: the same "
+            "command with --resume)."
+        )
+
     def write(self, frame: np.ndarray) -> None:
-        if self._open is None:
-            temporary = self.partial_dir / (self._segment_name(len(self._segments)) + ".tmp")
-            container = _open_container(temporary, "w", format="mp4")
+        """Keeps one more frame (durably, before returning); first encodes the previous segment if it is full."""
+        frame = _checked_rgb(frame, self.size)
+        if self._pending == self.segment_frames:
+            # A full segment is encoded only now, when the next frame comes: the caller has kept what belongs to
+            # the last frame (the sampler state) by then, so raw frames go only once nothing refers to them.
+            self._encode_segment()
+        index = self.frames_written
+        try:
+            with durable.replacing(self._frame_path(index)) as temporary:
+                with open(temporary, "wb") as handle:
+                    handle.write(frame.tobytes())
+        except OSError as exc:
+            raise self._kept_message(f"save frame {index}", exc) from exc
+        self._pending += 1
+
+    def _encode(self, target: Path, first: int, count: int) -> None:
+        container = _open_container(target, "w", format="mp4")
+        try:
             stream = _add_video_stream(container, self.fps, self.size, self.codec, self._crf, self._preset, False)
-            self._open = [container, stream, 0, temporary]
-        container, stream, count, _ = self._open
-        av_frame = _to_av_frame(frame, self.size)
-        av_frame.pts = count
-        av_frame.time_base = stream.codec_context.time_base
-        container.mux(stream.encode(av_frame))
-        self._open[2] = count + 1
-        if self._open[2] >= self.segment_frames:
-            self.close_segment()
+            for position in range(count):
+                frame = self._read_frame(first + position)
+                if frame is None:
+                    raise TalkingPoseError(f"Frame {first + position} in {self.partial_dir} has gone or is damaged.")
+                av_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                av_frame.pts = position
+                av_frame.time_base = stream.codec_context.time_base
+                container.mux(stream.encode(av_frame))
+            container.mux(stream.encode(None))
+        finally:
+            container.close()
 
-    def close_segment(self) -> None:
-        """Closes the open segment (if any) so its frames survive a crash; the next frame opens a new one."""
-        if self._open is None:
-            return
-        container, stream, count, temporary = self._open
-        self._open = None
-        container.mux(stream.encode(None))
-        container.close()
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
-        final = temporary.with_name(temporary.name[: -len(".tmp")])
-        os.replace(temporary, final)
-        self._segments.append((final, count))
+    def _encode_segment(self) -> None:
+        """Encodes the full segment of raw frames; on failure the raw frames stay and it is tried again later."""
+        first = self._segments * self.segment_frames
+        target = self.partial_dir / self._segment_name(self._segments)
+        try:
+            with durable.replacing(target) as temporary:
+                self._encode(temporary, first, self.segment_frames)
+        except (OSError, av.error.FFmpegError) as exc:
+            raise self._kept_message(f"encode frames {first}-{first + self.segment_frames - 1}", exc) from exc
+        self._segments += 1
+        self._pending = 0
+        for index in range(first, first + self.segment_frames):
+            self._frame_path(index).unlink(missing_ok=True)
 
-    def close(self) -> None:
-        """Closes the open segment without producing the final file; a later writer can resume."""
-        self.close_segment()
-
-    def finalize(self, audio_from=None, keep_segments: bool = False) -> Path:
-        """Joins the segments (and the audio of `audio_from`, trimmed to the video) into `out_path`."""
-        self.close_segment()
-        total = self.frames_committed
+    def finalize(self, audio_from=None) -> Path:
+        """Joins the segments and the remaining frames (and the audio of `audio_from`, trimmed to the video) into
+        `out_path`, then deletes the folder. Can be called again after a failure; nothing is lost by one."""
+        total = self.frames_written
         if total == 0:
             raise TalkingPoseError(f"No frames were written for {self.out_path}; there is nothing to finalize.")
-        temporary = self.out_path.with_name(self.out_path.name + ".tmp")
-        self.out_path.parent.mkdir(parents=True, exist_ok=True)
-        if not self._remux(temporary, audio_from):
-            self._reencode(temporary, audio_from)
-        os.replace(temporary, self.out_path)
-        if not keep_segments:
-            shutil.rmtree(self.partial_dir, ignore_errors=True)
+        if self._pending == self.segment_frames:
+            self._encode_segment()
+        files = [self.partial_dir / self._segment_name(i) for i in range(self._segments)]
+        tail = None
+        try:
+            self.out_path.parent.mkdir(parents=True, exist_ok=True)
+            if self._pending:
+                tail = durable.temporary_sibling(self.partial_dir / "tail.mp4")
+                self._encode(tail, self._segments * self.segment_frames, self._pending)
+                files.append(tail)
+            with durable.replacing(self.out_path) as temporary:
+                if not self._remux(files, temporary, audio_from):
+                    self._reencode(files, temporary, audio_from)
+        except (OSError, av.error.FFmpegError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TalkingPoseError(
+                f"Could not write the final video {self.out_path} ({reason}). All {total} frames are kept in "
+                f"{self.partial_dir}: free some disk space (or fix the folder) and finalize again (the headless "
+                "command: the same command with --resume only joins them)."
+            ) from exc
+        finally:
+            if tail is not None:
+                tail.unlink(missing_ok=True)
+        if not self.remove_folder(self.partial_dir):
+            log.warning("Left %s in place: it holds files TalkingPose did not write.", self.partial_dir)
         return self.out_path
 
-    def _remux(self, target: Path, audio_from) -> bool:
-        """Joins the segments' packets as they are; False when they are not joinable (different encoder
-        headers, e.g. segments from another FFmpeg build), so the caller re-encodes instead."""
-        inputs = [av.open(str(path)) for path, _ in self._segments]
+    def _remux(self, files: list[Path], target: Path, audio_from) -> bool:
+        """Joins the files' packets as they are; False when they are not joinable (different encoder headers,
+        e.g. segments from another FFmpeg build), so the caller re-encodes instead."""
+        inputs = [av.open(str(path)) for path in files]
         try:
             first = inputs[0].streams.video[0]
             headers = {bytes(c.streams.video[0].codec_context.extradata or b"") for c in inputs}
@@ -543,10 +716,16 @@ class SegmentedVideoWriter:
             for container in inputs:
                 container.close()
 
-    def _reencode(self, target: Path, audio_from) -> None:
+    def _reencode(self, files: list[Path], target: Path, audio_from) -> None:
         with VideoWriter(target, self.fps, self.size, audio_from=audio_from, codec=self.codec, crf=self._crf,
                          preset=self._preset) as writer:
-            for path, _ in self._segments:
+            for path in files:
                 with VideoReader(path) as reader:
                     for frame in reader:
                         writer.write(frame)
+
+
+def partial_dir(out_path) -> Path:
+    """Where the frames of an unfinished `out_path` are kept."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".partial")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "comfyui_object_info.json"
 PRIMITIVE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose choice adds widgets (ComfyUI v0.33's SaveVideo format/codec)
+WIDGET_TYPES = PRIMITIVE_TYPES | {DYNAMIC_COMBO}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 # Node types the frontend itself provides (virtual nodes): no server definition, never part of an API prompt.
@@ -59,7 +61,12 @@ def pack_definitions(node_class_mappings: dict) -> dict:
 
 
 def is_widget(spec) -> bool:
-    return isinstance(spec[0], list) or spec[0] in PRIMITIVE_TYPES
+    return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def is_hidden(spec) -> bool:
+    """An input the frontend neither shows nor sends (kept by the server for old API prompts)."""
+    return bool(spec_options(spec).get("hidden"))
 
 
 def spec_options(spec) -> dict:
@@ -71,7 +78,18 @@ def combo_choices(spec) -> list | None:
         return spec[0]
     if spec[0] == "COMBO":
         return spec_options(spec).get("options", [])
+    if spec[0] == DYNAMIC_COMBO:
+        return [option["key"] for option in spec_options(spec).get("options", [])]
     return None
+
+
+def default_value(spec):
+    """What the frontend puts in a widget the saved workflow has no value for, or None if it has no default."""
+    options = spec_options(spec)
+    if "default" in options:
+        return options["default"]
+    choices = combo_choices(spec)
+    return choices[0] if choices else None
 
 
 def input_spec(node_def: dict, name: str):
@@ -90,6 +108,23 @@ def ordered_inputs(node_def: dict):
             yield name, node_def["input"][section][name], section
 
 
+def visible_widgets(node_def: dict):
+    """(name, spec, section) of the widgets the frontend shows for the node's declared inputs, in order."""
+    for name, spec, section in ordered_inputs(node_def):
+        if is_widget(spec) and not is_hidden(spec):
+            yield name, spec, section
+
+
+def dynamic_widgets(name: str, spec, value) -> list:
+    """The widgets a dynamic combo (ComfyUI v3 DynamicCombo, e.g. SaveVideo's format) adds for the chosen option,
+    named '<combo>.<input>' as the server reads them."""
+    for option in spec_options(spec).get("options", []) if spec[0] == DYNAMIC_COMBO else []:
+        if option["key"] == value:
+            return [(f"{name}.{sub}", sub_spec, section) for section in ("required", "optional")
+                    for sub, sub_spec in option["inputs"].get(section, {}).items() if is_widget(sub_spec)]
+    return []
+
+
 def extra_format_widgets(node_def: dict, values: dict) -> list:
     """VideoHelperSuite's format-dependent widgets (VHS_VideoCombine: pix_fmt, crf, … for the chosen format)."""
     out = []
@@ -101,32 +136,59 @@ def extra_format_widgets(node_def: dict, values: dict) -> list:
     return out
 
 
+def all_widgets(node_def: dict, values: dict) -> list:
+    """(name, spec, section) of every widget the node shows with these values: declared, dynamic and format ones."""
+    out = []
+    for name, spec, section in visible_widgets(node_def):
+        out.append((name, spec, section))
+        out += dynamic_widgets(name, spec, values.get(name))
+    return out + [(name, spec, "required") for name, spec in extra_format_widgets(node_def, values)]
+
+
 # ----------------------------------------------------------------------------------------------- widget values
-def widget_values(node: dict, node_def: dict) -> tuple[dict, list[str]]:
-    """Map a UI node's `widgets_values` to {widget input name: value}; also returns problems found."""
+def widget_values(node: dict, node_def: dict, exact: bool = True) -> tuple[dict, list[str]]:
+    """Map a UI node's `widgets_values` to {widget input name: value}; also returns problems found.
+
+    exact: the definitions are the ones the workflow was saved with, so every widget must have its value.
+    Otherwise the definitions may be newer (a running ComfyUI): the values go onto the node's widgets in order, as
+    the frontend does when it loads the file, and widgets added since then get their defaults."""
     raw = node.get("widgets_values", [])
-    widgets = [(name, spec) for name, spec, _ in ordered_inputs(node_def) if is_widget(spec)]
     problems = []
     if isinstance(raw, dict):
-        values = {name: raw[name] for name, _ in widgets if name in raw}
+        values = {}
+        for name, spec, _ in visible_widgets(node_def):
+            if name in raw:
+                values[name] = raw[name]
+            elif not exact and default_value(spec) is not None:
+                values[name] = default_value(spec)
         values.update({name: raw[name] for name, _ in extra_format_widgets(node_def, values) if name in raw})
         return values, problems
     values, i = {}, 0
-    for name, spec in widgets:
-        if i >= len(raw):
+    pending = list(visible_widgets(node_def))
+    while pending:
+        name, spec, section = pending.pop(0)
+        if i < len(raw):
+            values[name] = raw[i]
+            i += 1
+            options = spec_options(spec)
+            if options.get("control_after_generate"):
+                if i >= len(raw) or raw[i] not in CONTROL_VALUES:
+                    problems.append(f"widget '{name}' must be followed by its control_after_generate value "
+                                    f"(one of {sorted(CONTROL_VALUES)}), got {raw[i] if i < len(raw) else 'nothing'!r}")
+                i += 1
+            elif any(options.get(flag) for flag in UPLOAD_FLAGS):
+                if i < len(raw) and raw[i] in ("image", "video", "audio"):
+                    i += 1  # the upload button's stored value
+        elif exact:
             problems.append(f"widgets_values has no value for widget '{name}'")
             break
-        values[name] = raw[i]
-        i += 1
-        options = spec_options(spec)
-        if options.get("control_after_generate"):
-            if i >= len(raw) or raw[i] not in CONTROL_VALUES:
-                problems.append(f"widget '{name}' must be followed by its control_after_generate value "
-                                f"(one of {sorted(CONTROL_VALUES)}), got {raw[i] if i < len(raw) else 'nothing'!r}")
-            i += 1
-        elif any(options.get(flag) for flag in UPLOAD_FLAGS):
-            if i < len(raw) and raw[i] in ("image", "video", "audio"):
-                i += 1  # the upload button's stored value
+        elif default_value(spec) is not None:
+            values[name] = default_value(spec)
+        else:
+            if section == "required":
+                problems.append(f"the node's widget '{name}' is newer than the workflow and has no default")
+            continue
+        pending[:0] = dynamic_widgets(name, spec, values[name])
     if i < len(raw):
         problems.append(f"widgets_values has {len(raw) - i} value(s) more than the node's widgets: {raw[i:]!r}")
     return values, problems
@@ -170,8 +232,15 @@ def _types_match(output_type, input_type) -> bool:
     return bool(out & set(str(input_type).split(",")))
 
 
-def validate_workflow(workflow: dict, defs: dict) -> list[str]:
-    """Every problem that would stop the workflow from loading or queueing as intended (empty list: none)."""
+def validate_workflow(workflow: dict, defs: dict, exact: bool = True) -> list[str]:
+    """Every problem that would stop the workflow from loading or queueing as intended (empty list: none).
+
+    exact (the snapshot the workflows were saved against, and the pack's own nodes): the workflow must be as the
+    frontend saves it for exactly these definitions. Otherwise `defs` is a running ComfyUI's /object_info, which
+    may be newer: only what the workflow relies on is checked (its node types, the inputs it links and the widget
+    values it sets, by position as the frontend applies them; the output slots its links start from; every
+    required input connected), so inputs, outputs and widgets a newer node added after them are no break.
+    """
     errors = []
     for key in ("last_node_id", "last_link_id", "nodes", "links", "version"):
         if key not in workflow:
@@ -216,7 +285,7 @@ def validate_workflow(workflow: dict, defs: dict) -> list[str]:
             continue
         if node.get("mode", 0) != 0:
             errors.append(f"{where}: mode {node['mode']} (muted/bypassed nodes do not belong in a shipped workflow)")
-        values, problems = widget_values(node, node_def)
+        values, problems = widget_values(node, node_def, exact)
         errors += [f"{where}: {p}" for p in problems]
         extras = dict(extra_format_widgets(node_def, values))
         has_upload = any(spec_options(spec).get(flag) for _, spec, _ in ordered_inputs(node_def) for flag in UPLOAD_FLAGS)
@@ -251,41 +320,40 @@ def validate_workflow(workflow: dict, defs: dict) -> list[str]:
             linked.add(inp["name"])
         present = {inp["name"] for inp in node.get("inputs") or []}
         for name, spec, section in ordered_inputs(node_def):
-            if not is_widget(spec) and name not in present:
+            if exact and not is_widget(spec) and name not in present:
                 errors.append(f"{where}: the node's {section} input '{name}' ({spec[0]}) is missing from the "
                               "workflow's inputs (saved with an older version of the node?)")
-        # outputs: names and types in order, and the links they list
+        # outputs: names and types in order (a newer node may add outputs after the ones linked), and their links
         outputs = node.get("outputs") or []
         declared = list(zip(node_def.get("output_name", node_def["output"]), node_def["output"]))
-        if [(o["name"], o["type"]) for o in outputs] != [tuple(d) for d in declared]:
+        if exact and [(o["name"], o["type"]) for o in outputs] != [tuple(d) for d in declared]:
             errors.append(f"{where}: outputs {[(o['name'], o['type']) for o in outputs]} differ from the node's {declared}")
+        for slot, out in enumerate(outputs):
+            if not exact and out.get("links") and (slot >= len(declared) or tuple(declared[slot]) != (out["name"], out["type"])):
+                now = f"is {tuple(declared[slot])}" if slot < len(declared) else "does not exist"
+                errors.append(f"{where}: output slot {slot} ('{out['name']}', {out['type']!r}) is linked, but on "
+                              f"this host that slot {now}")
         for slot, out in enumerate(outputs):
             for link_id in out.get("links") or []:
                 link = links.get(link_id)
                 if link is None or link[1] != node["id"] or link[2] != slot:
                     errors.append(f"{where}: output '{out['name']}' lists link {link_id}, which does not start here")
-        # widget values and required inputs
-        for name, spec, section in ordered_inputs(node_def):
-            if is_widget(spec):
-                if name in linked:
-                    continue
-                if name not in values:
-                    if section == "required":
-                        errors.append(f"{where}: required widget '{name}' has neither a value nor a link")
-                    continue
-                problem = check_widget_value(node["type"], name, spec, values[name])
-                if problem:
-                    errors.append(f"{where}: {problem}")
-            elif section == "required" and name not in linked:
-                errors.append(f"{where}: required input '{name}' ({spec[0]}) is not connected")
-        for name, spec in extras.items():
-            if name not in linked:
-                if name not in values:
+        # widget values (declared, dynamic and format widgets) and required inputs
+        for name, spec, section in all_widgets(node_def, values):
+            if name in linked:
+                continue
+            if name not in values:
+                if name in extras:
                     errors.append(f"{where}: format widget '{name}' has no value")
-                else:
-                    problem = check_widget_value(node["type"], name, spec, values[name])
-                    if problem:
-                        errors.append(f"{where}: {problem}")
+                elif section == "required":
+                    errors.append(f"{where}: required widget '{name}' has neither a value nor a link")
+                continue
+            problem = check_widget_value(node["type"], name, spec, values[name])
+            if problem:
+                errors.append(f"{where}: {problem}")
+        for name, spec, section in ordered_inputs(node_def):
+            if not is_widget(spec) and section == "required" and name not in linked:
+                errors.append(f"{where}: required input '{name}' ({spec[0]}) is not connected")
 
     # links: both ends exist and the types fit
     for link_id, (_, origin_id, origin_slot, target_id, target_slot, link_type) in links.items():
@@ -305,10 +373,14 @@ def validate_workflow(workflow: dict, defs: dict) -> list[str]:
         target_def = defs.get(target["type"])
         spec = input_spec(target_def, inp["name"])[0] if target_def else None
         if spec is None and target_def:
-            spec = dict(extra_format_widgets(target_def, widget_values(target, target_def)[0])).get(inp["name"])
+            spec = dict(extra_format_widgets(target_def, widget_values(target, target_def, exact)[0])).get(inp["name"])
         declared = None if spec is None else ("COMBO" if combo_choices(spec) is not None else spec[0])
-        if declared is not None and not _types_match(out["type"], declared):
-            errors.append(f"link {link_id}: {origin['type']}.{out['name']} gives {out['type']!r} but "
+        given = out["type"]
+        if not exact:  # what the host's own origin node gives at that slot (a changed slot was reported above)
+            origin_outputs = defs.get(origin["type"], {}).get("output", [])
+            given = origin_outputs[origin_slot] if origin_slot < len(origin_outputs) else given
+        if declared is not None and not _types_match(given, declared):
+            errors.append(f"link {link_id}: {origin['type']}.{out['name']} gives {given!r} but "
                           f"{target['type']}.{inp['name']} takes {declared!r}")
 
     if not any(defs.get(n["type"], {}).get("output_node") for n in workflow["nodes"]):
@@ -317,8 +389,9 @@ def validate_workflow(workflow: dict, defs: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- API prompt
-def to_api_prompt(workflow: dict, defs: dict) -> dict:
-    """The `prompt` of a POST /prompt for a UI workflow (what the frontend's graphToPrompt sends for these nodes)."""
+def to_api_prompt(workflow: dict, defs: dict, exact: bool = True) -> dict:
+    """The `prompt` of a POST /prompt for a UI workflow (what the frontend's graphToPrompt sends for these nodes).
+    exact=False for a running ComfyUI's definitions: widgets newer than the workflow are sent with their defaults."""
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
@@ -327,7 +400,7 @@ def to_api_prompt(workflow: dict, defs: dict) -> dict:
         if node.get("mode", 0) != 0:
             raise ValueError(f"node {node['id']} is muted or bypassed; not supported here")
         node_def = defs[node["type"]]
-        values, problems = widget_values(node, node_def)
+        values, problems = widget_values(node, node_def, exact)
         if problems:
             raise ValueError(f"node {node['id']} ({node['type']}): {'; '.join(problems)}")
         inputs = dict(values)
@@ -342,3 +415,55 @@ def to_api_prompt(workflow: dict, defs: dict) -> dict:
 
 def nodes_of_type(prompt: dict, class_type: str) -> list[dict]:
     return [n for n in prompt.values() if n["class_type"] == class_type]
+
+
+# ----------------------------------------------------------------------------------------------- newer hosts
+# Changes a newer ComfyUI could make to the core nodes of talkingpose_core_nodes.json. The first kind keeps every
+# saved workflow working (v0.33.0 made such changes: CreateVideo gained bit_depth, GetVideoComponents two outputs,
+# SaveVideo an output); the second breaks what the workflow relies on and must be reported.
+def _append_input(defs, node_type, section, name, spec, first=False):
+    node = defs[node_type]
+    node["input"].setdefault(section, {})[name] = spec
+    order = node.setdefault("input_order", {}).setdefault(section, [])
+    order.insert(0, name) if first else order.append(name)
+
+
+def _insert_output(defs, node_type, slot, name, kind):
+    node = defs[node_type]
+    for key, value in (("output", kind), ("output_name", name), ("output_is_list", False)):
+        if key in node:
+            node[key].insert(slot, value)
+
+
+def _rename_input(defs, node_type, old, new):
+    node = defs[node_type]
+    for section, specs in node["input"].items():
+        if old in specs:
+            node["input"][section] = {new if k == old else k: v for k, v in specs.items()}
+            node["input_order"][section] = [new if k == old else k for k in node["input_order"][section]]
+
+
+COMPATIBLE_CHANGES = {
+    "CreateVideo gains an optional widget": lambda d: _append_input(
+        d, "CreateVideo", "optional", "quality", ["INT", {"default": 5, "min": 0, "max": 10}]),
+    "GetVideoComponents gains an output at the end": lambda d: _insert_output(
+        d, "GetVideoComponents", len(d["GetVideoComponents"]["output"]), "frame_count", "INT"),
+    "SaveVideo gains an output": lambda d: _insert_output(d, "SaveVideo", len(d["SaveVideo"]["output"]), "path", "STRING"),
+    "LoadVideo gains an optional input": lambda d: _append_input(d, "LoadVideo", "optional", "mask", ["MASK"]),
+}
+BREAKING_CHANGES = {
+    "GetVideoComponents gains an output before fps": (
+        lambda d: _insert_output(d, "GetVideoComponents", 2, "duration", "FLOAT"),
+        "output slot 2 ('fps', 'FLOAT') is linked, but on this host that slot is ('duration', 'FLOAT')"),
+    "CreateVideo renames its audio input": (
+        lambda d: _rename_input(d, "CreateVideo", "audio", "sound"), "input 'audio' is not an input of CreateVideo"),
+    "SaveVideo gains a widget before filename_prefix": (
+        lambda d: _append_input(d, "SaveVideo", "required", "quality", ["INT", {"default": 5}], first=True),
+        "quality="),  # the saved filename_prefix lands on the new INT widget
+    "GetVideoComponents gains a required input": (
+        lambda d: _append_input(d, "GetVideoComponents", "required", "mask", ["MASK"]),
+        "required input 'mask' (MASK) is not connected"),
+    "CreateVideo takes latents instead of images": (
+        lambda d: d["CreateVideo"]["input"]["required"]["images"].__setitem__(0, "LATENT"),
+        "gives 'IMAGE' but CreateVideo.images takes 'LATENT'"),
+}

@@ -18,6 +18,9 @@ COMFYUI_STYLE_LOAD = (
 
 def load_pack_like_comfyui(name: str = "ComfyUI-TalkingPose"):
     """The pack's entry module, loaded as ComfyUI loads a custom node folder."""
-    if name not in sys.modules:
-        exec(COMFYUI_STYLE_LOAD.format(name=name, init=str(PACK_ROOT / "__init__.py")), {})
+    if name not in sys.modules:  # the steps of COMFYUI_STYLE_LOAD, in this process
+        spec = importlib.util.spec_from_file_location(name, PACK_ROOT / "__init__.py")
+        pack = importlib.util.module_from_spec(spec)
+        sys.modules[name] = pack
+        spec.loader.exec_module(pack)
     return sys.modules[name]

@@ -75,15 +75,6 @@ def test_converter_writes_fp16_safetensors_that_load(tiny_weights, tmp_path):
     torch.testing.assert_close(nets.pose_guider.conv_out.weight, ref.pose_guider.conv_out.weight, rtol=1e-3, atol=1e-3)
 
 
-def test_motion_modules_are_dropped_with_one_log_line(tmp_path, caplog):
-    folder = write_random_model(tmp_path / "stage2", "tiny", motion_modules=True)
-    with caplog.at_level(logging.INFO, logger="TalkingPose"):
-        nets = load_networks(folder)
-    lines = [r.getMessage() for r in caplog.records if "motion-module" in r.getMessage()]
-    assert len(lines) == 1 and "dropped 2 motion-module tensors" in lines[0]
-    assert not any("motion_modules" in k for k in nets.denoising_unet.state_dict())
-
-
 def test_missing_file_is_named_with_download_instructions(tiny_weights, tmp_path):
     folder = _copy_model(tiny_weights, tmp_path)
     (folder / "pose_guider.pth").unlink()
@@ -173,3 +164,25 @@ def test_unet_config_is_inferred_for_the_real_sd15_layout():
     assert config["down_block_types"] == PRESETS["sd15"]["unet"]["down_block_types"]
     assert config["up_block_types"] == PRESETS["sd15"]["unet"]["up_block_types"]
     assert config["use_linear_projection"] is False
+
+
+@pytest.mark.parametrize("part", ["denoising_unet", "pose_guider"])
+def test_integer_tensors_with_the_right_keys_are_refused_with_a_sentence(tiny_weights, tmp_path, part):
+    folder = _copy_model(tiny_weights, tmp_path)
+    state = torch.load(folder / f"{part}.pth", weights_only=True)
+    torch.save({k: (v * 100).to(torch.int32) for k, v in state.items()}, folder / f"{part}.pth")
+    with pytest.raises(TalkingPoseError, match=rf"{part}\.pth: \d+ tensors of the {part} are not floating-point weights "
+                                               r"\(first: .* is torch.int32\)"):
+        load_networks(folder)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nan_or_infinite_weights_are_refused_instead_of_rendering_black(tiny_weights, tmp_path, bad):
+    folder = _copy_model(tiny_weights, tmp_path)
+    state = torch.load(folder / "reference_unet.pth", weights_only=True)
+    key = sorted(k for k in state if k.endswith("attn1.to_q.weight"))[0]
+    state[key].view(-1)[3] = bad
+    torch.save(state, folder / "reference_unet.pth")
+    with pytest.raises(TalkingPoseError, match=rf"1 tensors of the reference_unet hold NaN or infinite values "
+                                               rf"\(first: {key}\)"):
+        load_networks(folder)

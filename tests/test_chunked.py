@@ -105,18 +105,18 @@ def test_chunked_two_samplers_on_one_manager_keep_separate_loops(graph):
 
 
 def test_chunked_queue_runs_through_save_and_load_state_equal_one_shot(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, one_shot = graph
     first, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:6], **SETTINGS)
     SaveTalkingPoseState().save(state, "long/state", False)
-    loaded, next_frame = LoadTalkingPoseState().load("long/state")
+    loaded, next_frame, pose_state = LoadTalkingPoseState().load("long/state")
     assert next_frame == 6 and (tmp_path / "long" / "state.safetensors").is_file()
     rest, _ = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[next_frame:], **SETTINGS, state=loaded)
     assert (torch.cat([first["samples"], rest["samples"]]) - one_shot).abs().max().item() <= 1e-5
 
 
 def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:2], **SETTINGS)
     SaveTalkingPoseState().save(state, "s", False)
@@ -130,7 +130,7 @@ def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph,
 
 
 def test_chunked_truncated_state_file_is_refused(graph, tmp_path, monkeypatch):
-    monkeypatch.setattr("nodes.host.output_directory", lambda: tmp_path)
+    monkeypatch.setattr("nodes.backend.host.output_directory", lambda: tmp_path)
     model, appearance, poses, _ = graph
     _, state = TalkingPoseClosedLoopSampler().sample(model, appearance, poses[:1], **SETTINGS)
     _, path = SaveTalkingPoseState().save(state, "t", False)["result"]

@@ -12,6 +12,7 @@ ComfyUI's loaders read, the synthetic DWPose ONNX models of the shared golden da
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -29,13 +30,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from comfy_workflow import load_host_definitions, pack_definitions, spec_options, to_api_prompt
+from comfy_workflow import BREAKING_CHANGES, COMPATIBLE_CHANGES, pack_definitions, to_api_prompt, validate_workflow
 from helpers import PACK_ROOT, SHARED
 from nodes import NODE_CLASS_MAPPINGS
 
 PACK_DIR_NAME = "ComfyUI-TalkingPose"
 VHS_DIR_NAME = "ComfyUI-VideoHelperSuite"
-WORKFLOW_DIR = PACK_ROOT / "workflows"
+WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 DWPOSE_MODELS = SHARED / "golden" / "dwpose-a" / "models" / "det"
 DRIVING_SAMPLE = SHARED / "samples" / "driving" / "vid1.mp4"
 
@@ -255,7 +256,8 @@ def comfy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def defs(comfy):
-    return {**load_host_definitions(), **pack_definitions(NODE_CLASS_MAPPINGS)}
+    """The running host's node definitions: what its frontend builds the prompt from."""
+    return comfy.get("/object_info")
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -265,7 +267,7 @@ def load_workflow(name: str) -> dict:
 
 def small_prompt(workflow: dict, defs: dict, prefix: str, seed: int) -> dict:
     """The workflow as an API prompt, on this test's files and with small, fast settings."""
-    prompt = to_api_prompt(workflow, defs)
+    prompt = to_api_prompt(workflow, defs, exact=False)
     overrides = {
         "LoadImage": {"image": SOURCE_NAME},
         "LoadVideo": {"file": DRIVING_NAME},
@@ -345,36 +347,51 @@ def test_comfyui_host_lists_the_shipped_workflows(comfy):
     for name in expected:
         served = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json", raw=True)
         assert json.loads(served) == load_workflow(f"{name}.json")
+        # The template browser shows <name>.jpg from the same folder as the card's picture.
+        assert comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg", raw=True) == \
+            (WORKFLOW_DIR / f"{name}.jpg").read_bytes()
 
 
-def test_comfyui_host_node_definitions_match_the_test_fixture(comfy):
-    """The snapshot the CI-side workflow checks use, and our own node descriptions, agree with the live host."""
-    live = comfy.get("/object_info")
-    fixture = load_host_definitions()
-    for node_type, recorded in fixture.items():
-        if node_type.startswith("VHS_") and not comfy.has_vhs:
+def test_comfyui_host_serves_the_help_pages(comfy, defs):
+    """The node library's help panel: /extensions/<pack folder>/docs/<node id>.md, the pack folder taken from the
+    node's python_module."""
+    for node_id in NODE_CLASS_MAPPINGS:
+        assert defs[node_id]["python_module"] == f"custom_nodes.{PACK_DIR_NAME}", defs[node_id]["python_module"]
+        served = comfy.get(f"/extensions/{PACK_DIR_NAME}/docs/{node_id}.md", raw=True)
+        assert served == (PACK_ROOT / "web" / "docs" / f"{node_id}.md").read_bytes(), node_id
+
+
+def test_comfyui_host_has_what_the_shipped_workflows_rely_on(comfy, defs):
+    """Checked against this host's own /object_info, as its frontend loads the files: a newer core node that gained
+    inputs, outputs or widgets after the ones the workflows use is no break (v0.33.0's CreateVideo, SaveVideo and
+    GetVideoComponents), a changed slot, name or type is."""
+    for path in sorted(WORKFLOW_DIR.glob("*.json")):
+        workflow = load_workflow(path.name)
+        if not comfy.has_vhs and any(n["type"].startswith("VHS_") for n in workflow["nodes"]):
             continue
-        assert node_type in live, node_type
-        current = live[node_type]
-        for key in ("input_order", "output", "output_name", "output_node"):
-            assert current.get(key) == recorded.get(key), (node_type, key)
-        for section in ("required", "optional"):
-            for name, spec in recorded["input"].get(section, {}).items():
-                now = current["input"][section][name]
-                if isinstance(spec[0], list) and not spec[0]:  # installed-file lists were emptied
-                    assert isinstance(now[0], list), (node_type, name)
-                    continue
-                assert now[0] == spec[0], (node_type, name)
-                for option in ("default", "min", "max", "control_after_generate"):
-                    assert spec_options(now).get(option) == spec_options(spec).get(option), (node_type, name, option)
-    ours = pack_definitions(NODE_CLASS_MAPPINGS)
-    for node_type, described in ours.items():
-        current = live[node_type]
+        assert validate_workflow(workflow, defs, exact=False) == [], path.name
+    # The pack's own nodes as the CI-side checks describe them (without a ComfyUI) are what the host serves.
+    for node_type, described in pack_definitions(NODE_CLASS_MAPPINGS).items():
+        current = defs[node_type]
         assert current["input_order"] == described["input_order"], node_type
         assert current["output"] == described["output"] and current["output_name"] == described["output_name"], node_type
         assert current["input"]["required"].keys() == described["input"]["required"].keys(), node_type
-    assert MODEL_NAME in live["TalkingPoseModelLoader"]["input"]["required"]["model"][0]
-    assert BROKEN_MODEL_NAME in live["TalkingPoseModelLoader"]["input"]["required"]["model"][0]
+    assert MODEL_NAME in defs["TalkingPoseModelLoader"]["input"]["required"]["model"][0]
+    assert BROKEN_MODEL_NAME in defs["TalkingPoseModelLoader"]["input"]["required"]["model"][0]
+
+
+def test_comfyui_host_check_tells_additions_from_breaks(comfy, defs):
+    """The same check on this host's definitions changed as a later ComfyUI might: additions pass, breaks fail."""
+    workflow = load_workflow("talkingpose_core_nodes.json")
+    for change, add in COMPATIBLE_CHANGES.items():
+        changed = copy.deepcopy(defs)
+        add(changed)
+        assert validate_workflow(workflow, changed, exact=False) == [], change
+    for change, (mutate, message) in BREAKING_CHANGES.items():
+        changed = copy.deepcopy(defs)
+        mutate(changed)
+        errors = validate_workflow(workflow, changed, exact=False)
+        assert any(message in e for e in errors), (change, errors)
 
 
 def test_comfyui_host_runs_the_core_nodes_workflow(comfy, defs):
@@ -417,6 +434,7 @@ def test_comfyui_host_recovers_after_a_failed_run(comfy, defs):
     errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
     assert errors and errors[0][1]["node_id"] == loader_id, entry["status"]["messages"]
     assert "broken" in errors[0][1]["exception_message"], errors[0][1]["exception_message"]
+    assert errors[0][1]["exception_type"] == "talkingpose.TalkingPoseError", errors[0][1]["exception_type"]
     assert not list((comfy.base / "output" / "tp_tests").glob("failed*"))
     # The server is healthy and the next good run succeeds.
     assert comfy.get("/queue") == {"queue_running": [], "queue_pending": []}
@@ -571,6 +589,7 @@ def test_comfyui_host_chunked_render_resumes_from_a_saved_state(comfy, defs, one
     prompt["902"] = {"class_type": "TalkingPoseLoadState", "inputs": {"filename": f"{first.prefix}_state"}}
     prompt[rest.ids["TalkingPoseClosedLoopSampler"]]["inputs"]["state"] = ["902", 0]
     prompt[rest.ids["VHS_LoadVideo"]]["inputs"]["skip_first_frames"] = ["902", 1]
+    prompt[rest.ids["TalkingPoseExtract"]]["inputs"]["pose_state"] = ["902", 2]  # the note's step 1
     rest.run(prompt)  # its own Save State filename (the note's step 2)
     remaining = LONG_FRAMES - FRAMES_PER_BATCH
     assert len(rest.entries) == -(-remaining // FRAMES_PER_BATCH) and rest.states[-1] == LONG_FRAMES
@@ -581,3 +600,60 @@ def test_comfyui_host_chunked_render_resumes_from_a_saved_state(comfy, defs, one
     assert len(video) == remaining
     assert [frame_of_tone(sound, rate, k) for k in range(remaining)] == list(range(FRAMES_PER_BATCH, LONG_FRAMES))
     print(f"resumed at frame {FRAMES_PER_BATCH}: {len(rest.entries)} runs, {rest.seconds:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------ file names (§7)
+# Kept apart from the tests above (issue 13 §7 and issue 14): names in a queued prompt stay inside ComfyUI's folders.
+def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
+    import torch
+
+    from talkingpose.pose import save_pose_keypoints
+    from talkingpose.sampler import SamplerSettings, SamplerState
+
+    tag = uuid.uuid4().hex[:8]
+    folder = comfy.base / "output" / "tp_tests"
+    folder.mkdir(exist_ok=True)
+    SamplerState(torch.zeros(4, 8, 8), None, 0, SamplerSettings(), 64, 64).save(folder / f"paths_{tag}.safetensors")
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        save_pose_keypoints(folder / name, [{"people": [], "canvas_width": 64, "canvas_height": 48}])
+    (comfy.base / f"outside_{tag}.json").write_text("[]")
+    # An old-style state name (no suffix, not an entry of the list) and a keypoint file from the list.
+    load_state = ("TalkingPoseLoadState", {"filename": f"tp_tests/paths_{tag}"})
+    load_keypoints = ("TalkingPoseLoadKeypoints", {"path": f"tp_tests/paths_{tag}.json"})
+
+    def prompt(loader, saver: str, save_inputs: dict) -> dict:
+        link = "state" if saver == "TalkingPoseSaveState" else "pose_keypoint"
+        return {"1": {"class_type": loader[0], "inputs": loader[1]},
+                "2": {"class_type": saver, "inputs": {**save_inputs, link: ["1", 0]}}}
+
+    # Loaders: a name outside the folders is refused when the prompt is queued, with the pack's sentence.
+    for loader, saver, sentence in (
+        (("TalkingPoseLoadState", {"filename": str(comfy.base / "models" / "x")}), "TalkingPoseSaveState", "is an absolute path"),
+        (("TalkingPoseLoadKeypoints", {"path": f"../outside_{tag}.json"}), "TalkingPoseSaveKeypoints", "climbs out of its folder"),
+    ):
+        save_inputs = {"filename": f"tp_tests/ok_{tag}", "overwrite": False} if saver == "TalkingPoseSaveState" \
+            else {"filename_prefix": f"tp_tests/ok_{tag}"}
+        status, reply = comfy.post("/prompt", {"prompt": prompt(loader, saver, save_inputs), "client_id": "talkingpose-tests"})
+        assert status == 400 and sentence in json.dumps(reply), (status, json.dumps(reply)[:2000])
+
+    # '[' in a prefix: the second save numbers on instead of replacing the first. (Another input file each time:
+    # ComfyUI does not run an unchanged prompt again.)
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        comfy.run(prompt(("TalkingPoseLoadKeypoints", {"path": f"tp_tests/{name}"}), "TalkingPoseSaveKeypoints",
+                         {"filename_prefix": f"tp_tests/copy[{tag}]"}))
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(f"copy[{tag}]")) == \
+        [f"copy[{tag}]_00001.json", f"copy[{tag}]_00002.json"]
+
+    # Savers: names that leave the output folder (or no file system takes) fail with the sentence, write nothing.
+    # The old-style state name passes validation although it is not in the list: the run reaches the saver.
+    for loader, saver, inputs, sentence in (
+        (load_state, "TalkingPoseSaveState", {"filename": f"../escaped_{tag}", "overwrite": True}, "climbs out of its folder"),
+        (load_state, "TalkingPoseSaveState", {"filename": str(comfy.base / f"escaped_{tag}"), "overwrite": True}, "is an absolute path"),
+        (load_state, "TalkingPoseSaveState", {"filename": f"tp_tests/nul\u0000{tag}", "overwrite": False}, "contains a NUL character"),
+        (load_keypoints, "TalkingPoseSaveKeypoints", {"filename_prefix": f"../escaped_{tag}"}, "climbs out of its folder"),
+        (load_keypoints, "TalkingPoseSaveKeypoints", {"filename_prefix": "k" * 300}, "has a folder or file name of 300 characters"),
+    ):
+        entry = comfy.wait(comfy.queue(prompt(loader, saver, inputs)))
+        assert entry["status"]["status_str"] == "error" and sentence in json.dumps(entry["status"]), \
+            json.dumps(entry["status"])[:3000]
+    assert not list(comfy.base.glob(f"escaped_{tag}*"))

@@ -194,12 +194,12 @@ def test_clip_crop_is_what_the_official_clip_image_processor_sees():
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    from talkingpose.images import clip_pixels
+    from talkingpose.images import clip_processor_pixels
 
     rng = np.random.default_rng(0)
     frame = Image.fromarray(rng.integers(0, 256, (300, 451, 3), dtype=np.uint8))
     official = CLIPImageProcessor()(images=frame, return_tensors="pt").pixel_values
-    torch.testing.assert_close(clip_pixels(clip_crop(frame)), official, rtol=0, atol=1e-6)
+    torch.testing.assert_close(clip_processor_pixels(clip_crop(frame)), official, rtol=0, atol=1e-6)
 
 
 def test_pairs_follow_the_official_margin_rule():

@@ -1,7 +1,8 @@
 """The whole animation path against a reference case made by the official TalkingPose pipeline.
 
 The case folder is `$TALKINGPOSE_GOLDEN_DIR` or `../shared/golden/sampler-a`; every parameter comes from its
-`case.json`, so other cases in the same format run through the same test.
+`case.json`, so other cases in the same format run through the same test. `$TALKINGPOSE_TEST_DEVICE` (default cpu)
+runs the engine on another device, e.g. `cuda`, against the same reference.
 """
 import json
 import os
@@ -19,6 +20,9 @@ from helpers import SHARED
 
 CASE_DIR = Path(os.environ.get("TALKINGPOSE_GOLDEN_DIR", SHARED / "golden" / "sampler-a"))
 TOLERANCE = 1e-3
+DEVICE = torch.device(os.environ.get("TALKINGPOSE_TEST_DEVICE", "cpu"))
+if DEVICE.type == "cuda":
+    torch.backends.cudnn.allow_tf32 = False  # float32 must be float32 to compare with a float32 reference
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def pipeline(case):
     torch.manual_seed(0)
     return load_pipeline(
         CASE_DIR, CASE_DIR / "vae", CASE_DIR / "image_encoder",
-        attention_heads=case["unet_config"]["attention_head_dim"],
+        attention_heads=case["unet_config"]["attention_head_dim"], device=DEVICE,
     )
 
 
@@ -58,13 +62,14 @@ def test_golden_sampler_whole_path(case, pipeline):
     appearance = pipeline.encode_appearance(source, width, height)
     settings = SamplerSettings(steps=case["steps"], cfg=case["cfg"], beta=case["beta"], seed=case["seed"])
     sampler = pipeline.sampler(appearance, settings, scheduler_config=case["scheduler"])
-    torch.testing.assert_close(sampler.state.noise, expected["z_T"].reshape(sampler.state.noise.shape), rtol=0, atol=0)
+    torch.testing.assert_close(sampler.state.noise.cpu(), expected["z_T"].reshape(sampler.state.noise.shape), rtol=0, atol=0)
     if "ref_latent" in expected:
-        torch.testing.assert_close(appearance.reference_latent, expected["ref_latent"].reshape(appearance.reference_latent.shape), rtol=0, atol=1e-4)
+        torch.testing.assert_close(appearance.reference_latent.cpu(), expected["ref_latent"].reshape(appearance.reference_latent.shape), rtol=0, atol=1e-4)
 
     poses = [Image.open(CASE_DIR / f"pose_{i:03d}.png") for i in range(case["frames"])]
     latents = torch.stack([latent for _, latent in sampler.frames(pipeline.pose_pixels(p, appearance) for p in poses)])
-    frames = pipeline.decode(latents)
+    frames = pipeline.decode(latents).cpu()
+    latents = latents.cpu()
 
     assert latents.shape == expected["latents"].shape
     assert frames.shape == expected["frames"].shape
@@ -87,7 +92,7 @@ HALF_TOLERANCES = {
 @pytest.mark.parametrize("dtype", list(HALF_TOLERANCES), ids=["fp16", "bf16"])
 def test_golden_sampler_half_precision_within_stated_tolerance(case, dtype):
     expected = load_file(str(CASE_DIR / "expected.safetensors"))
-    pipe = load_pipeline(CASE_DIR, CASE_DIR / "vae", CASE_DIR / "image_encoder", dtype=dtype,
+    pipe = load_pipeline(CASE_DIR, CASE_DIR / "vae", CASE_DIR / "image_encoder", dtype=dtype, device=DEVICE,
                          attention_heads=case["unet_config"]["attention_head_dim"])
     pipe.latent_scale = case["latent_scale"]
     appearance = pipe.encode_appearance(Image.open(CASE_DIR / "source.png"), case["width"], case["height"])
@@ -95,7 +100,7 @@ def test_golden_sampler_half_precision_within_stated_tolerance(case, dtype):
     sampler = pipe.sampler(appearance, settings, scheduler_config=case["scheduler"])
     poses = (Image.open(CASE_DIR / f"pose_{i:03d}.png") for i in range(case["frames"]))
     latents = torch.stack([latent for _, latent in sampler.frames(pipe.pose_pixels(p, appearance) for p in poses)])
-    frames = pipe.decode(latents)
+    frames, latents = pipe.decode(latents).cpu(), latents.cpu()
     limits = HALF_TOLERANCES[dtype]
     assert (latents - expected["latents"]).abs().max() <= limits["latent_max"]
     assert (latents - expected["latents"]).abs().mean() <= limits["latent_mean"]

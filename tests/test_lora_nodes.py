@@ -9,7 +9,7 @@ from talkingpose import lora
 from talkingpose.errors import TalkingPoseError
 from talkingpose.pipeline import load_image_encoder, load_vae
 from talkingpose.video_io import VideoReader
-from nodes import host
+from nodes.backend import host
 from nodes import lora_nodes
 from nodes.lora_nodes import LoadTalkingPoseLoRA, TrainTalkingPoseLoRA
 from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler

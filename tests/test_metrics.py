@@ -368,3 +368,39 @@ def test_video_metrics_node_matches_the_engine_on_image_batches():
     expected = metrics.compare_frames(list(real), list(generated), delta=2)
     assert abs(tje - expected.tje) < 1e-6 and abs(psnr - expected.psnr_8bit) < 1e-6 and abs(ssim_value - expected.ssim) < 1e-6
     assert "6 frame pairs" in report and out["ui"]["text"] == [report]
+
+
+def test_videos_of_different_length_or_rate_are_compared_with_a_warning_and_progress(tmp_path, caplog):
+    frames = _synth_frames(12, 32, 32, seed=4)
+    real = _write_mp4(tmp_path / "real.mp4", frames, fps=25)
+    shorter = _write_mp4(tmp_path / "short.mp4", frames[:9], fps=25)
+    slower = _write_mp4(tmp_path / "slow.mp4", frames, fps=10)
+    seen = []
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        result = metrics.compare_videos(real, shorter, metrics=("psnr_8bit",), progress=lambda d, t: seen.append((d, t)))
+    assert result.n_frames == 9 and seen == [(d, 9) for d in range(1, 10)]
+    assert "has 12 frames" in caplog.text and "has 9: only the first 9 of each are compared" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        metrics.compare_videos(real, slower, metrics=("psnr_8bit",))
+    assert "runs at 25.000 fps" in caplog.text and "at 10.000 fps: frames are paired by number" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        metrics.compare_videos(real, real, metrics=("psnr_8bit",))
+    assert caplog.text == ""
+
+
+def test_metrics_command_shows_progress_and_the_warning(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers import PACK_ROOT
+
+    frames = _synth_frames(6, 32, 32, seed=5)
+    real = _write_mp4(tmp_path / "real.mp4", frames)
+    gen = _write_mp4(tmp_path / "gen.mp4", frames[:4])
+    result = subprocess.run([sys.executable, "cli.py", "metrics", "--real", str(real), "--generated", str(gen),
+                             "--metrics", "psnr_8bit"], cwd=PACK_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "only the first 4 of each are compared" in result.stderr
+    assert "metrics 4/4 frames" in result.stderr and "n_frames 4" in result.stdout

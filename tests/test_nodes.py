@@ -6,7 +6,7 @@ import torch
 from talkingpose.errors import TalkingPoseError
 from talkingpose.pipeline import load_image_encoder, load_vae
 from talkingpose.sampler import SamplerState
-from nodes import host
+from nodes.backend import host
 from nodes.model_nodes import (
     NONE_INSTALLED,
     LoadTalkingPoseModel,
@@ -52,21 +52,30 @@ def test_loader_with_nothing_installed_explains_what_to_download(tmp_path, monke
         LoadTalkingPoseModel().load(NONE_INSTALLED, "auto")
 
 
-def test_model_folder_with_a_file_missing_is_not_listed_and_named_when_asked(models_dir, tmp_path, monkeypatch):
+def test_model_folder_with_a_file_missing_is_listed_and_names_the_file_when_chosen(models_dir, tmp_path, monkeypatch):
     import shutil
 
     broken = tmp_path / "talkingpose" / "broken"
     shutil.copytree(models_dir / "talkingpose" / "random-tiny", broken)
     (broken / "reference_unet.pth").unlink()
     monkeypatch.setenv("TALKINGPOSE_MODELS", str(tmp_path))
-    assert "broken/" not in LoadTalkingPoseModel.INPUT_TYPES()["required"]["model"][0]
-    with pytest.raises(TalkingPoseError, match="not installed any more|No TalkingPose model"):
+    assert LoadTalkingPoseModel.INPUT_TYPES()["required"]["model"][0] == ["broken/"]
+    with pytest.raises(TalkingPoseError, match=r"(?s)broken is missing reference_unet\.pth.*arjavanmardi/TalkingPose"):
         LoadTalkingPoseModel().load("broken/", "auto")
 
 
+def test_loader_offers_no_download_a_shared_workflow_could_trigger(models_dir):
+    """A workflow file carries widget values, so any in-node download choice could start a multi-GB download
+    when someone queues a shared workflow: the only way to download is the command line."""
+    choices = LoadTalkingPoseModel.INPUT_TYPES()["required"]["model"][0]
+    assert all("download" not in c.lower() for c in choices)
+    with pytest.raises(TalkingPoseError, match=r"not installed any more.*cli\.py download --what talkingpose"):
+        LoadTalkingPoseModel().load("download now from Hugging Face arjavanmardi/TalkingPose (several GB)", "auto")
+
+
 def test_auto_precision_is_fp32_on_cpu():
-    assert host.default_dtype("auto") == torch.float32
-    assert host.default_dtype("bf16") == torch.bfloat16
+    assert host.compute_dtype("auto") == torch.float32
+    assert host.compute_dtype("bf16") == torch.bfloat16
 
 
 def test_graph_runs_end_to_end_and_matches_the_engine(loaded, tiny_weights):

@@ -46,7 +46,7 @@ def models_env(tmp_path, monkeypatch):
 
 
 def test_node_registration_and_quick_import():
-    assert pose_nodes.NODE_DISPLAY_NAME_MAPPINGS["TalkingPoseExtract"] == "Pose Extract"
+    assert pose_nodes.NODE_DISPLAY_NAME_MAPPINGS["TalkingPoseExtract"] == "TalkingPose Pose Extract"
     for name, cls in pose_nodes.NODE_CLASS_MAPPINGS.items():
         assert cls.CATEGORY == "TalkingPose"
         assert callable(getattr(cls, cls.FUNCTION))
@@ -54,7 +54,8 @@ def test_node_registration_and_quick_import():
         cls.INPUT_TYPES()
     spec = pose_nodes.TalkingPoseExtract.INPUT_TYPES()
     assert spec["required"]["images"][0] == "IMAGE" and "source_image" in spec["optional"]
-    assert pose_nodes.TalkingPoseExtract.RETURN_TYPES == ("IMAGE", "POSE_KEYPOINT")
+    # Saved workflows link outputs by slot: the first two stay where they were, the pose state comes after them.
+    assert pose_nodes.TalkingPoseExtract.RETURN_TYPES == ("IMAGE", "POSE_KEYPOINT", "TALKINGPOSE_POSE_STATE")
 
     # Importing the pack must not import onnxruntime or the pose engine, and must work without onnxruntime.
     code = (
@@ -65,7 +66,7 @@ def test_node_registration_and_quick_import():
         "assert 'talkingpose.pose' not in sys.modules, 'pose engine imported at start-up'\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
 
 
@@ -74,7 +75,7 @@ def test_extract_node_reproduces_the_official_render(models_env):
     assert case["input"].startswith("det_512x512")
     frame = _rgb(GOLDEN / case["input"])
     node = pose_nodes.TalkingPoseExtract()
-    images, kps = node.extract(_image_batch(frame, frame), 512, 512, True, True, True)
+    images, kps, _ = node.extract(_image_batch(frame, frame), 512, 512, True, True, True)
     assert images.shape == (2, 512, 512, 3) and images.dtype == torch.float32
     expected = _rgb(GOLDEN / case["render"])
     got = (images[0].numpy() * 255).round().astype(np.uint8)
@@ -87,25 +88,25 @@ def test_extract_node_reproduces_the_official_render(models_env):
     np.testing.assert_allclose(body[visible, :2], cand[visible] * 512, atol=1e-4)
 
     # Other output size and switched-off parts.
-    small, kps2 = node.extract(_image_batch(frame), 256, 384, True, False, False)
+    small, kps2, _ = node.extract(_image_batch(frame), 256, 384, True, False, False)
     assert small.shape == (1, 384, 256, 3)
     person = kps2[0]["people"][0]
     assert person["hand_left_keypoints_2d"] is None and person["face_keypoints_2d"] is None
     # 0 keeps the detection canvas (here 1280x720 → 896x512).
     wide = _rgb(GOLDEN / "det_1280x720_input.png")
-    out, kps3 = node.extract(_image_batch(wide), 0, 0, True, True, True)
+    out, kps3, _ = node.extract(_image_batch(wide), 0, 0, True, True, True)
     assert out.shape == (1, 512, 896, 3) and kps3[0]["canvas_width"] == 896
 
 
 def test_extract_node_accepts_rgba_and_gray_batches(models_env):
     frame = _rgb(GOLDEN / "det_400x300_input.png")
     node = pose_nodes.TalkingPoseExtract()
-    rgb_out, rgb_kps = node.extract(_image_batch(frame), 0, 0, True, True, True)
+    rgb_out, rgb_kps, _ = node.extract(_image_batch(frame), 0, 0, True, True, True)
     rgba = np.concatenate([frame, np.full(frame.shape[:2] + (1,), 7, np.uint8)], axis=2)
-    rgba_out, rgba_kps = node.extract(_image_batch(rgba), 0, 0, True, True, True)
+    rgba_out, rgba_kps, _ = node.extract(_image_batch(rgba), 0, 0, True, True, True)
     np.testing.assert_array_equal(rgba_out.numpy(), rgb_out.numpy())  # alpha dropped, not blended
     gray = frame[:, :, 1:2]
-    gray_out, _ = node.extract(_image_batch(gray), 0, 0, True, True, True)
+    gray_out, _, _ = node.extract(_image_batch(gray), 0, 0, True, True, True)
     assert gray_out.shape == rgb_out.shape and gray_out.any()
 
 
@@ -114,7 +115,7 @@ def test_extract_node_on_a_real_video_frame(models_env, shared_dir):
     with av.open(str(shared_dir / "samples" / "driving" / "vid1.mp4")) as container:
         frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
     assert frame.shape == (512, 512, 3)
-    images, kps = pose_nodes.TalkingPoseExtract().extract(_image_batch(frame), 512, 512, True, True, True)
+    images, kps, _ = pose_nodes.TalkingPoseExtract().extract(_image_batch(frame), 512, 512, True, True, True)
     render = (images[0].numpy() * 255).round().astype(np.uint8)
     assert render.any(), "nothing drawn"
     # The synthetic models ignore pixels: on a real frame the detector still finds its one person box, and the
@@ -144,12 +145,12 @@ def test_extract_node_frame_failures(models_env, monkeypatch):
     with pytest.raises(TalkingPoseError, match=r"frame 2 of 4.*simulated.*frames 0-1 had been extracted"):
         node.extract(batch, 512, 512, True, True, True, on_error="stop")
 
-    images, kps = node.extract(batch, 512, 512, True, True, True, on_error="empty pose")
+    images, kps, _ = node.extract(batch, 512, 512, True, True, True, on_error="empty pose")
     assert images.shape[0] == 4
     assert not images[2].any() and kps[2]["people"] == []
     assert images[3].any() and kps[3]["people"]
 
-    images, kps = node.extract(batch, 512, 512, True, True, True, on_error="repeat previous pose")
+    images, kps, _ = node.extract(batch, 512, 512, True, True, True, on_error="repeat previous pose")
     np.testing.assert_array_equal(images[2].numpy(), images[1].numpy())
     assert kps[2] == kps[1]
 
@@ -157,14 +158,14 @@ def test_extract_node_frame_failures(models_env, monkeypatch):
 def test_extract_node_alignment_with_a_source_image(models_env):
     frame = _rgb(GOLDEN / "det_512x512_input.png")
     node = pose_nodes.TalkingPoseExtract()
-    plain, kps_plain = node.extract(_image_batch(frame), 512, 512, True, True, True)
+    plain, kps_plain, _ = node.extract(_image_batch(frame), 512, 512, True, True, True)
     # Same person in source and driving video: the alignment is the identity.
-    same, kps_same = node.extract(_image_batch(frame), 512, 512, True, True, True, source_image=_image_batch(frame))
+    same, kps_same, _ = node.extract(_image_batch(frame), 512, 512, True, True, True, source_image=_image_batch(frame))
     np.testing.assert_array_equal(same.numpy(), plain.numpy())
     # A source at another aspect ratio (different detection canvas, same normalised pose from these synthetic
     # models up to the box) gives a valid, different but bounded result.
     wide = _rgb(GOLDEN / "det_400x300_input.png")
-    moved, kps_moved = node.extract(_image_batch(frame), 512, 512, True, True, True, source_image=_image_batch(wide))
+    moved, kps_moved, _ = node.extract(_image_batch(frame), 512, 512, True, True, True, source_image=_image_batch(wide))
     assert moved.shape == plain.shape and moved.any()
     a = np.asarray(kps_plain[0]["people"][0]["pose_keypoints_2d"]).reshape(18, 3)
     b = np.asarray(kps_moved[0]["people"][0]["pose_keypoints_2d"]).reshape(18, 3)
@@ -195,15 +196,17 @@ def test_missing_and_corrupt_weights_raise_clear_errors(tmp_path, monkeypatch):
 
 def test_draw_save_load_nodes_roundtrip(models_env, tmp_path):
     frame = _rgb(GOLDEN / "det_512x512_input.png")
-    images, kps = pose_nodes.TalkingPoseExtract().extract(_image_batch(frame), 512, 512, True, True, True)
+    images, kps, _ = pose_nodes.TalkingPoseExtract().extract(_image_batch(frame), 512, 512, True, True, True)
 
-    saved = pose_nodes.TalkingPoseSaveKeypoints().save(kps, str(tmp_path / "out" / "track"))
+    # Names are relative to the output folder ($TALKINGPOSE_MODELS/../output standalone).
+    saved = pose_nodes.TalkingPoseSaveKeypoints().save(kps, "out/track")
     path = Path(saved["result"][0])
-    assert path.name == "track_00001.json" and path.is_file()
-    second = Path(pose_nodes.TalkingPoseSaveKeypoints().save(kps, str(tmp_path / "out" / "track"))["result"][0])
+    assert path == tmp_path / "output" / "out" / "track_00001.json" and path.is_file()
+    second = Path(pose_nodes.TalkingPoseSaveKeypoints().save(kps, "out/track")["result"][0])
     assert second.name == "track_00002.json"
+    assert "out/track_00002.json" in pose_nodes.TalkingPoseLoadKeypoints.INPUT_TYPES()["required"]["path"][0]
 
-    (loaded,) = pose_nodes.TalkingPoseLoadKeypoints().load(str(path))
+    (loaded,) = pose_nodes.TalkingPoseLoadKeypoints().load("out/track_00001.json")
     assert loaded == json.loads(json.dumps(kps))
     (drawn,) = pose_nodes.TalkingPoseDrawKeypoints().draw(loaded, 512, 512, True, True, True)
     np.testing.assert_array_equal(drawn.numpy(), images.numpy())
@@ -212,8 +215,8 @@ def test_draw_save_load_nodes_roundtrip(models_env, tmp_path):
                                                                  source_pose_keypoint=loaded)
     np.testing.assert_array_equal(self_aligned.numpy(), images.numpy())
 
-    bad = tmp_path / "bad.json"
+    bad = tmp_path / "output" / "bad.json"
     bad.write_text(json.dumps([{"people": [{"pose_keypoints_2d": [1, 2]}], "canvas_width": 8,
                                 "canvas_height": 8}]))
     with pytest.raises(TalkingPoseError, match="pose_keypoints_2d"):
-        pose_nodes.TalkingPoseLoadKeypoints().load(str(bad))
+        pose_nodes.TalkingPoseLoadKeypoints().load("bad.json")

@@ -213,3 +213,25 @@ def test_batched_sampler_keeps_each_videos_own_closed_loop(tiny_pipeline, appear
     torch.testing.assert_close(torch.stack([t[1] for t in together]), torch.stack(alone_b), rtol=0, atol=1e-3)
     with pytest.raises(TalkingPoseError, match="share steps, cfg and output size"):
         BatchedClosedLoopSampler(tiny_pipeline.networks, [appearance, other], [SamplerSettings(steps=2), SamplerSettings(steps=3)])
+
+
+def test_every_seed_in_range_draws_its_own_noise_and_larger_ones_are_refused():
+    from nodes.model_nodes import TalkingPoseClosedLoopSampler
+    from talkingpose.sampler import MAX_SEED, initial_noise
+
+    # torch's generator keeps 32 bits of a seed (2^32 would draw what 0 draws): the range stops below that.
+    assert MAX_SEED == 2**32 - 1
+    for low, high in ((0, 2**31), (1, MAX_SEED), (MAX_SEED - 1, MAX_SEED)):
+        assert not torch.equal(initial_noise(low, 4, 64, 64), initial_noise(high, 4, 64, 64))
+    for too_big in (2**32, 2**63, 2**64 - 1):
+        with pytest.raises(TalkingPoseError, match="seed .* out of range"):
+            SamplerSettings(seed=too_big)
+    widget = TalkingPoseClosedLoopSampler.INPUT_TYPES()["required"]["seed"][1]
+    assert widget["min"] == 0 and widget["max"] == MAX_SEED
+    assert SamplerSettings(seed=np.int64(7)).seed == 7
+
+
+@pytest.mark.parametrize("seed", [1.5, 1.0, True, "3", None])
+def test_non_integer_seeds_are_refused(seed):
+    with pytest.raises(TalkingPoseError, match="not a whole number"):
+        SamplerSettings(seed=seed)

@@ -211,6 +211,43 @@ def test_writer_without_source_audio_and_bad_frames(tmp_path, sources):
         VideoWriter(tmp_path / "x.mp4", 0, (64, 48))
 
 
+# --- timing ---------------------------------------------------------------------------------------------------
+
+def _timed_clip(path, times_ms, container_format=None):
+    """A clip whose frame i is shown at times_ms[i] (milliseconds)."""
+    with av.open(str(path), "w", format=container_format) as out:
+        video = out.add_stream("libx264", rate=25, options={"bf": "0"})
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 1000)
+        for i, ms in enumerate(times_ms):
+            frame = av.VideoFrame.from_ndarray(_frame(i), format="rgb24")
+            frame.pts, frame.time_base = ms, Fraction(1, 1000)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return path
+
+
+def test_spliced_mpegts_whose_timestamps_restart_is_counted_by_decoding(tmp_path):
+    first = _timed_clip(tmp_path / "a.ts", [i * 40 for i in range(20)], "mpegts")
+    second = _timed_clip(tmp_path / "b.ts", [i * 40 for i in range(20)], "mpegts")
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(first.read_bytes() + second.read_bytes())  # a splice: the second half starts at 0 again
+    with VideoReader(spliced) as reader:
+        assert reader.frame_count == 40 == len(list(reader))
+        assert "not evenly spaced" in reader.irregular_timing()
+
+
+def test_variable_frame_rate_is_reported_and_a_constant_one_is_not(tmp_path, sources):
+    times = [0, 40, 80, 200, 240, 400, 440, 480, 520, 700, 740, 780]
+    with VideoReader(_timed_clip(tmp_path / "vfr.mp4", times)) as reader:
+        message = reader.irregular_timing()
+    assert "intervals from 40 to 180 ms" in message and "constant" in message and "audio" in message
+    with VideoReader(sources["aac"]) as reader:
+        assert reader.irregular_timing() is None
+    with VideoReader(_timed_clip(tmp_path / "cfr.ts", [i * 40 for i in range(30)], "mpegts")) as reader:
+        assert reader.irregular_timing() is None and reader.frame_count == 30
+
+
 # --- segmented, resumable writing -------------------------------------------------------------------------------
 
 _CRASHING_WRITER = """
@@ -223,26 +260,26 @@ from test_video_io import _frame
 writer = SegmentedVideoWriter({out!r}, 25, (64, 48), segment_frames=10)
 for i in range(25):
     writer.write(_frame(i))
-print(writer.frames_committed, writer.frames_written, flush=True)
+print(writer.frames_encoded, writer.frames_written, flush=True)
 os._exit(0)  # a crash: nothing is closed or flushed
 """
 
 
-def test_segmented_writer_survives_a_crash_and_resumes(tmp_path, sources):
+def test_segmented_writer_survives_a_crash_with_every_frame_and_resumes(tmp_path, sources):
     out = tmp_path / "result.mp4"
     script = _CRASHING_WRITER.format(
         root=str(PACK_ROOT), tests=str(PACK_ROOT / "tests"), out=str(out)
     )
     crashed = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True)
     assert crashed.returncode == 0, crashed.stderr
-    assert crashed.stdout.split() == ["20", "25"]  # two closed segments, five frames in the open third one
+    assert crashed.stdout.split() == ["20", "25"]  # two encoded segments, five raw frames after them
 
     writer = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=10, resume=True)
-    assert writer.frames_written == writer.frames_committed == 20
+    assert writer.frames_written == 25 and writer.frames_encoded == 20  # nothing was lost
     assert sorted(p.name for p in writer.partial_dir.glob("segment_*")) == ["segment_00000.mp4", "segment_00001.mp4"]
     for i in range(writer.frames_written, 37):
         writer.write(_frame(i))
-    assert writer.frames_written == 37 and writer.frames_committed == 30
+    assert writer.frames_written == 37 and writer.frames_encoded == 30
     assert writer.finalize(audio_from=sources["aac"]) == out
     assert not writer.partial_dir.exists()
 
@@ -253,19 +290,35 @@ def test_segmented_writer_survives_a_crash_and_resumes(tmp_path, sources):
     assert codec == "aac" and 1.47 <= seconds <= 1.52  # 37 frames = 1.48 s
 
 
+def test_segmented_output_does_not_depend_on_where_writing_stopped(tmp_path):
+    whole = SegmentedVideoWriter(tmp_path / "whole.mp4", 25, (64, 48), segment_frames=4)
+    for i in range(11):
+        whole.write(_frame(i))
+    whole.finalize()
+    for stop in (1, 4, 5, 9):
+        out = tmp_path / f"cut{stop}.mp4"
+        first = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=4)
+        for i in range(stop):
+            first.write(_frame(i))
+        resumed = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=4, resume=True)
+        for i in range(resumed.frames_written, 11):
+            resumed.write(_frame(i))
+        resumed.finalize()
+        assert out.read_bytes() == (tmp_path / "whole.mp4").read_bytes(), stop
+
+
 def test_segmented_writer_drops_a_damaged_segment(tmp_path):
     out = tmp_path / "damaged.mp4"
     writer = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=10)
-    for i in range(30):
+    for i in range(31):
         writer.write(_frame(i))
-    writer.close()
     second = writer.partial_dir / "segment_00001.mp4"
     second.write_bytes(second.read_bytes()[:200])  # e.g. a disk that lost the end of a file
 
     resumed = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=10, resume=True)
     # everything from the damaged segment on goes: frames must stay contiguous
     assert resumed.frames_written == 10
-    assert [p.name for p in sorted(resumed.partial_dir.glob("segment_*"))] == ["segment_00000.mp4"]
+    assert sorted(p.name for p in resumed.partial_dir.iterdir()) == ["segment_00000.mp4", "talkingpose-partial.json"]
     for i in range(10, 15):
         resumed.write(_frame(i))
     resumed.finalize()
@@ -273,12 +326,21 @@ def test_segmented_writer_drops_a_damaged_segment(tmp_path):
     assert info["frames"] == 15 and [_closest_index(f, 15) for f in info["decoded"]] == list(range(15))
 
 
+def test_segmented_writer_truncates_only_raw_frames(tmp_path):
+    writer = SegmentedVideoWriter(tmp_path / "t.mp4", 25, (64, 48), segment_frames=4)
+    for i in range(7):
+        writer.write(_frame(i))
+    writer.truncate(5)
+    assert SegmentedVideoWriter(tmp_path / "t.mp4", 25, (64, 48), segment_frames=4, resume=True).frames_written == 5
+    with pytest.raises(TalkingPoseError, match="earlier ones are encoded"):
+        writer.truncate(3)
+
+
 def test_segmented_writer_resume_checks_settings_and_fresh_start_discards(tmp_path):
     out = tmp_path / "settings.mp4"
     writer = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=4)
     for i in range(8):
         writer.write(_frame(i))
-    writer.close()
     with pytest.raises(TalkingPoseError, match="other settings"):
         SegmentedVideoWriter(out, 30, (64, 48), segment_frames=4, resume=True)
     assert SegmentedVideoWriter(out, 25, (64, 48), segment_frames=4, resume=True).frames_written == 8
@@ -295,7 +357,7 @@ def test_segmented_writer_reencodes_when_segments_cannot_be_joined(tmp_path, sou
     writer = SegmentedVideoWriter(out, 25, (64, 48), segment_frames=6)
     for i in range(14):
         writer.write(_frame(i))
-    monkeypatch.setattr(SegmentedVideoWriter, "_remux", lambda self, target, audio_from: False)
+    monkeypatch.setattr(SegmentedVideoWriter, "_remux", lambda self, files, target, audio_from: False)
     writer.finalize(audio_from=sources["aac"])
     info = _probe(out)
     assert info["frames"] == 14 and [_closest_index(f, 14) for f in info["decoded"]] == list(range(14))

@@ -1,7 +1,9 @@
-"""The shipped UI workflows in workflows/ fit the nodes they use.
+"""The shipped UI workflows in example_workflows/ fit the nodes they use.
 
-Our nodes are described from the pack's NODE_CLASS_MAPPINGS, ComfyUI core and VideoHelperSuite nodes from a
-snapshot of a real ComfyUI v0.8.0 host's /object_info (tests/fixtures/comfyui_object_info.json). No ComfyUI needed.
+Our nodes are described from the pack's NODE_CLASS_MAPPINGS, ComfyUI core and VideoHelperSuite nodes from
+snapshots of real hosts' /object_info: ComfyUI v0.8.0, which the workflows were saved against
+(tests/fixtures/comfyui_object_info.json, checked exactly), and v0.33.0 (comfyui_object_info_v0.33.0.json, checked
+as a newer host loads them). No ComfyUI needed.
 """
 import copy
 import json
@@ -9,12 +11,14 @@ import sys
 
 import pytest
 
-from comfy_workflow import FRONTEND_ONLY_TYPES, load_host_definitions, pack_definitions, to_api_prompt, validate_workflow
+from comfy_workflow import (BREAKING_CHANGES, COMPATIBLE_CHANGES, FIXTURE, FRONTEND_ONLY_TYPES, load_host_definitions,
+                            pack_definitions, to_api_prompt, validate_workflow)
 from helpers import PACK_ROOT
 
-WORKFLOW_DIR = PACK_ROOT / "workflows"
+WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
 EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json"}
+NEWER_HOST = FIXTURE.with_name("comfyui_object_info_v0.33.0.json")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +57,37 @@ def test_the_shipped_workflows_are_there():
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_is_valid(path, defs):
     assert validate_workflow(load(path), defs) == []
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_loads_on_a_newer_comfyui(path):
+    from nodes import NODE_CLASS_MAPPINGS
+
+    newer = {**load_host_definitions(NEWER_HOST), **pack_definitions(NODE_CLASS_MAPPINGS)}
+    workflow = load(path)
+    assert validate_workflow(workflow, newer, exact=False) == []
+    prompt = to_api_prompt(workflow, newer, exact=False)
+    for entry in prompt.values():  # what v0.33.0's frontend sends: new widgets with their defaults
+        if entry["class_type"] == "CreateVideo":
+            assert entry["inputs"]["bit_depth"] == 8
+        if entry["class_type"] == "SaveVideo":
+            assert entry["inputs"]["format"] == "auto" and entry["inputs"]["format.codec"] == "auto"
+
+
+@pytest.mark.parametrize("change", COMPATIBLE_CHANGES, ids=list(COMPATIBLE_CHANGES))
+def test_the_check_for_newer_hosts_accepts_additions(change, defs):
+    changed = copy.deepcopy(defs)
+    COMPATIBLE_CHANGES[change](changed)
+    assert validate_workflow(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), changed, exact=False) == []
+
+
+@pytest.mark.parametrize("change", BREAKING_CHANGES, ids=list(BREAKING_CHANGES))
+def test_the_check_for_newer_hosts_reports_a_real_break(change, defs):
+    mutate, message = BREAKING_CHANGES[change]
+    changed = copy.deepcopy(defs)
+    mutate(changed)
+    errors = validate_workflow(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), changed, exact=False)
+    assert any(message in e for e in errors), errors
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -102,8 +137,11 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     assert manager["widgets_values"]["frames_per_batch"] >= 8
     extract = node(workflow, "TalkingPoseExtract")
     assert source_of(workflow, extract, "images") == (loader, "IMAGE")
-    # No pose alignment: it is estimated per batch and would differ between chunks.
-    assert next(i for i in extract["inputs"] if i["name"] == "source_image")["link"] is None
+    # The poses are fitted to the photo; the fit (measured on the first chunk) and the smoothing go on across chunks
+    # through the manager and are saved with the sampler state.
+    assert source_of(workflow, extract, "source_image") == (node(workflow, "LoadImage"), "IMAGE")
+    assert source_of(workflow, extract, "meta_batch") == (manager, "meta_batch")
+    assert source_of(workflow, node(workflow, "TalkingPoseSaveState"), "pose_state") == (extract, "pose_state")
     assert source_of(workflow, sampler, "pose_images") == (extract, "pose_images")
     origin, output = source_of(workflow, combine, "frame_rate")
     assert origin["type"] == "VHS_VideoInfo" and output.startswith("loaded_fps")
@@ -114,8 +152,72 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     assert {"frame_load_cap", "skip_first_frames"} <= set(loader["widgets_values"])
     assert all(i.get("link") is None for i in loader["inputs"] if i["name"] in ("frame_load_cap", "skip_first_frames"))
     text = node(workflow, "Note")["widgets_values"][0]
-    for words in ("frame_load_cap", "skip_first_frames", "source_image", "Load TalkingPose State", "next_frame"):
+    for words in ("frame_load_cap", "skip_first_frames", "FIRST chunk", "Load TalkingPose State", "next_frame",
+                  "pose_state"):
         assert words in text, words
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_default_path_retargets_the_poses_to_the_photo(path, defs):
+    workflow = load(path)
+    extract, encode = node(workflow, "TalkingPoseExtract"), node(workflow, "TalkingPoseAppearanceEncode")
+    values = to_api_prompt(workflow, defs)[str(extract["id"])]["inputs"]
+    assert values["alignment"] == "retarget" and values["smoothing"] == 0.5
+    assert source_of(workflow, extract, "source_image") == source_of(workflow, encode, "image")
+
+
+def _saved_before_retargeting(workflow):
+    """The workflow as it was saved before Pose Extract had alignment, smoothing, pose_state and meta_batch."""
+    extract = node(workflow, "TalkingPoseExtract")
+    new = {"alignment", "smoothing", "pose_state", "meta_batch"}
+    for inp in extract["inputs"]:
+        if inp["name"] in new and inp.get("link") is not None:
+            workflow["links"] = [link for link in workflow["links"] if link[0] != inp["link"]]
+            for other in workflow["nodes"]:
+                for out in other.get("outputs") or []:
+                    out["links"] = [x for x in out.get("links") or [] if x != inp["link"]] or None
+    for out in extract["outputs"][2:]:
+        for link_id in out.get("links") or []:
+            workflow["links"] = [link for link in workflow["links"] if link[0] != link_id]
+            for other in workflow["nodes"]:
+                for inp in other.get("inputs") or []:
+                    if inp.get("link") == link_id:
+                        inp["link"] = None
+    extract["inputs"] = [inp for inp in extract["inputs"] if inp["name"] not in new]
+    extract["outputs"] = extract["outputs"][:2]
+    extract["widgets_values"] = extract["widgets_values"][:6]
+    return workflow, extract
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_a_workflow_saved_before_retargeting_still_loads_and_aligns_as_before(path, defs):
+    # What the frontend does with a node saved by an older version: widgets it lacks get their defaults.
+    workflow, extract = _saved_before_retargeting(load(path))
+    assert validate_workflow(workflow, defs, exact=False) == []
+    inputs = to_api_prompt(workflow, defs, exact=False)[str(extract["id"])]["inputs"]
+    assert inputs["alignment"] == "similarity" and inputs["smoothing"] == 0.0
+    assert inputs["on_error"] == "stop" and inputs["width"] == 512  # the old widgets kept their values
+
+
+def test_pose_extract_keeps_loading_workflows_saved_before_retargeting(defs):
+    """The frontend stores widget values by position and fills missing ones with the widget's default; an API
+    prompt without an optional input gets the function's default. Both must give the old behaviour: similarity
+    alignment, no smoothing, the old widgets where they were."""
+    import inspect
+
+    from nodes.pose_nodes import TalkingPoseExtract
+
+    spec = defs["TalkingPoseExtract"]
+    widgets = [name for section in ("required", "optional") for name in spec["input_order"][section]
+               if name in spec["input"][section] and spec["input"][section][name][0] not in ("IMAGE", "VHS_BatchManager",
+                                                                                          "TALKINGPOSE_POSE_STATE")]
+    assert widgets[:6] == ["width", "height", "body", "hands", "face", "on_error"]
+    assert widgets[6:] == ["alignment", "smoothing"]
+    optional = spec["input"]["optional"]
+    assert optional["alignment"][1]["default"] == "similarity" and optional["smoothing"][1]["default"] == 0.0
+    defaults = inspect.signature(TalkingPoseExtract.extract).parameters
+    assert defaults["alignment"].default == "similarity" and defaults["smoothing"].default == 0.0
+    assert spec["output"][:2] == ["IMAGE", "POSE_KEYPOINT"]  # saved links address outputs by slot
 
 
 # ------------------------------------------------------------------------------------------ the checker itself

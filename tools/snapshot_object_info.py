@@ -3,7 +3,7 @@
     python tools/snapshot_object_info.py --url http://127.0.0.1:8188
 
 reads `GET /object_info` and `GET /system_stats` of a running ComfyUI (with VideoHelperSuite installed),
-keeps the node types that `workflows/*.json` use and that are not this pack's own (the tests take those from the
+keeps the node types that `example_workflows/*.json` use and that are not this pack's own (the tests take those from the
 pack's NODE_CLASS_MAPPINGS) nor the frontend's own Note nodes (not in /object_info), empties the option lists
 that only list the host's installed files, and writes `tests/fixtures/comfyui_object_info.json`. Standard library only.
 """
@@ -30,7 +30,7 @@ def get(url: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8188")
-    parser.add_argument("--workflows", type=Path, default=ROOT / "workflows")
+    parser.add_argument("--workflows", type=Path, default=ROOT / "example_workflows")
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures" / "comfyui_object_info.json")
     args = parser.parse_args()
 
@@ -58,7 +58,7 @@ def main() -> None:
     system = stats.get("system", {})
     snapshot = {
         "meta": {
-            "source": "GET /object_info of a running ComfyUI host, restricted to the node types used by workflows/*.json "
+            "source": "GET /object_info of a running ComfyUI host, restricted to the node types used by example_workflows/*.json "
                       "(this pack's own nodes excluded; installed-file option lists emptied)",
             "comfyui_version": system.get("comfyui_version"),
             "python_version": system.get("python_version"),

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 from .options import size
+from .pose import DEFAULT, resolve_strength, strength
+from .progress import Progress
 
 
 def register(subparsers) -> None:
@@ -12,6 +14,14 @@ def register(subparsers) -> None:
     an.add_argument("--source", type=Path, help="source image (default: frame 0 of the driving video)")
     an.add_argument("--driving", type=Path, help="driving video (poses are extracted with DWPose; fps and audio are kept)")
     an.add_argument("--poses", type=Path, help="ready DWPose render video, used instead of extracting poses")
+    an.add_argument("--keypoints", type=Path,
+                    help="POSE_KEYPOINT JSON track (`pose extract`), used instead of --poses or extraction")
+    an.add_argument("--retarget", choices=["off", "align", "full"], default="off",
+                    help="fit the driving poses to the source person: off (as they are), align (one scale and shift "
+                         "per video), full (every bone to the source's length)")
+    an.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
+                    help="smooth the keypoints, 0 (off) to 1 (alone: the default strength, 0.5)")
+    an.add_argument("--fps", type=float, help="frame rate with --keypoints and no --driving video (default 25)")
     an.add_argument("--out", type=Path, required=True, help="output mp4")
     an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
     an.add_argument("--frames", type=int, help="stop after this many frames")
@@ -23,18 +33,23 @@ def register(subparsers) -> None:
     an.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/)")
     an.add_argument("--model", help="which model under talkingpose/ (default: the first found)")
     an.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    an.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto",
+                    help="auto: fp16 on a GPU (as the official inference), fp32 on the CPU")
+    an.add_argument("--channels-last", action="store_true", help="NHWC convolutions: faster in half precision on GPUs")
+    an.add_argument("--compile", action="store_true",
+                    help="torch.compile the denoising UNet: faster after a slow first frame; falls back when it cannot compile")
     an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     an.add_argument("--lora", type=Path, help="LoRA adapter made by `finetune` for this model")
     an.add_argument("--lora-strength", type=float, default=1.0, help="0 = base model, 1 = as trained (default 1)")
+    an.add_argument("--overwrite", action="store_true",
+                    help="start over, deleting the kept frames of an interrupted run of the same --out")
     an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
-                    help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
+                    help="smoke run: the real pipeline on random weights (default preset tiny; random DWPose models too "
+                         "when poses are extracted); output is labelled")
     an.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from .. import animate
     from ..sampler import SamplerSettings
 
@@ -43,24 +58,19 @@ def run(args) -> int:
         out=args.out, driving=args.driving, poses=args.poses, source=args.source, width=width, height=height,
         frames=args.frames, settings=SamplerSettings(steps=args.steps, cfg=args.cfg, beta=args.beta, seed=args.seed),
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
-        device=args.device, precision=args.precision, fit=args.fit, lora=args.lora, lora_strength=args.lora_strength,
+        overwrite=args.overwrite,
+        device=args.device, precision=args.precision, fit=args.fit, channels_last=args.channels_last, compile=args.compile,
+        keypoints=args.keypoints, retarget=args.retarget, smooth=resolve_strength(args.smooth), fps=args.fps,
+        lora=args.lora, lora_strength=args.lora_strength,
     )
-    bar = None
-
-    def progress(done, total):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=total, initial=done - 1, unit="frame", desc="animate", dynamic_ncols=True)
-        bar.update(1)
-        bar.set_postfix_str(f"{1 / bar.format_dict['rate']:.2f} s/frame" if bar.format_dict.get("rate") else "")
-
+    progress = Progress("animate")
     try:
         out = animate.run(job, progress)
     except KeyboardInterrupt:
-        print("\nStopped. Finished frames are kept; continue with the same command plus --resume.", file=sys.stderr)
+        progress.close()
+        print("Stopped. Finished frames are kept; continue with the same command plus --resume.", file=sys.stderr)
         return 130
     finally:
-        if bar is not None:
-            bar.close()
+        progress.close()
     print(f"wrote {out}" + (" (SMOKE RUN with random weights)" if args.random_weights else ""))
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import check_writable_folder
+
 WHAT = ("talkingpose", "vae", "image_encoder", "dwpose")
 
 
@@ -17,15 +19,23 @@ def run(args) -> int:
     from .. import downloads, runtime
 
     root = Path(args.models) if args.models else runtime.models_root()
+    # Where ComfyUI's loaders and the shipped workflows look: the three TalkingPose files in a folder, the image
+    # encoder and the VAE as the single files the workflows name, DWPose beside them.
     targets = {
-        "talkingpose": (downloads.TALKINGPOSE_REPO, downloads.TALKINGPOSE_FILES, root / "talkingpose" / "TalkingPose"),
-        "vae": (downloads.VAE_REPO, downloads.VAE_FILES, root / "vae" / "sd-vae-ft-mse"),
-        "image_encoder": (downloads.IMAGE_ENCODER_REPO, downloads.IMAGE_ENCODER_FILES, root / "clip_vision" / "sd-image-variations-image-encoder"),
-        "dwpose": (downloads.DWPOSE_REPO, downloads.DWPOSE_FILES, root / "dwpose"),
+        "talkingpose": (downloads.TALKINGPOSE_REPO, root / "talkingpose" / "TalkingPose",
+                        lambda dest: downloads.fetch(downloads.TALKINGPOSE_REPO, downloads.TALKINGPOSE_FILES, dest)),
+        "vae": (downloads.VAE_REPO, root / "vae",
+                lambda dest: downloads.fetch(downloads.VAE_REPO, downloads.VAE_FILES, dest)),
+        "image_encoder": (downloads.IMAGE_ENCODER_REPO, root / "clip_vision",
+                          lambda dest: [downloads.fetch_image_encoder(dest)]),
+        "dwpose": (downloads.DWPOSE_REPO, root / "dwpose",
+                   lambda dest: downloads.fetch(downloads.DWPOSE_REPO, downloads.DWPOSE_FILES, dest)),
     }
+    for name in args.what:  # every destination is checked before the first download starts
+        check_writable_folder(targets[name][2], f"The {name} folder")
     for name in args.what:
-        repo, files, dest = targets[name]
+        repo, dest, fetch = targets[name]
         print(f"{name}: {repo} → {dest}")
-        for path in downloads.fetch(repo, files, dest):
+        for path in fetch(dest):
             print(f"  {path.name}  sha256 {downloads.sha256(path)[:16]}…")
     return 0

@@ -119,7 +119,7 @@ class PipelineEncoders:
     def clip(self, crops):
         from .. import images
 
-        pixels = torch.cat([images.clip_pixels(c) for c in crops])
+        pixels = torch.cat([images.clip_processor_pixels(c) for c in crops])
         enc = self.image_encoder
         return enc(pixels.to(enc.device, enc.dtype)).image_embeds.float().cpu()
 

@@ -57,6 +57,10 @@ def _pose_inputs(job: FinetuneJob, models_root: Path) -> Iterator[PoseInput]:
         return
     from ..pose import PoseExtractor, find_dwpose_weights
 
+    if job.random_weights:  # a smoke run extracts with random DWPose models of the real files' signatures
+        from ..pose.random_models import random_models_root
+
+        models_root = random_models_root()
     try:
         weights = find_dwpose_weights([models_root / "dwpose"])
     except TalkingPoseError as exc:
@@ -70,8 +74,9 @@ def _pose_inputs(job: FinetuneJob, models_root: Path) -> Iterator[PoseInput]:
 
 def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune and write the adapter to `job.out`; returns the result (losses, fixed-batch loss before/after)."""
-    from ..animate import _device, _dtype, locate_weights
+    from ..animate import _device, locate_weights
     from ..pipeline import load_pipeline
+    from ..runtime import compute_dtype
     from ..runtime import models_root as default_root
     from ..video_io import VideoReader
 
@@ -92,7 +97,7 @@ def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
     with VideoReader(job.video) as reader:
         fps, frame_count = reader.fps, reader.frame_count
     device = _device(job.device)
-    dtype = _dtype(job.precision, device)
+    dtype = compute_dtype(job.precision, device)
 
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         if job.random_weights:

@@ -11,7 +11,7 @@ Typical use::
 onnxruntime is imported only when a session is created, so importing this package is cheap and works without it.
 """
 from .align import Alignment, align_track, estimate_alignment
-from .draw import draw_body, draw_faces, draw_hands, draw_pose, resize_render
+from .draw import draw_body, draw_faces, draw_hands, draw_pose, render_pose, resize_render
 from .extractor import (
     DETECT_RESOLUTION,
     DETECTOR_FILE,
@@ -42,17 +42,26 @@ from .keypoints import (
     to_pose_keypoints,
     validate_frame_dict,
 )
+from .retarget import Retarget, estimate_retarget, retarget_track
+from .smoothing import DEFAULT_STRENGTH, PoseSmoother, SmootherState, smooth_track
+from .track import MODES, PoseTrackState, process_track
 
 __all__ = [
     "Alignment",
+    "DEFAULT_STRENGTH",
     "DETECTOR_FILE",
     "DETECT_RESOLUTION",
     "DWPoseWeights",
     "HF_REPO",
+    "MODES",
     "POSE_FILE",
     "PoseExtractionError",
     "PoseExtractor",
     "PoseFrame",
+    "PoseSmoother",
+    "PoseTrackState",
+    "Retarget",
+    "SmootherState",
     "align_track",
     "candidate_folders",
     "canvas_size",
@@ -65,6 +74,7 @@ __all__ = [
     "draw_hands",
     "draw_pose",
     "estimate_alignment",
+    "estimate_retarget",
     "extract_frames",
     "find_dwpose_weights",
     "from_pose_keypoint",
@@ -72,8 +82,12 @@ __all__ = [
     "load_pose_keypoints",
     "load_session",
     "prepare_frame",
+    "process_track",
+    "render_pose",
     "resize_render",
+    "retarget_track",
     "save_pose_keypoints",
+    "smooth_track",
     "to_pose_keypoint",
     "to_pose_keypoints",
     "to_rgb_uint8",

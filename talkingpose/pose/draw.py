@@ -149,3 +149,9 @@ def resize_render(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return image
     shrink = (width + height) / float(w + h) < 1
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+
+
+def render_pose(pose, width: int, height: int, canvas_hw=None, **switches) -> np.ndarray:
+    """What Pose Extract outputs for one frame: `draw_pose` at the pose's canvas (or `canvas_hw`), stretched to
+    `width`×`height` by `resize_render`. RGB uint8 [height, width, 3]."""
+    return resize_render(draw_pose(pose, canvas_hw, **switches), width, height)

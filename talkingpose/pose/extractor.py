@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import TalkingPoseError
 from . import detector as _det
 from . import estimator as _est
-from .keypoints import BODY_POINTS, PoseFrame
+from .keypoints import BODY_POINTS, MAX_CANVAS_SIDE, PoseFrame
 
 log = logging.getLogger("TalkingPose")
 
@@ -41,7 +41,6 @@ DETECT_RESOLUTION = 512
 DETECTOR_FILE = "yolox_l.onnx"
 POSE_FILE = "dw-ll_ucoco_384.onnx"
 HF_REPO = "yzd-v/DWPose"
-MAX_CANVAS_SIDE = 8192
 
 # Execution providers in order of preference; CPU is always last.
 PROVIDER_PRIORITY = (
@@ -202,9 +201,9 @@ def _warn_if_fell_back(session, requested, path: Path) -> None:
 def download_hint(folder: Path | str | None = None) -> str:
     where = f"'{folder}'" if folder else "ComfyUI's 'models/dwpose/' folder"
     return (
-        f"Download '{DETECTOR_FILE}' and '{POSE_FILE}' from the Hugging Face repository '{HF_REPO}' "
-        f"(https://huggingface.co/{HF_REPO}/tree/main) into {where}, e.g. 'huggingface-cli download {HF_REPO} "
-        f"{DETECTOR_FILE} {POSE_FILE} --local-dir <ComfyUI>/models/dwpose'."
+        f"Get '{DETECTOR_FILE}' and '{POSE_FILE}' into {where}: in the pack's folder run `python cli.py download "
+        f"--what dwpose` (into the models folder's dwpose/; add --models DIR for another models folder), or download "
+        f"them by hand from the Hugging Face repository '{HF_REPO}' (https://huggingface.co/{HF_REPO}/tree/main)."
     )
 
 

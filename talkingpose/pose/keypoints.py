@@ -15,6 +15,8 @@ eyes, as controlnet_aux writes them; 68-point faces are read too. An empty ``peo
 from __future__ import annotations
 
 import json
+import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,9 +24,16 @@ import numpy as np
 
 from ..errors import TalkingPoseError
 
+log = logging.getLogger("TalkingPose")
+
 BODY_POINTS, HAND_POINTS, FACE_POINTS = 18, 21, 68
 OPENPOSE_FACE_POINTS = 70
 VISIBILITY = 0.3
+# Largest canvas side accepted (also the detection-canvas limit): a drawn 8192² canvas is 200 MB, larger ones are
+# refused before anything is allocated.
+MAX_CANVAS_SIDE = 8192
+# Points may lie beyond the picture (DWPose places cut-off limbs there) but not further than one canvas size.
+_COORDINATE_REACH = 1.0
 _EYES = (14, 15)  # OpenPose-18 right eye, left eye: appended to the face as controlnet_aux does
 
 
@@ -147,8 +156,9 @@ def to_pose_keypoint(frame: PoseFrame | None, canvas_hw=None, *, body=True, hand
     return {"people": people, "canvas_height": height, "canvas_width": width}
 
 
-def _points(values, count: tuple[int, ...], what: str, where: str):
-    """Validated [K,3] array from a flat OpenPose list, or None."""
+def _points(values, count: tuple[int, ...], what: str, where: str, canvas_wh: tuple[int, int]):
+    """Validated [K,3] array from a flat OpenPose list, or None. Coordinates must lie within one canvas size of the
+    canvas (anything further is a broken file, and would overflow the drawing code's integer pixels)."""
     if values is None:
         return None
     if not isinstance(values, (list, tuple)):
@@ -160,13 +170,46 @@ def _points(values, count: tuple[int, ...], what: str, where: str):
         raise TalkingPoseError(
             f"{where}: '{what}' has {len(values)} numbers; expected {expected} (x, y, confidence per point)."
         )
+    width, height = canvas_wh
+    far = (f"{where}: '{what}' has a point far outside its {width}x{height} canvas (x must lie between "
+           f"{-width} and {2 * width}, y between {-height} and {2 * height}). The file is damaged; extract the "
+           "poses again.")
     try:
         arr = np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    except OverflowError:  # integers beyond float range, e.g. 10**400
+        raise TalkingPoseError(far) from None
     except (TypeError, ValueError):
         raise TalkingPoseError(f"{where}: '{what}' must contain only numbers.") from None
     if not np.isfinite(arr).all():
         raise TalkingPoseError(f"{where}: '{what}' contains NaN or infinite values.")
+    reach = _COORDINATE_REACH
+    if ((arr[:, 0] < -reach * width) | (arr[:, 0] > (1 + reach) * width)
+            | (arr[:, 1] < -reach * height) | (arr[:, 1] > (1 + reach) * height)).any():
+        raise TalkingPoseError(far)
     return arr
+
+
+def _canvas_side(frame: dict, key: str, where: str) -> int:
+    """A canvas side in 1..MAX_CANVAS_SIDE. The message never repeats the value: a crafted file could carry text
+    read from elsewhere."""
+    value = frame.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "missing" if value is None else f"a {type(value).__name__}"
+        raise TalkingPoseError(f"{where}: '{key}' must be a whole number of pixels from 1 to {MAX_CANVAS_SIDE}; "
+                               f"it is {kind}.")
+    if not (isinstance(value, int) or math.isfinite(value)) or not 1 <= value <= MAX_CANVAS_SIDE \
+            or value != int(value):
+        raise TalkingPoseError(f"{where}: '{key}' must be a whole number of pixels from 1 to {MAX_CANVAS_SIDE}; "
+                               "the value given is not.")
+    return int(value)
+
+
+_PARTS = (
+    ("pose_keypoints_2d", (BODY_POINTS,)),
+    ("face_keypoints_2d", (FACE_POINTS, OPENPOSE_FACE_POINTS)),
+    ("hand_left_keypoints_2d", (HAND_POINTS,)),
+    ("hand_right_keypoints_2d", (HAND_POINTS,)),
+)
 
 
 def validate_frame_dict(frame: dict, where: str = "frame") -> None:
@@ -174,10 +217,7 @@ def validate_frame_dict(frame: dict, where: str = "frame") -> None:
     if not isinstance(frame, dict):
         raise TalkingPoseError(f"{where}: expected an object with 'people', 'canvas_width', 'canvas_height', "
                                f"got {type(frame).__name__}.")
-    for key in ("canvas_width", "canvas_height"):
-        value = frame.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
-            raise TalkingPoseError(f"{where}: '{key}' must be a positive whole number, got {value!r}.")
+    canvas_wh = _canvas_side(frame, "canvas_width", where), _canvas_side(frame, "canvas_height", where)
     people = frame.get("people", [])
     if not isinstance(people, list):
         raise TalkingPoseError(f"{where}: 'people' must be a list.")
@@ -185,10 +225,8 @@ def validate_frame_dict(frame: dict, where: str = "frame") -> None:
         pwhere = f"{where}, person {p}"
         if not isinstance(person, dict):
             raise TalkingPoseError(f"{pwhere}: expected an object, got {type(person).__name__}.")
-        _points(person.get("pose_keypoints_2d"), (BODY_POINTS,), "pose_keypoints_2d", pwhere)
-        _points(person.get("face_keypoints_2d"), (FACE_POINTS, OPENPOSE_FACE_POINTS), "face_keypoints_2d", pwhere)
-        _points(person.get("hand_left_keypoints_2d"), (HAND_POINTS,), "hand_left_keypoints_2d", pwhere)
-        _points(person.get("hand_right_keypoints_2d"), (HAND_POINTS,), "hand_right_keypoints_2d", pwhere)
+        for key, count in _PARTS:
+            _points(person.get(key), count, key, pwhere, canvas_wh)
 
 
 def _body_confidence(person: dict) -> float:
@@ -214,16 +252,17 @@ def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
         xy = arr[:, :2] / np.array([float(width), float(height)])
         return xy, arr[:, 2]
 
-    body = _points(person.get("pose_keypoints_2d"), (BODY_POINTS,), "", where)
+    canvas_wh = (width, height)
+    body = _points(person.get("pose_keypoints_2d"), (BODY_POINTS,), "", where, canvas_wh)
     if body is not None:
         pose.body, pose.body_score = normalised(body)
     for i, key in enumerate(("hand_left_keypoints_2d", "hand_right_keypoints_2d")):
-        hand = _points(person.get(key), (HAND_POINTS,), key, where)
+        hand = _points(person.get(key), (HAND_POINTS,), key, where, canvas_wh)
         if hand is not None:
             xy, score = normalised(hand)
             xy[score < VISIBILITY] = -1
             pose.hands[i], pose.hand_score[i] = xy, score
-    face = _points(person.get("face_keypoints_2d"), (FACE_POINTS, OPENPOSE_FACE_POINTS), "face", where)
+    face = _points(person.get("face_keypoints_2d"), (FACE_POINTS, OPENPOSE_FACE_POINTS), "face", where, canvas_wh)
     if face is not None:
         xy, score = normalised(face[:FACE_POINTS])
         xy[score < VISIBILITY] = -1
@@ -242,7 +281,13 @@ def from_pose_keypoints(pose_kps) -> list[PoseFrame]:
         pose_kps = [pose_kps]
     if not isinstance(pose_kps, (list, tuple)):
         raise TalkingPoseError(f"pose keypoints must be a list of frame objects, got {type(pose_kps).__name__}.")
-    return [from_pose_keypoint(f, f"frame {i}") for i, f in enumerate(pose_kps)]
+    poses = [from_pose_keypoint(f, f"frame {i}") for i, f in enumerate(pose_kps)]
+    crowded = [i for i, f in enumerate(pose_kps) if len(f.get("people") or []) > 1]
+    if crowded:
+        log.info("TalkingPose: %d frame(s) hold several people (first: frame %d); in each the most confident person "
+                 "(highest mean body confidence) is used, as Pose Extract and the sampler's renders do.",
+                 len(crowded), crowded[0])
+    return poses
 
 
 # --------------------------------------------------------------------------------------------------- files
@@ -269,9 +314,15 @@ def load_pose_keypoints(path) -> list[dict]:
         raise TalkingPoseError(f"Pose keypoint file not found: {path}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise TalkingPoseError(f"{path} is not UTF-8 text. Expected JSON: a list of OpenPose-style frames as "
+                               "written by Save Pose Keypoints.") from None
+    except json.JSONDecodeError as exc:  # its message gives only the position, never the text
         raise TalkingPoseError(f"{path} is not valid JSON ({exc}). Expected a list of OpenPose-style frames "
                                "as written by Save Pose Keypoints.") from None
+    except RecursionError:
+        raise TalkingPoseError(f"{path} is nested too deeply to be a keypoint file. Expected a list of "
+                               "OpenPose-style frames as written by Save Pose Keypoints.") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list) or not data:

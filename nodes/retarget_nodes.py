@@ -1,0 +1,208 @@
+"""Retarget Pose Keypoints and Smooth Pose Keypoints: POSE_KEYPOINT in, POSE_KEYPOINT out, so they compose with
+Pose Extract, Draw Pose Keypoints and the POSE_KEYPOINT of other packs (comfyui_controlnet_aux's DWPose, pose
+editors). Pose Extract uses the same `fit_and_smooth` for its `alignment` and `smoothing` options.
+
+The per-video fit and the smoothing filter are a TALKINGPOSE_POSE_STATE: carried from chunk to chunk on a
+VideoHelperSuite Meta Batch Manager as the Closed-Loop Sampler carries its loop, and saved with Save TalkingPose
+State, so a long render in chunks or over several queue runs equals one run over the whole video (the fit is
+measured on the first chunk).
+"""
+from __future__ import annotations
+
+from .model_nodes import meta_batch_chunk
+
+CATEGORY = "TalkingPose"
+POSE_STATE = "TALKINGPOSE_POSE_STATE"
+STRENGTH_TOOLTIP = (
+    "One-Euro smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter of a still "
+    "person and follows a sudden move within a frame or two; higher values smooth more and lag more."
+)
+_CARRY_ATTRIBUTE = "talkingpose_pose_states"
+
+
+def carried_pose_state(meta_batch, node_id, chunk: int, given):
+    """The pose state to continue from in this chunk (None, or `given`, for the first)."""
+    from talkingpose.errors import TalkingPoseError
+
+    if chunk == 0:
+        return given
+    carried = getattr(meta_batch, _CARRY_ATTRIBUTE, {}).get(node_id)
+    if carried is None:
+        raise TalkingPoseError(
+            f"Meta batch chunk {chunk + 1} arrived, but the pose fit and smoothing have no state from chunk {chunk} "
+            "(ComfyUI was restarted, or the earlier chunks ran without this node). Queue the workflow again from "
+            "the start, or connect Load TalkingPose State's pose_state."
+        )
+    last_chunk, state, frames_done = carried
+    if last_chunk != chunk - 1:
+        raise TalkingPoseError(f"Meta batch chunks arrived out of order: chunk {chunk + 1} follows chunk "
+                               f"{last_chunk + 1}. Queue the workflow again from the start.")
+    expected = getattr(meta_batch, "frames_per_batch", None)
+    if expected and frames_done != chunk * expected:
+        raise TalkingPoseError(
+            f"Meta batch frames skipped: the poses of {frames_done} frames were made before chunk {chunk + 1}, but "
+            f"chunks of {expected} frames put it at frame {chunk * expected}. Queue the workflow again from the start."
+        )
+    return state
+
+
+def carry_pose_state(meta_batch, node_id, chunk: int, state, frames: int) -> None:
+    """Leave the state on the manager for the next chunk, with the frames this render (this queueing) has posed."""
+    states = getattr(meta_batch, _CARRY_ATTRIBUTE, None)
+    if states is None:
+        states = {}
+        setattr(meta_batch, _CARRY_ATTRIBUTE, states)
+    previous = states.get(node_id)
+    done_before = previous[2] if previous is not None and chunk > 0 else 0
+    states[node_id] = (chunk, state, done_before + frames)
+
+
+def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibration_frames: int = 0,
+                   pose_state=None, meta_batch=None, prompt=None, unique_id=None):
+    """`talkingpose.pose.process_track` with the state taken from (and left on) the meta-batch manager, or from
+    `pose_state` when the render starts or continues from a saved state. Returns (poses, state)."""
+    from talkingpose.pose import process_track
+
+    chunk = None
+    if meta_batch is not None:
+        chunk = meta_batch_chunk(meta_batch, prompt, unique_id)
+        pose_state = carried_pose_state(meta_batch, unique_id, chunk, pose_state)
+    poses, state = process_track(poses, source=source, mode=mode, strength=strength, space=space,
+                                 calibration_frames=calibration_frames, state=pose_state)
+    if meta_batch is not None:
+        carry_pose_state(meta_batch, unique_id, chunk, state, len(poses))
+    return poses, state
+
+
+def meta_inputs():
+    return {
+        "pose_state": (POSE_STATE, {"tooltip": "Continue a render: the state from Load TalkingPose State."}),
+        "meta_batch": ("VHS_BatchManager", {"tooltip": "VideoHelperSuite's Meta Batch Manager: the fit (measured "
+                                            "on the first chunk) and the smoothing continue across its chunks."}),
+    }
+
+
+class TalkingPoseRetargetKeypoints:
+    """The driving poses with the source person's bone lengths (or one similarity transform per video)."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "retarget"
+    RETURN_TYPES = ("POSE_KEYPOINT", POSE_STATE)
+    RETURN_NAMES = ("pose_keypoint", "pose_state")
+    DESCRIPTION = (
+        "Retarget a driving POSE_KEYPOINT track onto the person of a source image (or a source POSE_KEYPOINT): every "
+        "bone keeps the driver's direction and takes the source's length, hands and face are scaled to the source's, "
+        "and the neck starts on the source's neck. The output is in the source's canvas; draw it with Draw Pose "
+        "Keypoints. 'similarity' instead moves and scales the whole skeleton once per video."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "The driving track (Pose Extract, Load Pose Keypoints, "
+                                                   "comfyui_controlnet_aux's DWPose, a pose editor)."}),
+                "fit": (["retarget", "similarity"], {"default": "retarget", "tooltip": (
+                    "retarget: every bone to the source's length; similarity: one scale and shift per video.")}),
+                "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                        "tooltip": STRENGTH_TOOLTIP}),
+                "calibration_frames": ("INT", {"default": 0, "min": 0, "max": 1_000_000, "tooltip": (
+                    "How many leading frames measure the driver's proportions; 0: all of them. With a meta batch "
+                    "they are measured on the first chunk.")}),
+            },
+            "optional": {
+                "source_image": ("IMAGE", {"tooltip": "The photo to animate; its pose is found with DWPose."}),
+                "source_pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "The source pose (one frame), instead of the "
+                                                           "image."}),
+                **meta_inputs(),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+        }
+
+    def retarget(self, pose_keypoint, fit="retarget", smoothing=0.0, calibration_frames=0, source_image=None,
+                 source_pose_keypoint=None, pose_state=None, meta_batch=None, unique_id=None, prompt=None):
+        from talkingpose.errors import TalkingPoseError
+        from talkingpose.pose import from_pose_keypoints, to_pose_keypoints
+
+        poses = from_pose_keypoints(pose_keypoint)
+        if not poses:
+            raise TalkingPoseError("Retarget Pose Keypoints got no frames.")
+        source = source_pose(source_image, source_pose_keypoint)
+        mode = {"retarget": "full", "similarity": "align"}.get(fit)
+        if mode is None:
+            raise TalkingPoseError(f"fit must be 'retarget' or 'similarity', got {fit!r}.")
+        canvas = next((p.canvas_hw for p in poses), None)
+        poses, state = fit_and_smooth(poses, source=source, mode=mode, strength=smoothing,
+                                      space=(canvas[1], canvas[0]), calibration_frames=calibration_frames,
+                                      pose_state=pose_state, meta_batch=meta_batch, prompt=prompt, unique_id=unique_id)
+        return to_pose_keypoints(poses), state
+
+
+def source_pose(source_image, source_pose_keypoint):
+    """The source person's pose from a POSE_KEYPOINT (one frame) or, failing that, DWPose on the image."""
+    from talkingpose.errors import TalkingPoseError
+    from talkingpose.pose import from_pose_keypoints
+
+    if source_pose_keypoint is not None:
+        frames = from_pose_keypoints(source_pose_keypoint)
+        if len(frames) != 1:
+            raise TalkingPoseError(f"source_pose_keypoint has {len(frames)} frames; the source pose is one frame "
+                                   "(the photo's). Pick one with a batch-select node, or connect the image instead.")
+        return frames[0]
+    if source_image is None:
+        raise TalkingPoseError("Connect source_image (the photo to animate) or source_pose_keypoint.")
+    if source_image.shape[0] != 1:
+        raise TalkingPoseError(f"source_image is a batch of {source_image.shape[0]}; connect the one photo to animate.")
+    from .pose_nodes import _extractor
+
+    try:
+        return _extractor()(source_image[0].detach().cpu().numpy())
+    except TalkingPoseError as exc:
+        raise TalkingPoseError(f"The source image could not be read for its pose: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - onnxruntime errors
+        raise TalkingPoseError(f"DWPose failed on the source image: {exc}") from exc
+
+
+class TalkingPoseSmoothKeypoints:
+    """One-Euro smoothing of a POSE_KEYPOINT track."""
+
+    CATEGORY = CATEGORY
+    FUNCTION = "smooth"
+    RETURN_TYPES = ("POSE_KEYPOINT", POSE_STATE)
+    RETURN_NAMES = ("pose_keypoint", "pose_state")
+    DESCRIPTION = (
+        "Take the frame-to-frame jitter out of a keypoint track (One-Euro filter: smooths hard at rest, follows fast "
+        "motion). Hidden joints are never dragged across a gap; they restart where they reappear. Strength 0 returns "
+        "the input unchanged."
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_keypoint": ("POSE_KEYPOINT",),
+                "strength": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": STRENGTH_TOOLTIP}),
+            },
+            "optional": meta_inputs(),
+            "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
+        }
+
+    def smooth(self, pose_keypoint, strength=0.5, pose_state=None, meta_batch=None, unique_id=None, prompt=None):
+        from talkingpose.pose import from_pose_keypoints, to_pose_keypoints
+
+        poses, state = fit_and_smooth(from_pose_keypoints(pose_keypoint), source=None, mode="off", strength=strength,
+                                      space=None, pose_state=pose_state, meta_batch=meta_batch, prompt=prompt,
+                                      unique_id=unique_id)
+        if strength == 0:
+            return pose_keypoint, state  # bit-identical: the very same object
+        return to_pose_keypoints(poses), state
+
+
+NODE_CLASS_MAPPINGS = {
+    "TalkingPoseRetargetKeypoints": TalkingPoseRetargetKeypoints,
+    "TalkingPoseSmoothKeypoints": TalkingPoseSmoothKeypoints,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "TalkingPoseRetargetKeypoints": "TalkingPose Retarget Pose Keypoints",
+    "TalkingPoseSmoothKeypoints": "TalkingPose Smooth Pose Keypoints",
+}

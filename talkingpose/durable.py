@@ -1,0 +1,126 @@
+"""Writing files so that a crash, a kill or a full disk at any moment leaves either the old file or the new one.
+
+Every file is first written under a temporary name unique to the writing process (its pid is in the name, so
+two processes saving the same path never share one), flushed to the disk, and only then renamed into place;
+the rename is atomic on POSIX file systems and on NTFS. A temporary file left by a process that was killed is
+removed by the next save of the same path, once no process of that pid is alive.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError, OSError):
+        return True  # someone else's process, or we cannot tell: leave its file alone
+    return True
+
+
+def _writer_pid(name: str, prefix: str) -> int | None:
+    """The pid in a temporary file name `PREFIX PID.RANDOM.tmp`, or None if the name is not one."""
+    if not (name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX)):
+        return None
+    pid_text = name[len(prefix):].split(".", 1)[0]
+    return int(pid_text) if pid_text.isdigit() else None
+
+
+def _remove_dead(folder: Path, prefix_of) -> list[Path]:
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid = _writer_pid(name, prefix_of(name))
+        if pid is None or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(folder / name)
+            removed.append(folder / name)
+    return removed
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Deletes temporary files of `path` whose writing process is gone; returns them. Names are compared as
+    text (no glob patterns), so names with `[`, `*` or `?` are handled like any other."""
+    path = Path(path)
+    return _remove_dead(path.parent, lambda name: _temporary_prefix(path))
+
+
+def remove_stale_temporaries_in(folder: Path) -> list[Path]:
+    """Deletes the temporary files of every file in `folder` whose writing process is gone."""
+    def prefix_of(name: str) -> str:
+        # `.NAME.PID.RANDOM.tmp`: NAME may itself hold dots, the last three parts never do
+        parts = name.rsplit(".", 3)
+        return parts[0] + "." if len(parts) == 4 and name.startswith(".") else name
+    return _remove_dead(Path(folder), prefix_of)
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A new, empty file next to `path` that only this call owns (`.NAME.PID.RANDOM.tmp`)."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=TEMPORARY_SUFFIX)
+    os.close(fd)
+    return Path(name)
+
+
+def _fsync_directory(folder: Path) -> None:
+    # Makes the rename itself durable; not possible (nor needed) on every platform.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def commit(temporary: Path, path: Path) -> Path:
+    """Flushes `temporary` to the disk and renames it to `path` (replacing it atomically)."""
+    with open(temporary, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    _fsync_directory(Path(path).parent)
+    return Path(path)
+
+
+@contextlib.contextmanager
+def replacing(path: Path):
+    """`with replacing(path) as tmp:` write the new content to `tmp`; on a clean exit it becomes `path`, on any
+    error (a full disk, Ctrl-C) it is deleted and `path` is left as it was."""
+    path = Path(path)
+    remove_stale_temporaries(path)
+    temporary = temporary_sibling(path)
+    try:
+        yield temporary
+        commit(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Replaces `path` with `data` atomically and durably."""
+    with replacing(path) as temporary:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+    return Path(path)

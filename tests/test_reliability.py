@@ -1,0 +1,338 @@
+"""The headless job under faults: a crash, a kill or a full disk at every point where it writes a file, then
+--resume; the output checks made before any work; the kept frames of an interrupted render never deleted
+silently; a stranger's folder never touched.
+
+Most tests run `animate.run` with a stand-in for the networks (a deterministic closed loop over the real
+SamplerState, so states are saved, validated and loaded for real) to keep them quick on a loaded machine;
+tests/test_cli.py resumes with the real networks.
+"""
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from talkingpose import animate, durable, memory
+from talkingpose.errors import TalkingPoseError
+from talkingpose.sampler import SamplerSettings, SamplerState, initial_noise
+from talkingpose.video_io import SegmentedVideoWriter
+
+from helpers import PACK_ROOT, SHARED
+
+DRIVING = SHARED / "samples" / "driving" / "vid1.mp4"
+POSES = SHARED / "samples" / "dwpose" / "vid1.mp4"
+FRAMES, SEGMENT = 7, 3  # two whole segments and a last one of one frame
+
+pytestmark = pytest.mark.skipif(not DRIVING.is_file(), reason=f"shared sample {DRIVING} not found")
+
+
+class _Sampler:
+    """A closed loop like the real one: each frame depends on the pose and on the previous frame's latent."""
+
+    def __init__(self, settings, state, width, height):
+        self.state = state or SamplerState(initial_noise(settings.seed, 4, height, width), None, 0, settings, width,
+                                           height, "stand-in", "look")
+
+    def denoise(self, pose_value):
+        latent = self.state.start_latent() * 0.9 + pose_value
+        self.state = self.state.advanced(latent)
+        return latent
+
+
+class _Pipeline:
+    networks = SimpleNamespace(fingerprint="stand-in")
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def encode_appearance(self, source, width, height, fit):
+        return SimpleNamespace(width=width, height=height, fit=fit)
+
+    def sampler(self, appearance, settings, state):
+        return _Sampler(settings, state, appearance.width, appearance.height)
+
+    def pose_pixels(self, render, appearance):
+        return float(np.asarray(render, dtype=np.float32).mean() / 255)
+
+    def decode(self, latents):
+        self.calls.append(1)
+        picture = torch.sigmoid(latents[:, :3]).repeat_interleave(8, 2).repeat_interleave(8, 3)
+        return picture
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    """Networks replaced by the stand-in; returns the list that counts decoded frames."""
+    calls = []
+    monkeypatch.setattr("talkingpose.pipeline.load_pipeline", lambda *a, **k: _Pipeline(calls))
+    monkeypatch.setattr("talkingpose.random_weights.write_random_weights", lambda *a: dict.fromkeys(("model", "vae", "image_encoder")))
+    return calls
+
+
+def _job(out, **changes):
+    fields = dict(out=Path(out), driving=DRIVING, poses=POSES, width=64, height=64, frames=FRAMES,
+                  settings=SamplerSettings(steps=1, seed=3), random_weights="tiny", segment_frames=SEGMENT)
+    fields.update(changes)
+    return animate.AnimateJob(**fields)
+
+
+def _decoded(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run's file."""
+    out = tmp_path_factory.mktemp("whole") / "whole.mp4"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("talkingpose.pipeline.load_pipeline", lambda *a, **k: _Pipeline([]))
+        patch.setattr("talkingpose.random_weights.write_random_weights", lambda *a: dict.fromkeys(("model", "vae", "image_encoder")))
+        animate.run(_job(out))
+    return out.read_bytes()
+
+
+class _Crash(BaseException):
+    """A crash or kill at one moment: nothing after it runs, as with SIGKILL."""
+
+
+def _fail_at_commit(monkeypatch, number, failure):
+    """The `number`-th durable file commit (frames, states, segments, the output) fails with `failure` before it
+    renames anything; returns the list of what each commit was writing."""
+    real_commit = durable.commit
+    seen = []
+
+    def commit(temporary, path):
+        seen.append(Path(path).name)
+        if len(seen) == number:
+            if isinstance(failure, _Crash):
+                raise failure
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_commit(temporary, path)
+
+    monkeypatch.setattr(durable, "commit", commit)
+    return seen
+
+
+# 7 frames: a frame and its state each (14), segments after frames 3 and 6 (2), the marker (1), the output (1)
+COMMIT_POINTS = list(range(1, 19))
+
+
+@pytest.mark.parametrize("point", COMMIT_POINTS)
+@pytest.mark.parametrize("failure", ["disk full", "crash"])
+def test_resume_after_a_failure_at_any_commit_point_gives_the_same_file(tmp_path, monkeypatch, stand_in, reference,
+                                                                        point, failure):
+    out = tmp_path / "cut.mp4"
+    real_commit = durable.commit
+    seen = _fail_at_commit(monkeypatch, point, _Crash() if failure == "crash" else None)
+    if failure == "crash":
+        with pytest.raises(_Crash):
+            animate.run(_job(out))
+    else:
+        with pytest.raises(TalkingPoseError, match=r"No space left on device") as refused:
+            animate.run(_job(out))
+        assert point == 1 or "--resume" in str(refused.value)  # point 1: nothing made yet
+    assert len(seen) == point, f"the run has fewer than {point} commit points: {seen}"
+    monkeypatch.setattr(durable, "commit", real_commit)
+    if not out.exists():
+        assert animate.run(_job(out, resume=True)) == out
+    assert out.read_bytes() == reference  # byte for byte: segment boundaries do not depend on the interruption
+    assert not (tmp_path / "cut.mp4.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mp4"]  # no temporary file left behind
+
+
+def test_a_crash_loses_at_most_the_frame_being_made(tmp_path, monkeypatch, stand_in):
+    out = tmp_path / "k.mp4"
+
+    def stop_after_5(done, total):
+        if done == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        animate.run(_job(out), stop_after_5)
+    stand_in.clear()
+    animate.run(_job(out, resume=True))
+    assert len(stand_in) == FRAMES - 5  # frames 0-4 were kept, not made again
+    # a kill (no handler runs) between a frame and its state: only that frame is made again
+    out2 = tmp_path / "k2.mp4"
+    real_commit = durable.commit
+    seen = _fail_at_commit(monkeypatch, 12, _Crash())  # marker, then frame 0, state 1, …, frame 4, state 5
+    with pytest.raises(_Crash):
+        animate.run(_job(out2))
+    assert seen[-2:] == ["frame_0000004.rgb", "state-0000005.safetensors"]
+    monkeypatch.setattr(durable, "commit", real_commit)
+    stand_in.clear()
+    animate.run(_job(out2, resume=True))
+    assert len(stand_in) == FRAMES - 4
+
+
+def _tmpfs(folder: Path, size: str) -> bool:
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_really_full_disk_at_several_points_then_resume_gives_the_same_file(tmp_path, stand_in, reference):
+    """A small tmpfs fills up for real (where this machine lets us mount one; the commit-point test above injects
+    the same error everywhere else)."""
+    if os.geteuid() != 0 or not _tmpfs(tmp_path / "probe", "64k"):
+        pytest.skip("cannot mount a tmpfs here")
+    subprocess.run(["umount", str(tmp_path / "probe")], check=True)
+    failures = set()
+    for kib in (16, 24, 32, 40, 48, 56, 64, 80, 96, 128):
+        disk = tmp_path / f"disk{kib}"
+        assert _tmpfs(disk, f"{kib}k")
+        try:
+            out = disk / "out.mp4"
+            try:
+                animate.run(_job(out))
+            except TalkingPoseError as exc:
+                assert "No space left on device" in str(exc)
+                failures.add(str(exc).replace(str(disk), "").split(" (")[0])
+                subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+                animate.run(_job(out, resume=True))
+            assert out.read_bytes() == reference
+            assert os.listdir(disk) == ["out.mp4"]
+        finally:
+            subprocess.run(["umount", str(disk)], check=True)
+    assert len(failures) >= 3, failures  # the disk filled at several different points
+
+
+def test_rerun_without_resume_refuses_to_delete_kept_frames(tmp_path, stand_in):
+    out = tmp_path / "o.mp4"
+
+    def stop(done, total):
+        if done == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        animate.run(_job(out), stop)
+    stand_in.clear()
+    with pytest.raises(TalkingPoseError, match=r"holds 4 finished frames .* --resume, or start over with --overwrite"):
+        animate.run(_job(out))
+    assert stand_in == [] and SegmentedVideoWriter.kept_frames(tmp_path / "o.mp4.partial") == 4
+    with pytest.raises(TalkingPoseError, match="give one of the two"):
+        animate.run(_job(out, resume=True, overwrite=True))
+    animate.run(_job(out, overwrite=True))
+    assert len(stand_in) == FRAMES and len(_decoded(out)) == FRAMES
+
+
+def test_a_strangers_partial_folder_is_never_deleted(tmp_path, stand_in):
+    out = tmp_path / "o.mp4"
+    stranger = tmp_path / "o.mp4.partial"
+    stranger.mkdir()
+    (stranger / "thesis.tex").write_text("years of work")
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        with pytest.raises(TalkingPoseError, match="was not made by TalkingPose; it is left untouched"):
+            animate.run(_job(out, resume=resume, overwrite=overwrite))
+    assert (stranger / "thesis.tex").read_text() == "years of work" and stand_in == []
+    with pytest.raises(TalkingPoseError, match="was not made by TalkingPose"):
+        SegmentedVideoWriter.remove_folder(stranger)
+
+
+def test_a_file_dropped_into_the_packs_folder_survives_the_render(tmp_path, stand_in):
+    out = tmp_path / "o.mp4"
+
+    def stop(done, total):
+        if done == 2:
+            (tmp_path / "o.mp4.partial" / "notes.txt").write_text("mine")
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        animate.run(_job(out), stop)
+    animate.run(_job(out, resume=True))
+    assert (tmp_path / "o.mp4.partial" / "notes.txt").read_text() == "mine"
+    assert os.listdir(tmp_path / "o.mp4.partial") == ["notes.txt"]
+
+
+def _refused_before_networks(monkeypatch, job, message):
+    def no_networks(*a, **k):
+        raise AssertionError("the networks were built before the check")
+
+    monkeypatch.setattr("talkingpose.pipeline.load_pipeline", no_networks)
+    monkeypatch.setattr("talkingpose.random_weights.write_random_weights", no_networks)
+    with pytest.raises(TalkingPoseError, match=message):
+        animate.run(job)
+
+
+def test_out_naming_a_folder_is_refused_before_any_work(tmp_path, monkeypatch):
+    (tmp_path / "videos").mkdir()
+    _refused_before_networks(monkeypatch, _job(tmp_path / "videos"), r"is a folder; give the video's file name")
+    assert os.listdir(tmp_path / "videos") == []
+
+
+@pytest.mark.parametrize("where", ["proc", "parent is a file", "read-only"])
+def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, where):
+    if where == "proc":
+        out = Path("/proc/x.mp4")
+    elif where == "parent is a file":
+        (tmp_path / "a-file").write_text("")
+        out = tmp_path / "a-file" / "x.mp4"
+    else:
+        if not _tmpfs(tmp_path / "ro", "64k"):
+            pytest.skip("cannot mount a file system here")
+        subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "ro")], check=True)
+        out = tmp_path / "ro" / "x.mp4"
+    try:
+        _refused_before_networks(monkeypatch, _job(out), r"Cannot write the output .* Choose another place for --out")
+    finally:
+        if where == "read-only":
+            subprocess.run(["umount", str(tmp_path / "ro")], check=True)
+
+
+def test_unreadable_source_and_missing_dwpose_are_refused_before_any_network(tmp_path, monkeypatch):
+    garbage = tmp_path / "me.png"
+    garbage.write_bytes(b"not a picture")
+    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", source=garbage), r"Cannot read the source image")
+    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", poses=None, models_root=tmp_path / "models"),
+                             r"DWPose weights not found.*`python cli.py download --what dwpose`")
+    assert not (tmp_path / "o.mp4.partial").exists()
+
+
+def test_a_size_beyond_the_machines_memory_is_refused_with_the_figure(tmp_path, monkeypatch):
+    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", width=16384, height=16384),
+                             r"--size 16384x16384 needs about \d+\.\d GiB of memory, more than the .* GiB RAM")
+    total, _, _ = memory.device_memory(torch.device("cpu"))
+    assert memory.estimate_bytes(512, 512) < total  # the default size is not refused on this machine
+    assert memory.estimate_bytes(512, 512, dtype_bytes=2) * 2 == memory.estimate_bytes(512, 512)
+
+
+def test_finalize_after_a_failed_join_only_joins(tmp_path, monkeypatch, stand_in):
+    out = tmp_path / "f.mp4"
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_remux = SegmentedVideoWriter._remux
+    monkeypatch.setattr(SegmentedVideoWriter, "_remux", full_disk)
+    with pytest.raises(TalkingPoseError, match=rf"All {FRAMES} frames are kept in .*f.mp4.partial.*--resume"):
+        animate.run(_job(out))
+    monkeypatch.setattr(SegmentedVideoWriter, "_remux", real_remux)
+    stand_in.clear()
+    animate.run(_job(out, resume=True))
+    assert stand_in == [] and len(_decoded(out)) == FRAMES
+
+
+def test_readme_reliability_section_names_each_crash_point():
+    text = (PACK_ROOT / "README.md").read_text()
+    section = text.split("### Reliability", 1)[1].split("\n## ", 1)[0]
+    for needle in ("--resume", "--overwrite", "byte for byte", "full disk", "kill", ".partial"):
+        assert needle in section
+
+
+def test_a_spliced_driving_video_is_rendered_whole_and_irregular_timing_is_reported(tmp_path, stand_in, caplog):
+    from test_video_io import _timed_clip
+
+    halves = [_timed_clip(tmp_path / f"{n}.ts", [i * 40 for i in range(10)], "mpegts") for n in "ab"]
+    spliced = tmp_path / "spliced.ts"
+    spliced.write_bytes(halves[0].read_bytes() + halves[1].read_bytes())  # timestamps restart half-way
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        animate.run(_job(tmp_path / "o.mp4", driving=spliced, frames=None))
+    assert len(_decoded(tmp_path / "o.mp4")) == 20 and len(stand_in) == 20
+    assert "not evenly spaced in time" in caplog.text and "constant 25.000 fps" in caplog.text
