@@ -657,3 +657,78 @@ def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
         assert entry["status"]["status_str"] == "error" and sentence in json.dumps(entry["status"]), \
             json.dumps(entry["status"])[:3000]
     assert not list(comfy.base.glob(f"escaped_{tag}*"))
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+LORA_FRAMES = 14  # fine-tuning pairs frames at least 10 apart
+LORA_TIMEOUT_S = 1800  # encoding the clip through the full-size VAE and ViT-L/14 is slow on a loaded CPU
+
+
+def _run_long(comfy, prompt):
+    entry = comfy.wait(comfy.queue(prompt), timeout=LORA_TIMEOUT_S)
+    assert entry["status"]["status_str"] == "success", f"{entry['status']}\n{comfy.log_tail()}"
+    return entry
+
+
+def _lora_clip_files(comfy):
+    from PIL import Image
+
+    from talkingpose.video_io import VideoReader
+
+    names = {}
+    for kind in ("driving", "dwpose"):
+        pictures = [Image.fromarray(f).resize((128, 128), Image.BILINEAR)
+                    for f in VideoReader(SHARED / "samples" / kind / "vid1.mp4", max_frames=LORA_FRAMES)]
+        names[kind] = f"tp_lora_{kind}.mp4"
+        _write_clip(comfy.base / "input" / names[kind], pictures)
+    return names
+
+
+def _lora_loaders(names):
+    return {
+        "model": {"class_type": "TalkingPoseModelLoader", "inputs": {"model": MODEL_NAME, "precision": "fp32"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_NAME}},
+        "clip": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_NAME}},
+        "frames_video": {"class_type": "LoadVideo", "inputs": {"file": names["driving"]}},
+        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["frames_video", 0]}},
+        "poses_video": {"class_type": "LoadVideo", "inputs": {"file": names["dwpose"]}},
+        "poses": {"class_type": "GetVideoComponents", "inputs": {"video": ["poses_video", 0]}},
+    }
+
+
+def test_comfyui_host_trains_a_lora_and_renders_with_it(comfy):
+    from talkingpose.lora import read_adapter
+
+    names = _lora_clip_files(comfy)
+    train = {
+        **_lora_loaders(names),
+        "train": {"class_type": "TalkingPoseTrainLoRA", "inputs": {
+            "model": ["model", 0], "clip_vision": ["clip", 0], "vae": ["vae", 0], "images": ["frames", 0],
+            "steps": 2, "rank": 2, "learning_rate": 1e-3, "output_name": "tp_person", "poses": ["poses", 0],
+            "width": OUT_SIZE, "height": OUT_SIZE, "batch": 2, "seed": 0, "resume": True}},
+        "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
+    }
+    entry = _run_long(comfy, train)
+    adapter_file = comfy.base / "models" / "talkingpose_lora" / "tp_person.safetensors"
+    adapter = read_adapter(adapter_file)
+    assert adapter.info["steps"] == 2 and adapter.info["clip"]["frames_used"] == LORA_FRAMES
+    assert np.isfinite(adapter.info["loss"]["last"])
+    assert entry["outputs"]["curve"]["images"], entry["outputs"]
+    assert not adapter_file.with_name(adapter_file.name + ".checkpoint.pt").exists()
+
+    render = {
+        **_lora_loaders(names),
+        "source": {"class_type": "LoadImage", "inputs": {"image": SOURCE_NAME}},
+        "lora": {"class_type": "TalkingPoseLoadLoRA", "inputs": {
+            "model": ["model", 0], "lora": "tp_person.safetensors", "strength": 1.0}},
+        "appearance": {"class_type": "TalkingPoseAppearanceEncode", "inputs": {
+            "model": ["lora", 0], "clip_vision": ["clip", 0], "vae": ["vae", 0], "image": ["source", 0],
+            "width": OUT_SIZE, "height": OUT_SIZE, "fit": "stretch"}},
+        "sampler": {"class_type": "TalkingPoseClosedLoopSampler", "inputs": {
+            "model": ["lora", 0], "appearance": ["appearance", 0], "pose_images": ["poses", 0],
+            "seed": 1, "steps": 2, "cfg": 3.5, "beta": 0.05}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
+        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}},
+    }
+    entry = _run_long(comfy, render)
+    assert len(entry["outputs"]["preview"]["images"]) == LORA_FRAMES
