@@ -269,7 +269,7 @@ def test_strength_zero_renders_the_base_frames_exactly_and_strength_one_others(t
     assert torch.equal(_render(pipe)[0], base)
     from talkingpose.sampler import SamplerSettings
 
-    with pytest.raises(TalkingPoseError, match="appearance was encoded with another model or LoRA"):
+    with pytest.raises(TalkingPoseError, match="appearance was encoded with another TalkingPose model or LoRA setting"):
         pipe.sampler(appearance, SamplerSettings(steps=2))
 
 

@@ -93,9 +93,9 @@ def test_trained_adapter_loads_by_name_and_strength_zero_is_the_base_model(model
     assert (lora_latents - base).abs().max() > 1e-3
     assert torch.equal(_latents(model, encoders, clip)[0], base)  # the base variant after the LoRA one ran
 
-    with pytest.raises(TalkingPoseError, match="appearance was encoded with another model or LoRA"):
+    with pytest.raises(TalkingPoseError, match="appearance was encoded with another TalkingPose model or LoRA setting"):
         TalkingPoseClosedLoopSampler().sample(on, base_appearance, clip[1][:1], 1, 2, 3.5, 0.05)
-    with pytest.raises(TalkingPoseError, match="appearance was encoded with another model or LoRA"):
+    with pytest.raises(TalkingPoseError, match="appearance was encoded with another TalkingPose model or LoRA setting"):
         TalkingPoseClosedLoopSampler().sample(model, lora_appearance, clip[1][:1], 1, 2, 3.5, 0.05)
 
 
