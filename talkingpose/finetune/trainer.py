@@ -6,7 +6,7 @@ official recipe's trainable set, restricted to attention — and, optionally, th
 million parameters), as the official recipe trains it.
 
 Defaults and why: rank 16, alpha 16 (scale 1): enough capacity for one person's look (teeth, hands, clothes)
-in a few megabytes per UNet, the size LoRA fine-tunes of SD1.5-size UNets commonly use; learning rate 1e-4, the
+in about 12 MB per SD1.5-size UNet (float32), the rank LoRA fine-tunes of SD1.5 UNets commonly use; learning rate 1e-4, the
 usual LoRA rate for SD1.5 UNets (the official 1e-5 is for updating the full weights, whose updates are not
 confined to a low-rank subspace starting from zero); batch 4 at 512² and 1,000 steps (4,000 frame pairs, a
 few passes over 30 seconds of video). Everything else is the official recipe (`recipe.py`).
