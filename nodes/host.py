@@ -39,6 +39,23 @@ def output_directory() -> Path:
     return Path(folder_paths.get_output_directory())
 
 
+def input_directory() -> Path:
+    return Path(folder_paths.get_input_directory())
+
+
+def annotated_file(name: str, default_dir: Path) -> Path:
+    """A loader's value read as ComfyUI's loaders read theirs: `name [input]` / `name [output]` pick that folder,
+    a plain name is in `default_dir`. Nothing is checked here (nodes/paths.py does)."""
+    return Path(folder_paths.get_annotated_filepath(name, str(default_dir)))
+
+
+def save_prefix(prefix: str) -> tuple[Path, str]:
+    """The folder (made if missing) and file stem that a save node's prefix names in the output folder, with
+    ComfyUI's %date%-style variables expanded. The prefix must have passed nodes/paths.py's checks."""
+    folder, stem, _counter, _subfolder, _prefix = folder_paths.get_save_image_path(prefix, str(output_directory()))
+    return Path(folder), stem
+
+
 def custom_nodes_dirs() -> list[Path]:
     """Where other node packs live (to find weights comfyui_controlnet_aux downloaded)."""
     return [Path(p) for p in folder_paths.get_folder_paths("custom_nodes")]

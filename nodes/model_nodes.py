@@ -149,10 +149,7 @@ class TalkingPoseAppearanceEncode:
                 f"This CLIP Vision model gives {width_clip}-wide embeddings; TalkingPose needs {needed} (ViT-L/14, "
                 "the sd-image-variations image encoder). ViT-H and ViT-bigG models do not fit."
             )
-        frame = image[0]
-        if frame.shape[-1] == 4:  # documented: transparency is flattened onto white
-            frame = frame[..., :3] * frame[..., 3:] + (1 - frame[..., 3:])
-        prepared = images.prepare_source(frame, width, height, fit)
+        prepared = images.prepare_source(image[0], width, height, fit)  # alpha flattened onto white there
         # CLIP and VAE first: loading them may push the TalkingPose networks out of VRAM, partly or wholly.
         embeds = host.clip_image_embeds(clip_vision, prepared)
         raw = host.vae_encode_mean(vae, prepared.reference_image())

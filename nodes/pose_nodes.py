@@ -12,8 +12,8 @@ so the two packs' nodes can be chained either way.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+from . import paths
 from .backend import host
 from .retarget_nodes import STRENGTH_TOOLTIP, fit_and_smooth, meta_inputs, source_pose
 
@@ -55,11 +55,6 @@ def _render_batch(poses, canvas_hw, width, height, switches):
     for i, pose in enumerate(poses):
         out[i] = torch.from_numpy(render_pose(pose, width, height, canvas_hw, **switches)).float().div_(255.0)
     return out
-
-
-def _output_dir() -> Path:
-    """Where Save Pose Keypoints writes: ComfyUI's output folder (standalone: beside the models folder)."""
-    return host.output_directory()
 
 
 class TalkingPoseExtract:
@@ -246,30 +241,30 @@ class TalkingPoseSaveKeypoints:
     RETURN_NAMES = ("path",)
     OUTPUT_NODE = True
     DESCRIPTION = ("Save a POSE_KEYPOINT track as JSON (controlnet_aux's format) in ComfyUI's output folder "
-                   "as <prefix>_00001.json, or at an absolute path given as the prefix.")
+                   "as <prefix>_00001.json, <prefix>_00002.json, … (never replacing a file).")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "pose_keypoint": ("POSE_KEYPOINT",),
-                "filename_prefix": ("STRING", {"default": "talkingpose/pose_keypoints"}),
+                "filename_prefix": ("STRING", {"default": "talkingpose/pose_keypoints", "tooltip": "A name inside "
+                                               "ComfyUI's output folder; absolute paths and '..' are refused."}),
             }
         }
 
     def save(self, pose_keypoint, filename_prefix="talkingpose/pose_keypoints"):
-        from talkingpose.pose import save_pose_keypoints
+        from talkingpose.pose import save_pose_keypoints, validate_frame_dict
 
-        prefix = Path(filename_prefix or "pose_keypoints").expanduser()
-        if not prefix.is_absolute():
-            prefix = _output_dir() / prefix
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        counter = 1
-        for existing in prefix.parent.glob(f"{prefix.name}_*.json"):
-            tail = existing.stem[len(prefix.name) + 1:]
-            if tail.isdigit():
-                counter = max(counter, int(tail) + 1)
-        path = save_pose_keypoints(prefix.parent / f"{prefix.name}_{counter:05d}.json", pose_keypoint)
+        frames = [pose_keypoint] if isinstance(pose_keypoint, dict) else pose_keypoint
+        for i, frame in enumerate(frames):  # before a numbered file is claimed for it
+            validate_frame_dict(frame, f"frame {i}")
+        path = paths.numbered_output_file(filename_prefix, ".json", "keypoint file name prefix")
+        try:
+            save_pose_keypoints(path, pose_keypoint)
+        except BaseException:
+            path.unlink(missing_ok=True)  # the empty file that reserved the number
+            raise
         return {"ui": {"text": [str(path)]}, "result": (str(path),)}
 
 
@@ -278,33 +273,45 @@ class TalkingPoseLoadKeypoints:
     FUNCTION = "load"
     RETURN_TYPES = ("POSE_KEYPOINT",)
     RETURN_NAMES = ("pose_keypoint",)
-    DESCRIPTION = "Load a POSE_KEYPOINT JSON file (absolute path, or relative to ComfyUI's output folder)."
+    DESCRIPTION = ("Load a POSE_KEYPOINT JSON file from ComfyUI's output folder (where Save Pose Keypoints writes) "
+                   "or, as 'name [input]', from its input folder.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"path": ("STRING", {"default": "talkingpose/pose_keypoints_00001.json"})}}
+        return {"required": {"path": (paths.list_files(".json"), {
+            "tooltip": "Keypoint JSON in ComfyUI's output folder ('name [input]': its input folder). Press R in "
+                       "ComfyUI to refresh the list after a save.",
+        })}}
 
-    @staticmethod
-    def _resolve(path: str) -> Path:
-        p = Path(path.strip().strip('"')).expanduser()
-        if p.is_absolute():
-            return p
-        in_output = _output_dir() / p
-        return in_output if in_output.is_file() or not p.is_file() else p
+    @classmethod
+    def VALIDATE_INPUTS(cls, path):
+        # Naming `path` here makes ComfyUI skip its own check that the value is in the list, so workflows saved
+        # when this was a free text field still load; the name is checked instead.
+        from talkingpose.errors import TalkingPoseError
+
+        if path is None:  # linked from another node: checked when the node runs
+            return True
+        try:
+            paths.input_file(path, ".json", "keypoint file name")
+        except TalkingPoseError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def IS_CHANGED(cls, path):
-        p = cls._resolve(path)
+        from talkingpose.errors import TalkingPoseError
+
         try:
+            p = paths.input_file(path, ".json", "keypoint file name")
             stat = p.stat()
-            return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
-        except OSError:
-            return str(p)
+        except (TalkingPoseError, OSError):
+            return float("nan")
+        return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
 
     def load(self, path):
         from talkingpose.pose import load_pose_keypoints
 
-        return (load_pose_keypoints(self._resolve(path)),)
+        return (load_pose_keypoints(paths.input_file(path, ".json", "keypoint file name")),)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -5,20 +5,33 @@ belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model 
 """
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
-from .backend import host
+from . import paths
 
 CATEGORY = "TalkingPose"
 POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
+SUFFIX = ".safetensors"
+_MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few KB at most; checkpoints have large ones
 
 
-def _resolve(name: str) -> Path:
-    path = Path(name).expanduser()
-    if not path.is_absolute():
-        path = host.output_directory() / path
-    return path if path.suffix == ".safetensors" else path.with_name(path.name + ".safetensors")
+def is_state_file(path: Path) -> bool:
+    """Whether `path` is a safetensors file written for a sampler state, from its header alone (cheap, and true
+    for a state whose tensor data was cut short, so that it can still be replaced)."""
+    from talkingpose.state_file import METADATA_KEY
+
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > _MAX_STATE_HEADER:
+                return False
+            header = json.loads(f.read(length))
+    except (OSError, struct.error, ValueError):
+        return False
+    return isinstance(header, dict) and METADATA_KEY in (header.get("__metadata__") or {})
 
 
 class SaveTalkingPoseState:
@@ -36,8 +49,10 @@ class SaveTalkingPoseState:
         return {
             "required": {
                 "state": ("TALKINGPOSE_STATE",),
-                "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "Relative to ComfyUI's output folder."}),
-                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render."}),
+                "filename": ("STRING", {"default": "talkingpose/state", "tooltip": "A name inside ComfyUI's output folder "
+                                        "(.safetensors is added); absolute paths and '..' are refused."}),
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a state file of a different render "
+                                          "(never a file that is not a TalkingPose state)."}),
             },
             "optional": {
                 "pose_state": ("TALKINGPOSE_POSE_STATE", {"tooltip": "Pose Extract's (or Retarget/Smooth Pose "
@@ -60,7 +75,12 @@ class SaveTalkingPoseState:
                     "Extract that feeds this sampler."
                 )
             state = replace(state, extra={**state.extra, POSE_STATE_KEY: pose_state.to_dict()})
-        path = _resolve(filename)
+        path = paths.output_file(filename, SUFFIX, "state file name")
+        if path.exists() and not is_state_file(path):
+            raise TalkingPoseError(
+                f"{path} exists and is not a TalkingPose state, so it is never replaced (even with overwrite on). "
+                "Choose another filename."
+            )
         if path.exists() and not overwrite:
             try:
                 existing = SamplerState.load(path)
@@ -95,11 +115,33 @@ class LoadTalkingPoseState:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"filename": ("STRING", {"default": "talkingpose/state"})}}
+        return {"required": {"filename": (paths.list_files(SUFFIX, is_state_file), {
+            "tooltip": "A state saved by Save TalkingPose State (ComfyUI's output folder; 'name [input]' for its input "
+                       "folder). Press R in ComfyUI to refresh the list after a save.",
+        })}}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename):
+        # Naming `filename` here makes ComfyUI skip its own check that the value is in the list, so workflows
+        # saved when this was a free text field (e.g. 'talkingpose/state') still load; the name is checked instead.
+        from talkingpose.errors import TalkingPoseError
+
+        if filename is None:  # linked from another node: checked when the node runs
+            return True
+        try:
+            paths.input_file(filename, SUFFIX, "state file name")
+        except TalkingPoseError as exc:
+            return str(exc)
+        return True
 
     @classmethod
     def IS_CHANGED(cls, filename):
-        path = _resolve(filename)
+        from talkingpose.errors import TalkingPoseError
+
+        try:
+            path = paths.input_file(filename, SUFFIX, "state file name")
+        except TalkingPoseError:
+            return float("nan")
         return os.path.getmtime(path) if path.exists() else float("nan")
 
     def load(self, filename):
@@ -107,7 +149,7 @@ class LoadTalkingPoseState:
 
         from talkingpose.pose import PoseTrackState
 
-        state = SamplerState.load(_resolve(filename))
+        state = SamplerState.load(paths.input_file(filename, SUFFIX, "state file name"))
         saved = state.extra.get(POSE_STATE_KEY)
         return (state, state.next_frame, None if saved is None else PoseTrackState.from_dict(saved))
 

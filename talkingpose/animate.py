@@ -112,7 +112,79 @@ def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool 
 def _device(name: str):
     from .runtime import default_device
 
-    return default_device() if name == "auto" else torch.device(name)
+    if name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TalkingPoseError(f"--device {name!r} is not a device PyTorch knows; use auto, cpu, cuda, cuda:N or mps.") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA (a CPU build, or no driver)"
+        raise TalkingPoseError(f"--device {name}: this PyTorch sees {found}. Use --device cpu, or auto to pick what is there.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TalkingPoseError(f"--device {name}: Apple's MPS is not available here. Use --device cpu, or auto.")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise TalkingPoseError(f"--device {name}: only cpu, cuda and mps are supported.")
+    return device
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+# One check per kind of input, all run before any network is built, so a mistake costs seconds, not a model load.
+def check_input_file(path: Path | None, what: str) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise TalkingPoseError(f"The {what} {path} is a folder; give a file.")
+    if not path.is_file():
+        raise TalkingPoseError(f"Input file {path} does not exist (the {what}).")
+
+
+def check_frames(frames: int | None) -> None:
+    if frames is not None and frames < 1:
+        raise TalkingPoseError(f"--frames must be at least 1 (got {frames}); leave it out to animate the whole video.")
+
+
+def check_models_root(root: Path | None) -> None:
+    """A models root that is a file is a mistake; one that does not exist yet gets the list of missing weights."""
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        raise TalkingPoseError(f"The models folder {root} (--models) is a file; give the folder that holds (or will "
+                               "hold) talkingpose/, vae/, clip_vision/ and dwpose/.")
+
+
+IMAGE_FORMATS = "PNG, JPEG, WebP, BMP, TIFF or GIF"
+
+
+def read_source(path: Path):
+    """The source picture, decoded now (not after the networks are loaded); alpha is flattened later by
+    `images.flatten_onto_white`, the same step the ComfyUI node takes."""
+    from PIL import Image, UnidentifiedImageError
+
+    check_input_file(path, "source image")
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            if picture.mode.startswith("I;16"):  # 16-bit grey: Pillow's own RGB conversion would clip it to white
+                picture = Image.fromarray((np.asarray(picture, dtype=np.float32) / 257.0).round().astype(np.uint8), "L")
+            return picture.copy()
+    except UnidentifiedImageError:
+        raise TalkingPoseError(f"The source {path} is not an image that can be read; use a {IMAGE_FORMATS} file.") from None
+    except Image.DecompressionBombError:
+        raise TalkingPoseError(f"The source {path} has too many pixels to decode safely; scale it down (a few "
+                               "megapixels is plenty: it is resized to the output size).") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise TalkingPoseError(f"The source {path} could not be decoded ({exc}); it may be damaged or cut short. "
+                               f"Save it again as {IMAGE_FORMATS}.") from None
+
+
+def _dwpose_root(job: AnimateJob, models_root: Path) -> Path:
+    """The models root whose dwpose/ poses are extracted with: random models of the real files' signatures with
+    --random-weights (a smoke run then covers extraction too), else the job's models root."""
+    if job.random_weights:
+        from .pose.random_models import random_models_root
+
+        return random_models_root()
+    return models_root
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -197,14 +269,7 @@ def _load_source(job: AnimateJob):
     if job.source is None:
         with VideoReader(job.driving, max_frames=1) as first:
             return next(iter(first))
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        source = Image.open(job.source)
-        source.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise TalkingPoseError(f"Cannot read the source image {job.source} ({exc}). Use a PNG or JPEG file.") from exc
-    return source
+    return read_source(job.source)
 
 
 def preflight(job: AnimateJob) -> None:
@@ -215,18 +280,16 @@ def preflight(job: AnimateJob) -> None:
     from .runtime import compute_dtype
     from .runtime import models_root as default_root
 
+    check_frames(job.frames)
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
-    if job.source is not None and Path(job.source).is_file():
+    if job.source is not None and Path(job.source).exists():
         _load_source(job)
+    check_models_root(job.models_root)
     root = Path(job.models_root) if job.models_root else default_root()
     need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
-    if not job.random_weights:
+    if not job.random_weights:  # random weights bring random DWPose models (`_dwpose_root`)
         locate_weights(root, job.model_name, need_dwpose=need_dwpose)
-    elif need_dwpose:
-        from .pose import find_dwpose_weights
-
-        find_dwpose_weights([root / "dwpose"])
     device = _device(job.device)
     memory.check_fits(job.width, job.height, device, compute_dtype(job.precision, device),
                       "tiny" if job.random_weights == "tiny" else "sd15")
@@ -243,14 +306,15 @@ def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
     if job.poses is not None and _uses_keypoints(job):
         raise TalkingPoseError("--poses gives finished renders, which cannot be retargeted or smoothed: use "
                                "--keypoints, or let the poses be extracted from --driving.")
-    for path in (job.driving, job.poses, job.source, job.keypoints):
-        if path is not None and not Path(path).is_file():
-            raise TalkingPoseError(f"Input file {path} does not exist.")
+    for path, what in ((job.driving, "driving video"), (job.poses, "pose video"), (job.source, "source image"),
+                       (job.keypoints, "keypoint track")):
+        check_input_file(path, what)
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
+    check_frames(job.frames)
     images.check_output_size(job.width, job.height)
     root = Path(job.models_root) if job.models_root else default_root()
-    track = _keypoint_track(job, root) if _uses_keypoints(job) else None
+    track = _keypoint_track(job, _dwpose_root(job, root)) if _uses_keypoints(job) else None
     if job.driving is None and job.poses is None:
         fps, total = job.fps or 25, len(track)
     else:
@@ -327,7 +391,7 @@ class JobRender:
             log.info("Resuming %s at frame %d of %d", job.out, self.start, self.total)
         self.sampler = pipe.sampler(self.appearance, job.settings, state)
         root = Path(job.models_root) if job.models_root else default_root()
-        self._renders = zip(range(self.start, self.total), _pose_renders(job, self.start, root, track))
+        self._renders = zip(range(self.start, self.total), _pose_renders(job, self.start, _dwpose_root(job, root), track))
 
     @property
     def done(self) -> int:

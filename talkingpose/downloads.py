@@ -60,7 +60,11 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
     except ImportError as exc:
         raise TalkingPoseError("Downloading needs huggingface_hub: pip install huggingface_hub") from exc
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TalkingPoseError(f"Cannot make the folder {dest} for the download ({exc.strerror or exc}); choose a "
+                               "models folder you can write to.") from None
     record_path = dest / "checksums.json"
     record = read_record(dest)
     out = []

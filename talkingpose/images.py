@@ -30,7 +30,8 @@ def check_output_size(width: int, height: int) -> None:
 
 
 def to_pil_rgb(image, what: str = "image") -> Image.Image:
-    """An RGB PIL image from any supported input; refuses NaNs and alpha channels with a clear message."""
+    """An RGB PIL image from any supported input; refuses NaNs and alpha channels (a source picture goes
+    through `flatten_onto_white` first) with a clear message."""
     if isinstance(image, Image.Image):
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             raise TalkingPoseError(
@@ -58,6 +59,31 @@ def to_pil_rgb(image, what: str = "image") -> Image.Image:
     if array.shape[-1] == 1:
         array = np.repeat(array, 3, axis=-1)
     return Image.fromarray(array, "RGB")
+
+
+def flatten_onto_white(image):
+    """A source picture with an alpha channel composited onto white, the same way on every path.
+
+    Takes a PIL image (RGBA, LA, PA, or a palette with transparency) or an H×W×4 array/tensor (uint8, or floats in
+    [0, 1] as ComfyUI's IMAGE); anything without alpha is returned unchanged. The blend is computed in float32
+    on [0, 1] values (`rgb·a + (1 − a)`), so a file read here and the same file given to the ComfyUI node as an
+    RGBA IMAGE give the same pixels.
+    """
+    if isinstance(image, Image.Image):
+        if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not (image.mode == "P" and "transparency" in image.info):
+            return image
+        image = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+    elif isinstance(image, torch.Tensor):
+        if image.shape[-1] != 4:
+            return image
+        image = image.detach().cpu().float()
+        return image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
+    else:
+        array = np.asarray(image)
+        if array.ndim != 3 or array.shape[-1] != 4:
+            return image
+        image = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
+    return image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
 
 
 def fit_image(image: Image.Image, width: int, height: int, mode: str = "stretch", fill=(0, 0, 0)) -> Image.Image:
@@ -124,9 +150,10 @@ class PreparedSource:
 
 
 def prepare_source(picture, width: int, height: int, fit: str = "stretch") -> PreparedSource:
-    """Bring a source photo to the output's aspect ratio (`fit`), then make the CLIP and the VAE inputs."""
+    """Bring a source photo to the output's aspect ratio (`fit`; an alpha channel flattened onto white first),
+    then make the CLIP and the VAE inputs."""
     check_output_size(width, height)
-    fitted = fit_image(to_pil_rgb(picture, "source image"), width, height, fit)
+    fitted = fit_image(to_pil_rgb(flatten_onto_white(picture), "source image"), width, height, fit)
     return PreparedSource(fitted.resize((CLIP_SIZE, CLIP_SIZE), Image.BICUBIC), reference_pixels(fitted, width, height))
 
 

@@ -97,6 +97,27 @@ def output_directory() -> Path:
     return models_root().parent / "output"
 
 
+def input_directory() -> Path:
+    """An `input/` folder beside the models root (ComfyUI's layout)."""
+    return models_root().parent / "input"
+
+
+def annotated_file(name: str, default_dir: Path) -> Path:
+    """A loader's value as ComfyUI reads it: `name [input]` / `name [output]` pick that folder, a plain name is in
+    `default_dir`. Nothing is checked here (the node layer does)."""
+    for tag, folder in ((" [output]", output_directory()), (" [input]", input_directory())):
+        if name.endswith(tag):
+            return folder / name[: -len(tag)]
+    return default_dir / name
+
+
+def save_prefix(prefix: str) -> tuple[Path, str]:
+    """The folder and file stem that a save node's prefix names in the output folder (ComfyUI also expands
+    %date%-style variables, which standalone runs leave as they are)."""
+    normal = os.path.normpath(prefix)
+    return output_directory() / os.path.dirname(normal), os.path.basename(normal)
+
+
 def custom_nodes_dirs() -> list[Path]:
     """Where other node packs live (to find weights comfyui_controlnet_aux downloaded)."""
     return [PACK_ROOT.parent] if PACK_ROOT.parent.name == "custom_nodes" else []

@@ -8,6 +8,7 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,7 @@ class SamplerSettings:
             raise TalkingPoseError(
                 f"β (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
             )
-        if not self.cfg == self.cfg or self.cfg < 0:
+        if not math.isfinite(self.cfg) or self.cfg < 0:
             raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise TalkingPoseError(f"seed {self.seed!r} is not a whole number; use one from 0 to {MAX_SEED}.")

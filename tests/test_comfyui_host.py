@@ -600,3 +600,60 @@ def test_comfyui_host_chunked_render_resumes_from_a_saved_state(comfy, defs, one
     assert len(video) == remaining
     assert [frame_of_tone(sound, rate, k) for k in range(remaining)] == list(range(FRAMES_PER_BATCH, LONG_FRAMES))
     print(f"resumed at frame {FRAMES_PER_BATCH}: {len(rest.entries)} runs, {rest.seconds:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------ file names (§7)
+# Kept apart from the tests above (issue 13 §7 and issue 14): names in a queued prompt stay inside ComfyUI's folders.
+def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
+    import torch
+
+    from talkingpose.pose import save_pose_keypoints
+    from talkingpose.sampler import SamplerSettings, SamplerState
+
+    tag = uuid.uuid4().hex[:8]
+    folder = comfy.base / "output" / "tp_tests"
+    folder.mkdir(exist_ok=True)
+    SamplerState(torch.zeros(4, 8, 8), None, 0, SamplerSettings(), 64, 64).save(folder / f"paths_{tag}.safetensors")
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        save_pose_keypoints(folder / name, [{"people": [], "canvas_width": 64, "canvas_height": 48}])
+    (comfy.base / f"outside_{tag}.json").write_text("[]")
+    # An old-style state name (no suffix, not an entry of the list) and a keypoint file from the list.
+    load_state = ("TalkingPoseLoadState", {"filename": f"tp_tests/paths_{tag}"})
+    load_keypoints = ("TalkingPoseLoadKeypoints", {"path": f"tp_tests/paths_{tag}.json"})
+
+    def prompt(loader, saver: str, save_inputs: dict) -> dict:
+        link = "state" if saver == "TalkingPoseSaveState" else "pose_keypoint"
+        return {"1": {"class_type": loader[0], "inputs": loader[1]},
+                "2": {"class_type": saver, "inputs": {**save_inputs, link: ["1", 0]}}}
+
+    # Loaders: a name outside the folders is refused when the prompt is queued, with the pack's sentence.
+    for loader, saver, sentence in (
+        (("TalkingPoseLoadState", {"filename": str(comfy.base / "models" / "x")}), "TalkingPoseSaveState", "is an absolute path"),
+        (("TalkingPoseLoadKeypoints", {"path": f"../outside_{tag}.json"}), "TalkingPoseSaveKeypoints", "climbs out of its folder"),
+    ):
+        save_inputs = {"filename": f"tp_tests/ok_{tag}", "overwrite": False} if saver == "TalkingPoseSaveState" \
+            else {"filename_prefix": f"tp_tests/ok_{tag}"}
+        status, reply = comfy.post("/prompt", {"prompt": prompt(loader, saver, save_inputs), "client_id": "talkingpose-tests"})
+        assert status == 400 and sentence in json.dumps(reply), (status, json.dumps(reply)[:2000])
+
+    # '[' in a prefix: the second save numbers on instead of replacing the first. (Another input file each time:
+    # ComfyUI does not run an unchanged prompt again.)
+    for name in (f"paths_{tag}.json", f"paths_{tag}_b.json"):
+        comfy.run(prompt(("TalkingPoseLoadKeypoints", {"path": f"tp_tests/{name}"}), "TalkingPoseSaveKeypoints",
+                         {"filename_prefix": f"tp_tests/copy[{tag}]"}))
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(f"copy[{tag}]")) == \
+        [f"copy[{tag}]_00001.json", f"copy[{tag}]_00002.json"]
+
+    # Savers: names that leave the output folder (or no file system takes) fail with the sentence, write nothing.
+    # The old-style state name passes validation although it is not in the list: the run reaches the saver.
+    for loader, saver, inputs, sentence in (
+        (load_state, "TalkingPoseSaveState", {"filename": f"../escaped_{tag}", "overwrite": True}, "climbs out of its folder"),
+        (load_state, "TalkingPoseSaveState", {"filename": str(comfy.base / f"escaped_{tag}"), "overwrite": True}, "is an absolute path"),
+        (load_state, "TalkingPoseSaveState", {"filename": f"tp_tests/nul\u0000{tag}", "overwrite": False}, "contains a NUL character"),
+        (load_keypoints, "TalkingPoseSaveKeypoints", {"filename_prefix": f"../escaped_{tag}"}, "climbs out of its folder"),
+        (load_keypoints, "TalkingPoseSaveKeypoints", {"filename_prefix": "k" * 300}, "has a folder or file name of 300 characters"),
+    ):
+        entry = comfy.wait(comfy.queue(prompt(loader, saver, inputs)))
+        assert entry["status"]["status_str"] == "error" and sentence in json.dumps(entry["status"]), \
+            json.dumps(entry["status"])[:3000]
+    assert not list(comfy.base.glob(f"escaped_{tag}*"))

@@ -198,13 +198,15 @@ def test_draw_save_load_nodes_roundtrip(models_env, tmp_path):
     frame = _rgb(GOLDEN / "det_512x512_input.png")
     images, kps, _ = pose_nodes.TalkingPoseExtract().extract(_image_batch(frame), 512, 512, True, True, True)
 
-    saved = pose_nodes.TalkingPoseSaveKeypoints().save(kps, str(tmp_path / "out" / "track"))
+    # Names are relative to the output folder ($TALKINGPOSE_MODELS/../output standalone).
+    saved = pose_nodes.TalkingPoseSaveKeypoints().save(kps, "out/track")
     path = Path(saved["result"][0])
-    assert path.name == "track_00001.json" and path.is_file()
-    second = Path(pose_nodes.TalkingPoseSaveKeypoints().save(kps, str(tmp_path / "out" / "track"))["result"][0])
+    assert path == tmp_path / "output" / "out" / "track_00001.json" and path.is_file()
+    second = Path(pose_nodes.TalkingPoseSaveKeypoints().save(kps, "out/track")["result"][0])
     assert second.name == "track_00002.json"
+    assert "out/track_00002.json" in pose_nodes.TalkingPoseLoadKeypoints.INPUT_TYPES()["required"]["path"][0]
 
-    (loaded,) = pose_nodes.TalkingPoseLoadKeypoints().load(str(path))
+    (loaded,) = pose_nodes.TalkingPoseLoadKeypoints().load("out/track_00001.json")
     assert loaded == json.loads(json.dumps(kps))
     (drawn,) = pose_nodes.TalkingPoseDrawKeypoints().draw(loaded, 512, 512, True, True, True)
     np.testing.assert_array_equal(drawn.numpy(), images.numpy())
@@ -213,8 +215,8 @@ def test_draw_save_load_nodes_roundtrip(models_env, tmp_path):
                                                                  source_pose_keypoint=loaded)
     np.testing.assert_array_equal(self_aligned.numpy(), images.numpy())
 
-    bad = tmp_path / "bad.json"
+    bad = tmp_path / "output" / "bad.json"
     bad.write_text(json.dumps([{"people": [{"pose_keypoints_2d": [1, 2]}], "canvas_width": 8,
                                 "canvas_height": 8}]))
     with pytest.raises(TalkingPoseError, match="pose_keypoints_2d"):
-        pose_nodes.TalkingPoseLoadKeypoints().load(str(bad))
+        pose_nodes.TalkingPoseLoadKeypoints().load("bad.json")

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     an.add_argument("--overwrite", action="store_true",
                     help="start over, deleting the kept frames of an interrupted run of the same --out")
     an.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
-                    help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
+                    help="smoke run: the real pipeline on random weights (default preset tiny; random DWPose models too "
+                         "when poses are extracted); output is labelled")
     an.set_defaults(func=run)
 
 

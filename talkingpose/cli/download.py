@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .options import check_writable_folder
+
 WHAT = ("talkingpose", "vae", "image_encoder", "dwpose")
 
 
@@ -29,6 +31,8 @@ def run(args) -> int:
         "dwpose": (downloads.DWPOSE_REPO, root / "dwpose",
                    lambda dest: downloads.fetch(downloads.DWPOSE_REPO, downloads.DWPOSE_FILES, dest)),
     }
+    for name in args.what:  # every destination is checked before the first download starts
+        check_writable_folder(targets[name][2], f"The {name} folder")
     for name in args.what:
         repo, dest, fetch = targets[name]
         print(f"{name}: {repo} → {dest}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .options import check_writable_file
 from .progress import Progress
 
 
@@ -22,6 +23,8 @@ def run(args) -> int:
     from ..errors import TalkingPoseError
 
     chosen = tuple(args.metrics) if args.metrics else metrics.ALL_METRICS
+    if args.json:  # before the videos are compared, not after
+        check_writable_file(args.json, "--json")
     if args.real.is_dir() != args.generated.is_dir():
         raise TalkingPoseError("--real and --generated must both be videos or both be folders.")
     if args.real.is_dir():
@@ -41,5 +44,6 @@ def run(args) -> int:
             progress.close()
         print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items() if not isinstance(v, list)))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
     return 0

@@ -1,7 +1,11 @@
-"""Argument types shared by several commands."""
+"""Argument types and output checks shared by several commands."""
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
+
+from ..errors import TalkingPoseError
 
 
 def size(text: str) -> tuple[int, int]:
@@ -11,3 +15,32 @@ def size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT, e.g. 512x512") from None
     return width, height
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(folder: Path, what: str) -> None:
+    """Refuse, before any work is done, a folder that cannot be made or written: a file in the way, or no
+    permission (tried by creating a temporary file, which also catches read-only file systems and /proc)."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise TalkingPoseError(f"{what} {folder} cannot be made: {existing} is a file, not a folder.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise TalkingPoseError(f"{what} {folder} cannot be written ({exc.strerror or exc}); choose a folder you can "
+                               "write to.") from None
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Refuse, before any work is done, an output file name that is a folder or lies where nothing can be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise TalkingPoseError(f"{what} {path} is a folder; give a file name.")
+    check_writable_folder(path.parent, f"The folder of {what}")

@@ -314,7 +314,10 @@ def load_pose_keypoints(path) -> list[dict]:
         raise TalkingPoseError(f"Pose keypoint file not found: {path}.")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise TalkingPoseError(f"{path} is not UTF-8 text. Expected JSON: a list of OpenPose-style frames as "
+                               "written by Save Pose Keypoints.") from None
+    except json.JSONDecodeError as exc:  # its message gives only the position, never the text
         raise TalkingPoseError(f"{path} is not valid JSON ({exc}). Expected a list of OpenPose-style frames "
                                "as written by Save Pose Keypoints.") from None
     except RecursionError:
