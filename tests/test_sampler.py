@@ -155,7 +155,9 @@ def test_several_videos_batched_equal_each_video_alone(tiny_pipeline, appearance
     together = denoise_batch(tiny_pipeline.networks, scheduler(), [appearance, other], 3.5, start, torch.cat([pose_a, pose_b]))
     alone_a = denoise_batch(tiny_pipeline.networks, scheduler(), [appearance], 3.5, start[:1], pose_a)
     alone_b = denoise_batch(tiny_pipeline.networks, scheduler(), [other], 3.5, start[1:], pose_b)
-    torch.testing.assert_close(together, torch.cat([alone_a, alone_b]), rtol=1e-4, atol=1e-5)
+    # Rows of one batch are reduced in another order than a batch of one: float32 rounding, ~1e-5 here (measured
+    # 1.3e-5 on one element of 512). The batched sampler's stated tolerance against single renders is 1e-3.
+    torch.testing.assert_close(together, torch.cat([alone_a, alone_b]), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
