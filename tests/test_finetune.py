@@ -1,7 +1,6 @@
 """LoRA fine-tuning: exactness against the official training code (golden_train), the loss falling on a real
 clip, adapter strength, bit-exact resume, bad input, and the two commands."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -98,9 +98,7 @@ class FinetuneResult:
     losses: list[float]
     eval_before: float
     eval_after: float
-    seconds: float
-    steps_run: int  # in this call (fewer than settings.steps after a resume)
-    extra: dict = field(default_factory=dict)
+    seconds: float  # of this call (a resumed run counts only its own steps)
 
 
 def loss_summary(losses: list[float], points: int = 100) -> dict:
@@ -359,7 +357,7 @@ class LoraTrainer:
             raise
         eval_after = self.fixed_batch_loss()
         return FinetuneResult(self.make_adapter(eval_after), list(self.losses), self.eval_before, eval_after,
-                              time.perf_counter() - started, self.step - first_step)
+                              time.perf_counter() - started)
 
     def make_adapter(self, eval_after: float | None = None) -> lora.LoraAdapter:
         unets, guider = self.adapter_weights()
