@@ -198,14 +198,14 @@ def test_a_worker_killed_mid_job_gives_the_same_video(ray_local, tmp_path):
         def event(self, event, worker):
             super().event(event, worker)
             if event["kind"] == "frame" and event["done"] == 3 and not killed:
-                os.kill(worker["pid"], signal.SIGKILL)  # frames 0-1 are a closed segment, frame 2 is in an open one
+                os.kill(worker["pid"], signal.SIGKILL)  # frames 0-2 are kept, each with the sampler state after it
                 killed.append(worker["pid"])
 
     recorder = KillAtFrameThree()
     results = run_batch(_manifest(tmp_path / "jobs.csv", [job]), tmp_path / "out", options,
                         BatchOptions(workers=1, cpus_per_worker=1), listener=recorder)
     assert killed and results[0].status == "done", results[0].message
-    assert results[0].resumed_at == [2]  # the restarted worker continued from the saved state, not from frame 0
+    assert results[0].resumed_at == [3]  # the restarted worker continued from the saved state, not from frame 0
     assert {w["pid"] for _, w in recorder.events} - set(killed)  # a new worker process finished it
     reference = tmp_path / "uninterrupted.mp4"
     with worker_threads():

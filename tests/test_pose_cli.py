@@ -189,5 +189,6 @@ def test_animate_draws_the_retargeted_smoothed_track(tmp_path, models, tracks):
 
 
 def test_animate_refuses_keypoint_options_with_a_render_video(tmp_path):
-    result = _cli("animate", "--poses", DRIVING, "--source", SOURCE_IMAGE, "--smooth", "--out", tmp_path / "x.mp4")
+    result = _cli("animate", "--poses", DRIVING, "--source", SOURCE_IMAGE, "--smooth", "--random-weights",
+                  "--out", tmp_path / "x.mp4")
     assert result.returncode == 2 and "cannot be retargeted or smoothed" in result.stderr

@@ -168,7 +168,7 @@ def test_save_and_load_state_carry_the_pose_state(tmp_path, monkeypatch):
     b, _ = TalkingPoseRetargetKeypoints().retarget(more, "retarget", 0.5, 0, source_pose_keypoint=to_pose_keypoints([SOURCE]),
                                                    pose_state=pose_state)
     assert a == b
-    early = SamplerState(torch.zeros(4, 8, 8), None, 3, SamplerSettings(), 64, 64)
+    early = SamplerState(torch.zeros(4, 8, 8), torch.ones(4, 8, 8), 3, SamplerSettings(), 64, 64)
     with pytest.raises(TalkingPoseError, match="posed 6 frames but the sampler state is at frame 3"):
         SaveTalkingPoseState().save(early, "t", False, pose_state=pose_state)
     SaveTalkingPoseState().save(early, "u", False)

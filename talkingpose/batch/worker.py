@@ -8,7 +8,7 @@ open. A job whose last frame is made is finalized and leaves; the driver then gi
 
 Because the job list travels with every call, a worker holds nothing the driver cannot give again: when its
 process dies, Ray starts a new one (`max_restarts`) and repeats the call (`max_task_retries`), which reopens the
-jobs from their last closed segment and sampler state and makes the very frames the lost process would have.
+jobs from their last kept frame and sampler state and makes the very frames the lost process would have.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ def add_render_options(parser) -> None:
     parser.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
                         help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
     parser.add_argument("--segment-frames", type=int, default=16,
-                        help="frames per saved segment and sampler state: the most a lost worker re-renders (default 16)")
+                        help="frames per encoded segment of the output (default 16; every frame and its state are kept at once)")
     ray = parser.add_argument_group("Ray")
     ray.add_argument("--ray-address", help="join a running Ray cluster: auto (this machine's), HOST:PORT or ray://HOST:PORT "
                                            "(default: start Ray in this process, on this machine only)")
