@@ -276,16 +276,18 @@ def _load_source(job: AnimateJob):
 
 def preflight(job: AnimateJob) -> None:
     """The checks of the headless command that need no network, before any is built or a pose extracted: the
-    output (see `render_output.check_output`), the source picture, every weight file (DWPose's too), memory."""
+    input files, the output (see `render_output.check_output`), the source picture, every weight file (DWPose's
+    too), memory."""
     from . import memory
     from .render_output import check_output
     from .runtime import compute_dtype
     from .runtime import models_root as default_root
 
+    check_input_paths(job)
     check_frames(job.frames)
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
-    if job.source is not None and Path(job.source).exists():
+    if job.source is not None:
         _load_source(job)
     check_models_root(job.models_root)
     root = Path(job.models_root) if job.models_root else default_root()
@@ -297,11 +299,9 @@ def preflight(job: AnimateJob) -> None:
                       "tiny" if job.random_weights == "tiny" else "sd15")
 
 
-def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
-    """Checks the job's inputs before any network is loaded: (fps, frames to render, keypoint track or None)."""
-    from .runtime import models_root as default_root
-    from .video_io import VideoReader
-
+def check_input_paths(job: AnimateJob) -> None:
+    """The job names a pose input and every file it names exists: a mistyped path is the likeliest mistake, so
+    it is reported before the weights or the memory are looked at."""
     if job.driving is None and job.poses is None and job.keypoints is None:
         raise TalkingPoseError("Give a driving video (--driving), a pose video (--poses) or a keypoint track "
                                "(--keypoints).")
@@ -313,6 +313,14 @@ def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
         check_input_file(path, what)
     if job.source is None and job.driving is None:
         raise TalkingPoseError("Without a driving video, give the source image with --source.")
+
+
+def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
+    """Checks the job's inputs before any network is loaded: (fps, frames to render, keypoint track or None)."""
+    from .runtime import models_root as default_root
+    from .video_io import VideoReader
+
+    check_input_paths(job)
     check_frames(job.frames)
     images.check_output_size(job.width, job.height)
     root = Path(job.models_root) if job.models_root else default_root()

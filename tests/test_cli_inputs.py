@@ -28,8 +28,8 @@ def run_cli(capsys, *argv) -> tuple[int, str]:
 
 @pytest.fixture
 def work(tmp_path, monkeypatch):
-    """A folder with a text file posing as an image and a video, a folder, a tiny RGB video, and the leftovers
-    of an interrupted render that a refused command must not touch."""
+    """A folder with a text file posing as an image and a video, a folder, a tiny RGB video, and an earlier
+    render that a refused command must not touch."""
     monkeypatch.setenv("TALKINGPOSE_MODELS", str(tmp_path / "models"))
     (tmp_path / "notes.png").write_text("shopping list: not a picture")
     (tmp_path / "notes.mp4").write_text("not a video either")
@@ -39,20 +39,21 @@ def work(tmp_path, monkeypatch):
     with VideoWriter(tmp_path / "tiny.mp4", 23, (32, 32)) as writer:
         for i in range(4):
             writer.write(np.full((32, 32, 3), 40 * i, np.uint8))
-    partial = tmp_path / "out.mp4.partial"
-    partial.mkdir()
-    (partial / "segment-kept.mp4").write_bytes(b"finished frames of an earlier run")
+    (tmp_path / "earlier.mp4").write_bytes(b"an earlier render")
     return tmp_path
 
 
 def _untouched(work: Path) -> None:
-    assert (work / "out.mp4.partial" / "segment-kept.mp4").read_bytes() == b"finished frames of an earlier run"
-    assert not (work / "out.mp4").exists()
+    assert (work / "earlier.mp4").read_bytes() == b"an earlier render"
+    assert not (work / "out.mp4").exists() and not (work / "out.mp4.partial").exists()
 
 
 def _animate(work: Path, *extra):
+    """The command with `extra`; random weights, so that only the input under test can stop it (every case stops
+    before a network is built)."""
     driving = [] if "--driving" in extra else ["--driving", work / "tiny.mp4"]
-    return ("animate", *driving, "--out", work / "out.mp4", *extra)
+    weights = [] if "--models" in extra else ["--random-weights"]
+    return ("animate", *driving, "--out", work / "out.mp4", *weights, *extra)
 
 
 # ------------------------------------------------------------------------------------------------ animate
@@ -99,9 +100,9 @@ def test_animate_on_a_machine_without_the_asked_device(work, capsys):
 
 
 def test_animate_without_any_driving_input(work, capsys):
-    code, err = run_cli(capsys, "animate", "--out", work / "out.mp4")
-    assert code == 2 and "Give a driving video (--driving) or a pose video (--poses)." in err
-    code, err = run_cli(capsys, "animate", "--poses", work / "tiny.mp4", "--out", work / "out.mp4")
+    code, err = run_cli(capsys, "animate", "--out", work / "out.mp4", "--random-weights")
+    assert code == 2 and "Give a driving video (--driving), a pose video (--poses)" in err
+    code, err = run_cli(capsys, "animate", "--poses", work / "tiny.mp4", "--out", work / "out.mp4", "--random-weights")
     assert code == 2 and "give the source image with --source" in err
     _untouched(work)
 
@@ -257,8 +258,8 @@ def test_download_to_a_place_that_cannot_be_written_is_a_sentence(work, capsys, 
 
 
 def test_download_checks_every_destination_before_the_first_download(work, capsys, no_network):
-    (work / "models" / "vae").mkdir(parents=True)
-    (work / "models" / "vae" / "sd-vae-ft-mse").write_text("a file where a folder should be")
+    (work / "models").mkdir()
+    (work / "models" / "vae").write_text("a file where a folder should be")
     code, err = run_cli(capsys, "download", "--models", work / "models", "--what", "talkingpose", "vae")
     assert code == 2 and "The vae folder" in err and "is a file, not a folder" in err
     assert not (work / "models" / "talkingpose").exists()

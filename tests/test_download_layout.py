@@ -79,7 +79,7 @@ def hub(tmp_path, tiny_weights, monkeypatch):
 
 def _workflow_file_names(loader_type):
     names = set()
-    for path in (PACK_ROOT / "workflows").glob("*.json"):
+    for path in (PACK_ROOT / "example_workflows").glob("*.json"):
         for node in json.loads(path.read_text())["nodes"]:
             if node["type"] == loader_type:
                 names.add(node["widgets_values"][0])

@@ -58,8 +58,8 @@ def test_nodes_pick_the_comfyui_adapter_when_comfyui_is_importable(tmp_path):
         "import fake_comfyui\n"
         f"fake = fake_comfyui.FakeComfyUI(pathlib.Path({str(tmp_path)!r}))\n"
         "sys.modules.update(fake.modules)\n"
-        "from nodes import backend, model_nodes, pose_nodes, state_nodes\n"
-        "print(backend.host.__name__, model_nodes.host.__name__, pose_nodes.host.__name__, state_nodes.host.__name__)\n"
+        "from nodes import backend, model_nodes, paths, pose_nodes\n"  # paths: the state and keypoint files' folders
+        "print(backend.host.__name__, model_nodes.host.__name__, pose_nodes.host.__name__, paths.host.__name__)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=PACK_ROOT, capture_output=True, text=True,
                             env={"PYTHONPATH": f"{PACK_ROOT}:{PACK_ROOT / 'tests'}", "PATH": "/usr/bin:/bin"})

@@ -289,9 +289,11 @@ def test_unwritable_out_is_refused_before_any_work(tmp_path, monkeypatch, where)
 def test_unreadable_source_and_missing_dwpose_are_refused_before_any_network(tmp_path, monkeypatch):
     garbage = tmp_path / "me.png"
     garbage.write_bytes(b"not a picture")
-    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", source=garbage), r"Cannot read the source image")
-    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", poses=None, models_root=tmp_path / "models"),
-                             r"DWPose weights not found.*`python cli.py download --what dwpose`")
+    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", source=garbage), r"is not an image that can be read")
+    # Random weights bring random DWPose models; with real weights a missing DWPose is named before any work.
+    _refused_before_networks(monkeypatch, _job(tmp_path / "o.mp4", poses=None, models_root=tmp_path / "models",
+                                               random_weights=None),
+                             r"(?s)Missing weights:.*yolox_l\.onnx.*`python cli.py download --what dwpose`")
     assert not (tmp_path / "o.mp4.partial").exists()
 
 

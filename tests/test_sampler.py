@@ -180,10 +180,12 @@ def test_output_size_not_a_multiple_of_8_is_refused(tiny_pipeline, width, height
         tiny_pipeline.encode_appearance(_source(), width, height)
 
 
-def test_source_with_alpha_or_nan_is_refused(tiny_pipeline):
+def test_source_with_alpha_is_flattened_onto_white_and_nan_is_refused(tiny_pipeline):
     rgba = Image.new("RGBA", (64, 64), (10, 20, 30, 128))
-    with pytest.raises(TalkingPoseError, match="alpha channel"):
-        tiny_pipeline.encode_appearance(rgba, SIZE, SIZE)
+    white_behind = Image.alpha_composite(Image.new("RGBA", (64, 64), (255, 255, 255, 255)), rgba).convert("RGB")
+    torch.testing.assert_close(tiny_pipeline.encode_appearance(rgba, SIZE, SIZE).reference_latent,
+                               tiny_pipeline.encode_appearance(white_behind, SIZE, SIZE).reference_latent,
+                               atol=1e-6, rtol=0)
     nan = np.full((64, 64, 3), np.nan, dtype=np.float32)
     with pytest.raises(TalkingPoseError, match="NaN"):
         tiny_pipeline.encode_appearance(nan, SIZE, SIZE)

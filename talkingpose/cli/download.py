@@ -32,7 +32,7 @@ def run(args) -> int:
                    lambda dest: downloads.fetch(downloads.DWPOSE_REPO, downloads.DWPOSE_FILES, dest)),
     }
     for name in args.what:  # every destination is checked before the first download starts
-        check_writable_folder(targets[name][2], f"The {name} folder")
+        check_writable_folder(targets[name][1], f"The {name} folder")
     for name in args.what:
         repo, dest, fetch = targets[name]
         print(f"{name}: {repo} → {dest}")

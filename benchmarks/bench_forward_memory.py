@@ -1,0 +1,72 @@
+"""The activation memory the nodes announce to ComfyUI (`memory_required`) against what a pass really takes.
+
+    python -m benchmarks.bench_forward_memory --device cuda --preset sd15 --dtype fp16 --sizes 512 768 1024
+
+For each output size: the peak CUDA memory of one reference pass (Appearance Encode) and of one guided
+denoising step (the sampler: 2 rows), above the memory held before the pass, next to
+`forward_memory + reference_memory` / `forward_memory + appearance.bytes()`. The estimate should be at or
+above the measurement (it is what ComfyUI frees room for) without being far above it. On the CPU only the
+estimates are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from talkingpose.appearance import encode_appearance
+from talkingpose.random_weights import PRESETS, random_networks
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def peak_above_baseline(device, run) -> int | None:
+    if device.type != "cuda":
+        run()
+        return None
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - baseline
+
+
+@torch.no_grad()
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    args = ap.parse_args(argv)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    nets = random_networks(args.preset, device=device, dtype=dtype)
+    width = nets.cross_attention_dim
+    rows = []
+    for size in args.sizes:
+        latent = torch.randn(1, nets.latent_channels, size // 8, size // 8, device=device)
+        embeds = torch.randn(1, width, device=device)
+        holder = {}
+        encode_peak = peak_above_baseline(device, lambda: holder.update(a=encode_appearance(nets, embeds, latent, size, size)))
+        appearance = holder["a"]
+        pose = nets.pose_features(torch.rand(2, 3, size, size, device=device))
+        context = torch.cat([torch.zeros_like(appearance.image_context), appearance.image_context])
+        step_peak = peak_above_baseline(device, lambda: nets.predict(
+            latent.repeat(2, 1, 1, 1).to(dtype), torch.tensor(500, device=device), context, pose, appearance.reference, 1))
+        row = {
+            "size": size,
+            "encode_estimate_mb": (nets.forward_memory(1, size, size) + nets.reference_memory(size, size)) / 2**20,
+            "encode_measured_mb": None if encode_peak is None else encode_peak / 2**20,
+            "step_estimate_mb": (nets.forward_memory(2, size, size) + appearance.bytes()) / 2**20,
+            "step_measured_mb": None if step_peak is None else step_peak / 2**20,
+        }
+        rows.append(row)
+        print(json.dumps(row))
+        del appearance, pose, holder
+    return rows
+
+
+if __name__ == "__main__":
+    main()
