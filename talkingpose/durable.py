@@ -71,11 +71,35 @@ def remove_stale_temporaries_in(folder: Path) -> list[Path]:
     return _remove_dead(Path(folder), prefix_of)
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
+
+
+def _final_mode(path: Path) -> int:
+    """The permissions the finished file gets: those of the file it replaces, else what a plain `open` would
+    give (0o666 less the umask). mkstemp makes its files private (0o600), which would leave every video, state
+    and adapter unreadable to the other users of a shared machine or a server running ComfyUI as another user."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_UMASK
+
+
 def temporary_sibling(path: Path) -> Path:
-    """A new, empty file next to `path` that only this call owns (`.NAME.PID.RANDOM.tmp`)."""
+    """A new, empty file next to `path` that only this call owns (`.NAME.PID.RANDOM.tmp`), with the permissions
+    the finished file is to have."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=TEMPORARY_SUFFIX)
-    os.close(fd)
+    try:
+        if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
+            os.fchmod(fd, _final_mode(path))
+    finally:
+        os.close(fd)
     return Path(name)
 
 

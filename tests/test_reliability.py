@@ -8,6 +8,7 @@ tests/test_cli.py resumes with the real networks.
 """
 import errno
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -319,6 +320,26 @@ def test_finalize_after_a_failed_join_only_joins(tmp_path, monkeypatch, stand_in
     stand_in.clear()
     animate.run(_job(out, resume=True))
     assert stand_in == [] and len(_decoded(out)) == FRAMES
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+def test_finished_files_get_the_usual_permissions_not_the_temporary_files_private_ones(tmp_path, stand_in,
+                                                                                        monkeypatch):
+    """The atomic writes go through mkstemp, whose files are 0o600; the finished video and any other file must
+    get what a plain `open` gives (or keep the mode of the file they replace)."""
+    monkeypatch.setattr(durable, "_UMASK", 0o022)
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "perm.mp4"
+        animate.run(_job(out, frames=2))
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        note = durable.write_bytes(tmp_path / "note.bin", b"a")
+        assert stat.S_IMODE(note.stat().st_mode) == 0o644
+        note.chmod(0o640)
+        durable.write_bytes(note, b"b")
+        assert stat.S_IMODE(note.stat().st_mode) == 0o640 and note.read_bytes() == b"b"
+    finally:
+        os.umask(previous)
 
 
 def test_readme_reliability_section_names_each_crash_point():
