@@ -372,8 +372,8 @@ class JobRender:
     its row's sampler in `sampler` (the state stays the job's own).
 
     `next_pose()` → the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
-    writes that frame and saves the sampler state whenever a segment closes; `keep()` closes what is written so
-    that `resume` continues from it; `finish()` writes the final video. `inputs` is `check_inputs(job)` when the
+    writes that frame and saves the sampler state with it, so that after Ctrl-C or an error `resume` continues
+    from the last frame made; `finish()` writes the final video. `inputs` is `check_inputs(job)` when the
     caller has it already.
     """
 
@@ -419,10 +419,6 @@ class JobRender:
         frame = _to_uint8(self.pipe.decode(latent[None])[0])
         commit_frame(self.writer, _label(frame) if self.job.random_weights else frame, self.sampler.state,
                      self.settings_record)
-
-    def keep(self) -> None:
-        """After Ctrl-C or an error. Every finished frame and its state are on the disk already (`commit`), so a
-        resumed run continues from the last one; nothing is left to write."""
 
     def finish(self) -> Path:
         if self.writer.frames_written < self.total:

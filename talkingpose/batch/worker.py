@@ -121,11 +121,9 @@ class RenderWorker:
         events.append({"out": spec.out, "kind": "open", "start": render.start, "total": render.total})
 
     def _fail(self, out: str, exc: BaseException, events: list) -> None:
-        spec, render = self._open.pop(out)
-        try:
-            render.keep()  # what is made so far stays for a rerun
-        except Exception as keep_exc:
-            log.warning("Could not keep the partial output of %s: %s", out, keep_exc)
+        # Nothing to save here: every finished frame and its sampler state were committed to the disk as they
+        # were made (`JobRender.commit`), so a rerun resumes after the last one.
+        self._open.pop(out)
         events.append({"out": out, "kind": "failed", "message": _message(exc), "seconds": self._seconds(out)})
 
     def _seconds(self, out: str) -> float | None:
