@@ -17,7 +17,10 @@ from helpers import PACK_ROOT
 
 WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json"}
+EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json",
+            "talkingpose_personalize_train.json", "talkingpose_personalize_render.json"}
+TRAIN_WORKFLOW = WORKFLOW_DIR / "talkingpose_personalize_train.json"
+RENDER_WORKFLOWS = [p for p in WORKFLOWS if p != TRAIN_WORKFLOW]  # the ones that animate a photo
 NEWER_HOST = FIXTURE.with_name("comfyui_object_info_v0.33.0.json")
 
 
@@ -90,7 +93,7 @@ def test_the_check_for_newer_hosts_reports_a_real_break(change, defs):
     assert any(message in e for e in errors), errors
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RENDER_WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_converts_to_an_api_prompt(path, defs):
     workflow = load(path)
     prompt = to_api_prompt(workflow, defs)
@@ -157,13 +160,79 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
         assert words in text, words
 
 
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RENDER_WORKFLOWS, ids=lambda p: p.name)
 def test_the_default_path_retargets_the_poses_to_the_photo(path, defs):
     workflow = load(path)
     extract, encode = node(workflow, "TalkingPoseExtract"), node(workflow, "TalkingPoseAppearanceEncode")
     values = to_api_prompt(workflow, defs)[str(extract["id"])]["inputs"]
     assert values["alignment"] == "retarget" and values["smoothing"] == 0.5
     assert source_of(workflow, extract, "source_image") == source_of(workflow, encode, "image")
+
+
+def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defaults(defs):
+    import re
+
+    from talkingpose.finetune.trainer import FinetuneSettings
+
+    workflow = load(TRAIN_WORKFLOW)
+    prompt = to_api_prompt(workflow, defs)
+    assert len(prompt) == len([n for n in workflow["nodes"] if n["type"] not in FRONTEND_ONLY_TYPES])
+    for entry in prompt.values():
+        for value in entry["inputs"].values():
+            if isinstance(value, list):
+                assert value[0] in prompt and isinstance(value[1], int)
+    train, extract = node(workflow, "TalkingPoseTrainLoRA"), node(workflow, "TalkingPoseExtract")
+    components = node(workflow, "GetVideoComponents")
+    assert source_of(workflow, components, "video")[0] is node(workflow, "LoadVideo")
+    assert source_of(workflow, train, "images") == (components, "images")
+    assert source_of(workflow, extract, "images") == (components, "images")
+    assert source_of(workflow, train, "poses") == (extract, "pose_images")
+    # The clip's own poses, where they are: no photo to fit them to, no smoothing (as the finetune command).
+    assert all(i["link"] is None for i in extract["inputs"] if i["name"] in ("source_image", "pose_state", "meta_batch"))
+    assert to_api_prompt(workflow, defs)[str(extract["id"])]["inputs"]["smoothing"] == 0.0
+    for loader, input_name in (("TalkingPoseModelLoader", "model"), ("CLIPVisionLoader", "clip_vision"),
+                               ("VAELoader", "vae")):
+        assert source_of(workflow, train, input_name)[0] is node(workflow, loader)
+    assert source_of(workflow, node(workflow, "PreviewImage"), "images") == (train, "loss_curve")
+
+    # Its values are the node's defaults, the engine's and the README's (1000 steps, rank 16, lr 1e-4, 512x512, batch 4).
+    values = prompt[str(train["id"])]["inputs"]
+    spec = {**defs["TalkingPoseTrainLoRA"]["input"]["required"], **defs["TalkingPoseTrainLoRA"]["input"]["optional"]}
+    engine = FinetuneSettings()
+    readme = (PACK_ROOT / "README.md").read_text(encoding="utf-8")
+    command = next(line for line in readme.splitlines() if line.startswith("python cli.py finetune") and "--steps" in line)
+    flags = dict(re.findall(r"--(steps|rank|lr|size|batch) (\S+)", command))
+    documented = {"steps": int(flags["steps"]), "rank": int(flags["rank"]), "learning_rate": float(flags["lr"]),
+                  "width": int(flags["size"].split("x")[0]), "height": int(flags["size"].split("x")[1]),
+                  "batch": int(flags["batch"])}
+    for name, value in documented.items():
+        assert values[name] == spec[name][1]["default"] == value, name
+        assert getattr(engine, "lr" if name == "learning_rate" else name) == value, name
+    assert values["resume"] is True and values["seed"] == 0
+    assert train["widgets_values"][-2] == "fixed"  # queued again to resume, it keeps the seed (resume needs the same settings)
+    # The file it writes is the one the render workflow loads.
+    render = to_api_prompt(load(WORKFLOW_DIR / "talkingpose_personalize_render.json"), defs)
+    lora = next(n for n in render.values() if n["class_type"] == "TalkingPoseLoadLoRA")
+    assert lora["inputs"]["lora"] == f"{values['output_name']}.safetensors"
+
+
+def test_personalize_render_workflow_encodes_and_samples_with_the_lora(defs):
+    """The core-nodes workflow with Load TalkingPose LoRA after the model loader: Appearance Encode and the sampler
+    both get the LoRA'd model (an appearance encoded without the LoRA is refused by the sampler)."""
+    workflow = load(WORKFLOW_DIR / "talkingpose_personalize_render.json")
+    lora = node(workflow, "TalkingPoseLoadLoRA")
+    assert source_of(workflow, lora, "model") == (node(workflow, "TalkingPoseModelLoader"), "model")
+    for target in ("TalkingPoseAppearanceEncode", "TalkingPoseClosedLoopSampler"):
+        assert source_of(workflow, node(workflow, target), "model") == (lora, "model"), target
+    assert node(workflow, "TalkingPoseModelLoader")["outputs"][0]["links"] == [lora["inputs"][0]["link"]]
+    prompt = to_api_prompt(workflow, defs)
+    lora_id = str(lora["id"])
+    assert prompt[lora_id]["inputs"]["strength"] == 1.0
+    # Apart from the LoRA, it is the core-nodes workflow.
+    base_model = prompt.pop(lora_id)["inputs"]["model"]
+    for entry in prompt.values():
+        entry["inputs"] = {k: base_model if v == [lora_id, 0] else v for k, v in entry["inputs"].items()}
+    assert prompt == to_api_prompt(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), defs)
 
 
 def _saved_before_retargeting(workflow):
@@ -278,6 +347,16 @@ def _dangling_link(w):
     w["links"].pop()
 
 
+def _train_seed_without_control_value(w):
+    # The frontend gives an INT widget named seed a control_after_generate widget although the node declares none.
+    train = next(n for n in w["nodes"] if n["type"] == "TalkingPoseTrainLoRA")
+    train["widgets_values"].remove("fixed")
+
+
+def _lora_not_a_file(w):
+    next(n for n in w["nodes"] if n["type"] == "TalkingPoseLoadLoRA")["widgets_values"][0] = "person"
+
+
 def _vhs_bad_format_widget(w):
     next(n for n in w["nodes"] if n["type"] == "VHS_VideoCombine")["widgets_values"]["crf"] = 500
 
@@ -320,6 +399,8 @@ BREAKAGES = [
     ("talkingpose_core_nodes.json", _renamed_input, "'poses' is not an input"),
     ("talkingpose_core_nodes.json", _dangling_link, "does not exist"),
     ("talkingpose_core_nodes.json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
+    ("talkingpose_personalize_train.json", _train_seed_without_control_value, "'seed' must be followed by its control"),
+    ("talkingpose_personalize_render.json", _lora_not_a_file, "lora='person' is not a file name ending in"),
     ("talkingpose_videohelpersuite.json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
     ("talkingpose_videohelpersuite.json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
     ("talkingpose_long_video.json", _no_frames_per_batch, "frames_per_batch=0 is below the minimum 1"),
