@@ -278,6 +278,8 @@ def small_prompt(workflow: dict, defs: dict, prefix: str, seed: int) -> dict:
         "TalkingPoseExtract": {"width": OUT_SIZE, "height": OUT_SIZE},
         "TalkingPoseAppearanceEncode": {"width": OUT_SIZE, "height": OUT_SIZE},
         "TalkingPoseClosedLoopSampler": {"steps": 2, "seed": seed},
+        "TalkingPoseTrainLoRA": {"steps": 2, "rank": 2, "learning_rate": 1e-3, "width": OUT_SIZE, "height": OUT_SIZE,
+                                 "batch": 2, "seed": seed},
         "SaveVideo": {"filename_prefix": prefix},
         "VHS_VideoCombine": {"filename_prefix": prefix},
     }
@@ -287,8 +289,20 @@ def small_prompt(workflow: dict, defs: dict, prefix: str, seed: int) -> dict:
             assert key in node["inputs"] and not isinstance(node["inputs"][key], list), (node["class_type"], key)
             node["inputs"][key] = value
             seen.add(node["class_type"])
-    assert {"TalkingPoseModelLoader", "TalkingPoseClosedLoopSampler", "TalkingPoseExtract"} <= seen
+    assert {"TalkingPoseModelLoader", "TalkingPoseExtract"} <= seen
+    assert seen & {"TalkingPoseClosedLoopSampler", "TalkingPoseTrainLoRA"}
     return prompt
+
+
+def set_inputs(prompt: dict, class_type: str, **values) -> str:
+    """Set widget values of the one node of that type in an API prompt; returns its id."""
+    found = [key for key, node in prompt.items() if node["class_type"] == class_type]
+    assert len(found) == 1, (class_type, found)
+    inputs = prompt[found[0]]["inputs"]
+    for key, value in values.items():
+        assert key in inputs and not isinstance(inputs[key], list), (class_type, key)
+        inputs[key] = value
+    return found[0]
 
 
 def history_of(comfy: ComfyHost, node_type: str, input_name: str, value) -> list[dict]:
@@ -660,8 +674,10 @@ def test_comfyui_host_node_file_names_stay_inside_comfyui_folders(comfy):
 
 
 # ------------------------------------------------------------------------------------------------ LoRA
+# The two shipped personalize workflows, as users open them: train on a clip, then render with the file it wrote.
 LORA_FRAMES = 14  # fine-tuning pairs frames at least 10 apart
 LORA_TIMEOUT_S = 1800  # encoding the clip through the full-size VAE and ViT-L/14 is slow on a loaded CPU
+LORA_CLIP_NAME, LORA_OUTPUT_NAME = "tp_lora_person.mp4", "tp_person"
 
 
 def _run_long(comfy, prompt):
@@ -670,65 +686,62 @@ def _run_long(comfy, prompt):
     return entry
 
 
-def _lora_clip_files(comfy):
+def _write_lora_clip(comfy):
+    """The person's clip: the first LORA_FRAMES frames of the driving sample, small."""
     from PIL import Image
 
     from talkingpose.video_io import VideoReader
 
-    names = {}
-    for kind in ("driving", "dwpose"):
-        pictures = [Image.fromarray(f).resize((128, 128), Image.BILINEAR)
-                    for f in VideoReader(SHARED / "samples" / kind / "vid1.mp4", max_frames=LORA_FRAMES)]
-        names[kind] = f"tp_lora_{kind}.mp4"
-        _write_clip(comfy.base / "input" / names[kind], pictures)
-    return names
+    pictures = [Image.fromarray(f).resize((CLIP_SIZE, CLIP_SIZE), Image.BILINEAR)
+                for f in VideoReader(DRIVING_SAMPLE, max_frames=LORA_FRAMES)]
+    _write_clip(comfy.base / "input" / LORA_CLIP_NAME, pictures)
 
 
-def _lora_loaders(names):
-    return {
-        "model": {"class_type": "TalkingPoseModelLoader", "inputs": {"model": MODEL_NAME, "precision": "fp32"}},
-        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": VAE_NAME}},
-        "clip": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_NAME}},
-        "frames_video": {"class_type": "LoadVideo", "inputs": {"file": names["driving"]}},
-        "frames": {"class_type": "GetVideoComponents", "inputs": {"video": ["frames_video", 0]}},
-        "poses_video": {"class_type": "LoadVideo", "inputs": {"file": names["dwpose"]}},
-        "poses": {"class_type": "GetVideoComponents", "inputs": {"video": ["poses_video", 0]}},
-    }
+def _render_latents(comfy, defs, workflow_name: str, seed: int, **lora_inputs):
+    """Render a shipped workflow (small settings, the test's photo and driving clip) and keep the sampler's latents."""
+    from safetensors.torch import load_file
+
+    tag = f"{workflow_name.split('_', 1)[1].split('.')[0]}_{uuid.uuid4().hex[:8]}"
+    prompt = small_prompt(load_workflow(workflow_name), defs, f"tp_tests/{tag}", seed=seed)
+    if lora_inputs:
+        set_inputs(prompt, "TalkingPoseLoadLoRA", **lora_inputs)
+    sampler = set_inputs(prompt, "TalkingPoseClosedLoopSampler")
+    prompt["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0],
+                                                          "filename_prefix": f"tp_tests/{tag}_latent"}}
+    entry = _run_long(comfy, prompt)
+    files = [f for f in output_files(comfy, entry) if f.suffix == ".mp4"]
+    assert len(files) == 1, entry["outputs"]
+    check_video(files[0])
+    (latent,) = sorted((comfy.base / "output" / "tp_tests").glob(f"{tag}_latent_*.latent"))
+    return load_file(str(latent))["latent_tensor"]
 
 
-def test_comfyui_host_trains_a_lora_and_renders_with_it(comfy):
+def test_comfyui_host_trains_a_lora_and_renders_with_it(comfy, defs):
+    """talkingpose_personalize_train.json on a 14-frame clip (its poses extracted in the graph), then
+    talkingpose_personalize_render.json with the file it wrote: the LoRA changes the render at strength 1 and
+    leaves the core-nodes workflow's render exactly at strength 0."""
+    import torch
+
     from talkingpose.lora import read_adapter
 
-    names = _lora_clip_files(comfy)
-    train = {
-        **_lora_loaders(names),
-        "train": {"class_type": "TalkingPoseTrainLoRA", "inputs": {
-            "model": ["model", 0], "clip_vision": ["clip", 0], "vae": ["vae", 0], "images": ["frames", 0],
-            "steps": 2, "rank": 2, "learning_rate": 1e-3, "output_name": "tp_person", "poses": ["poses", 0],
-            "width": OUT_SIZE, "height": OUT_SIZE, "batch": 2, "seed": 0, "resume": True}},
-        "curve": {"class_type": "PreviewImage", "inputs": {"images": ["train", 1]}},
-    }
+    _write_lora_clip(comfy)
+    train = small_prompt(load_workflow("talkingpose_personalize_train.json"), defs, "tp_tests/unused", seed=0)
+    set_inputs(train, "LoadVideo", file=LORA_CLIP_NAME)
+    set_inputs(train, "TalkingPoseTrainLoRA", output_name=LORA_OUTPUT_NAME)
+    preview = set_inputs(train, "PreviewImage")
     entry = _run_long(comfy, train)
-    adapter_file = comfy.base / "models" / "talkingpose_lora" / "tp_person.safetensors"
+    adapter_file = comfy.base / "models" / "talkingpose_lora" / f"{LORA_OUTPUT_NAME}.safetensors"
     adapter = read_adapter(adapter_file)
     assert adapter.info["steps"] == 2 and adapter.info["clip"]["frames_used"] == LORA_FRAMES
     assert np.isfinite(adapter.info["loss"]["last"])
-    assert entry["outputs"]["curve"]["images"], entry["outputs"]
+    assert entry["outputs"][preview]["images"], entry["outputs"]  # the loss curve
     assert not adapter_file.with_name(adapter_file.name + ".checkpoint.pt").exists()
 
-    render = {
-        **_lora_loaders(names),
-        "source": {"class_type": "LoadImage", "inputs": {"image": SOURCE_NAME}},
-        "lora": {"class_type": "TalkingPoseLoadLoRA", "inputs": {
-            "model": ["model", 0], "lora": "tp_person.safetensors", "strength": 1.0}},
-        "appearance": {"class_type": "TalkingPoseAppearanceEncode", "inputs": {
-            "model": ["lora", 0], "clip_vision": ["clip", 0], "vae": ["vae", 0], "image": ["source", 0],
-            "width": OUT_SIZE, "height": OUT_SIZE, "fit": "stretch"}},
-        "sampler": {"class_type": "TalkingPoseClosedLoopSampler", "inputs": {
-            "model": ["lora", 0], "appearance": ["appearance", 0], "pose_images": ["poses", 0],
-            "seed": 1, "steps": 2, "cfg": 3.5, "beta": 0.05}},
-        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["vae", 0]}},
-        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["decode", 0]}},
-    }
-    entry = _run_long(comfy, render)
-    assert len(entry["outputs"]["preview"]["images"]) == LORA_FRAMES
+    lora_name = adapter_file.name
+    with_lora = _render_latents(comfy, defs, "talkingpose_personalize_render.json", 7, lora=lora_name, strength=1.0)
+    without = _render_latents(comfy, defs, "talkingpose_personalize_render.json", 7, lora=lora_name, strength=0.0)
+    core = _render_latents(comfy, defs, "talkingpose_core_nodes.json", 7)
+    assert with_lora.shape == core.shape == (FRAMES, 4, OUT_SIZE // 8, OUT_SIZE // 8), core.shape
+    assert torch.equal(without, core)
+    assert not torch.equal(with_lora, core)
+    print(f"personalize workflows: LoRA at strength 1 moves the latents by up to {(with_lora - core).abs().max():.3g}")
