@@ -153,7 +153,10 @@ class TrainTalkingPoseLoRA:
                 "width": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8}),
                 "height": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 8}),
                 "batch": ("INT", {"default": 4, "min": 1, "max": 64}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1}),
+                # Declared False: the frontend (1.35 and 1.49 alike) otherwise gives any INT named seed a "control
+                # after generate" set to randomize, and queueing again to resume would then bring another seed,
+                # which the trainer refuses; a training run's seed changes only when the user changes it.
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue from the checkpoint a cancelled run "
                                                                   "left (same settings); off starts over."}),
             },

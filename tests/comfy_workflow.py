@@ -6,8 +6,9 @@ Node definitions use the shape of ComfyUI's `GET /object_info` (one dict per nod
 host (`tests/fixtures/comfyui_object_info.json`, written by `tools/snapshot_object_info.py`).
 
 UI workflows (what the frontend saves, LiteGraph "version 0.4") store widget values in `widgets_values`: a list in
-widget order, where a widget declared with `control_after_generate` (or an INT widget named `seed` or `noise_seed`,
-which the frontend gives one by itself) is followed by its control value ("fixed", "randomize", …) and an upload
+widget order, where a widget declared with `control_after_generate` (or an INT widget named `seed` or `noise_seed`
+that does not declare it False, which the frontend gives one by itself) is followed by its control value ("fixed",
+"randomize", …) and an upload
 combo (`image_upload` / `video_upload`) by the upload button's value;
 VideoHelperSuite nodes store a dict keyed by widget name instead. Note nodes exist only in the frontend: they are
 not in /object_info and are not sent to the server (the frontend's graphToPrompt skips virtual nodes).
@@ -23,7 +24,8 @@ PRIMITIVE_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"  # a combo whose choice adds widgets (ComfyUI v0.33's SaveVideo format/codec)
 WIDGET_TYPES = PRIMITIVE_TYPES | {DYNAMIC_COMBO}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
-# INT widgets the frontend (1.35 and 1.49 alike) gives a control_after_generate widget without being asked.
+# INT widgets the frontend (1.35 and 1.49 alike) gives a control_after_generate widget without being asked, unless
+# their options say "control_after_generate": False (it reads `spec.control_after_generate ?? name in [...]`).
 SEED_WIDGET_NAMES = ("seed", "noise_seed")
 UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload")
 # Node types the frontend itself provides (virtual nodes): no server definition, never part of an API prompt.
@@ -175,7 +177,7 @@ def widget_values(node: dict, node_def: dict, exact: bool = True) -> tuple[dict,
             values[name] = raw[i]
             i += 1
             options = spec_options(spec)
-            if options.get("control_after_generate") or (spec[0] == "INT" and name in SEED_WIDGET_NAMES):
+            if options.get("control_after_generate", spec[0] == "INT" and name in SEED_WIDGET_NAMES):
                 if i >= len(raw) or raw[i] not in CONTROL_VALUES:
                     problems.append(f"widget '{name}' must be followed by its control_after_generate value "
                                     f"(one of {sorted(CONTROL_VALUES)}), got {raw[i] if i < len(raw) else 'nothing'!r}")

@@ -23,6 +23,14 @@ FRAMES = 12
 TRAIN = dict(steps=3, rank=2, learning_rate=1e-2, width=64, height=64, batch=2, seed=0)
 
 
+def test_train_node_seed_declares_no_control_after_generate():
+    """The ComfyUI frontend gives an INT input named seed a "control after generate" (default randomize) unless the
+    input says False; randomize would bring another seed to the queue that resumes a cancelled run, and the
+    trainer refuses a checkpoint of another seed."""
+    options = TrainTalkingPoseLoRA.INPUT_TYPES()["optional"]["seed"][1]
+    assert options["control_after_generate"] is False
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     threads = torch.get_num_threads()

@@ -209,7 +209,9 @@ def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defau
         assert values[name] == spec[name][1]["default"] == value, name
         assert getattr(engine, "lr" if name == "learning_rate" else name) == value, name
     assert values["resume"] is True and values["seed"] == 0
-    assert train["widgets_values"][-2] == "fixed"  # queued again to resume, it keeps the seed (resume needs the same settings)
+    # No control value after the seed: the node declares control_after_generate False, so the frontend adds no
+    # control that would change the seed after a queue (resume needs the same settings).
+    assert train["widgets_values"][-2:] == [0, True]
     # The file it writes is the one the render workflow loads.
     render = to_api_prompt(load(WORKFLOW_DIR / "talkingpose_personalize_render.json"), defs)
     lora = next(n for n in render.values() if n["class_type"] == "TalkingPoseLoadLoRA")
@@ -347,10 +349,10 @@ def _dangling_link(w):
     w["links"].pop()
 
 
-def _train_seed_without_control_value(w):
-    # The frontend gives an INT widget named seed a control_after_generate widget although the node declares none.
+def _train_seed_with_a_control_value(w):
+    # Saved as if the frontend had given the seed a control_after_generate widget: the node declares it False.
     train = next(n for n in w["nodes"] if n["type"] == "TalkingPoseTrainLoRA")
-    train["widgets_values"].remove("fixed")
+    train["widgets_values"].insert(-1, "fixed")
 
 
 def _lora_not_a_file(w):
@@ -399,7 +401,7 @@ BREAKAGES = [
     ("talkingpose_core_nodes.json", _renamed_input, "'poses' is not an input"),
     ("talkingpose_core_nodes.json", _dangling_link, "does not exist"),
     ("talkingpose_core_nodes.json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
-    ("talkingpose_personalize_train.json", _train_seed_without_control_value, "'seed' must be followed by its control"),
+    ("talkingpose_personalize_train.json", _train_seed_with_a_control_value, "1 value(s) more than the node's widgets"),
     ("talkingpose_personalize_render.json", _lora_not_a_file, "lora='person' is not a file name ending in"),
     ("talkingpose_videohelpersuite.json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
     ("talkingpose_videohelpersuite.json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
