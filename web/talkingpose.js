@@ -1,5 +1,4 @@
-// TalkingPose for ComfyUI: per-frame progress of the Closed-Loop Sampler, shown on the node (and Train TalkingPose
-// LoRA's widget values from workflows saved before its seed lost its control widget: see saved_widgets.js).
+// TalkingPose for ComfyUI: per-frame progress of the Closed-Loop Sampler, shown on the node.
 //
 // The sampler sends "talkingpose.progress" {node, frame, frames, s_per_frame, eta_s} after every frame.
 // A status pill is drawn just above the node's title bar:
@@ -22,7 +21,6 @@ import {
     resolveDisplayNode,
     statusText,
 } from "./progress_format.js";
-import { TRAIN_TYPE, dropSeedControlValue } from "./saved_widgets.js";
 
 const EXTENSION = "TalkingPose.progress";
 const EVENTS = [
@@ -146,26 +144,8 @@ function hookCanvas(canvas) {
     };
 }
 
-// A Train TalkingPose LoRA saved while its seed still had a "control after generate" holds one value more; without
-// this its control value ("fixed") would land in `resume` and resume's value would be lost.
-function adoptOldTrainLayout(nodeType) {
-    const configure = nodeType.prototype.onConfigure;
-    nodeType.prototype.onConfigure = function (info) {
-        const names = (this.widgets ?? []).map((w) => w.name);
-        const values = dropSeedControlValue(info?.widgets_values, names);
-        if (values !== info?.widgets_values) {
-            info.widgets_values.splice(0, Infinity, ...values); // whether LiteGraph applies them before or after
-            this.widgets.forEach((w, i) => { w.value = values[i]; });
-        }
-        return configure?.apply(this, arguments);
-    };
-}
-
 app.registerExtension({
     name: EXTENSION,
-    beforeRegisterNodeDef(nodeType, nodeData) {
-        if (nodeData?.name === TRAIN_TYPE) adoptOldTrainLayout(nodeType);
-    },
     setup() {
         for (const type of EVENTS) {
             api.addEventListener(type, (event) => {
