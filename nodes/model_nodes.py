@@ -225,7 +225,17 @@ class TalkingPoseClosedLoopSampler:
         rows = 2 if cfg > 1.0 else 1
         memory = model.networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()
         networks = model.load(memory)
-        sampler = ClosedLoopSampler(networks, appearance, settings, state)
+        try:
+            sampler = ClosedLoopSampler(networks, appearance, settings, state)
+        except TalkingPoseError as exc:
+            if state is None or state.settings.seed == seed:
+                raise
+            # The frontend's "control after generate" (randomize by default) changes the seed after every queue,
+            # so a state wired back in for the next part of a video usually meets a seed the user never chose.
+            raise TalkingPoseError(
+                f"{exc} The sampler's seed changes after every queue while its 'control after generate' is not "
+                f"'fixed': set it to 'fixed' and the seed back to {state.settings.seed} to continue this video."
+            ) from exc
         n = pose_images.shape[0]
         progress = host.Progress(n * steps, desc="TalkingPose", unit="step")
         preview = host.latent_previewer()

@@ -125,8 +125,12 @@ def test_chunked_state_of_another_render_is_refused_and_never_overwritten(graph,
     with pytest.raises(TalkingPoseError, match=r"holds the state of another render \(seed 9 in the state, 10 now; beta 0.05"):
         SaveTalkingPoseState().save(other_state, "s", False)
     assert LoadTalkingPoseState().load("s")[0].settings.seed == 9  # untouched
-    with pytest.raises(TalkingPoseError, match="seed 9 in the state, 10 now"):
+    with pytest.raises(TalkingPoseError, match=r"seed 9 in the state, 10 now.*'control after generate' is not 'fixed': "
+                                                r"set it to 'fixed' and the seed back to 9"):
         TalkingPoseClosedLoopSampler().sample(model, appearance, poses[2:4], **other, state=state)
+    with pytest.raises(TalkingPoseError, match=r"beta 0.05 in the state, 0.1 now") as refused:
+        TalkingPoseClosedLoopSampler().sample(model, appearance, poses[2:4], **dict(other, seed=9), state=state)
+    assert "control after generate" not in str(refused.value)  # the hint only where the seed differs
 
 
 def test_chunked_truncated_state_file_is_refused(graph, tmp_path, monkeypatch):
