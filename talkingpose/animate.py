@@ -166,8 +166,10 @@ def read_source(path: Path):
     try:
         with Image.open(path) as picture:
             picture.load()
-            if picture.mode.startswith("I;16"):  # 16-bit grey: Pillow's own RGB conversion would clip it to white
-                picture = Image.fromarray((np.asarray(picture, dtype=np.float32) / 257.0).round().astype(np.uint8), "L")
+            # 16-bit grey (older Pillow opens it as 32-bit mode "I"): Pillow's own RGB conversion would clip it to white
+            if picture.mode == "I" or picture.mode.startswith("I;16"):
+                grey = np.clip(np.asarray(picture, dtype=np.float32) / 257.0, 0, 255)
+                picture = Image.fromarray(grey.round().astype(np.uint8), "L")
             return picture.copy()
     except UnidentifiedImageError:
         raise TalkingPoseError(f"The source {path} is not an image that can be read; use a {IMAGE_FORMATS} file.") from None
