@@ -8,6 +8,14 @@ from __future__ import annotations
 import time
 
 from .backend import host
+from .meta_batch import ChunkCarry, chunk_number
+
+SAMPLER_CARRY = ChunkCarry(
+    "talkingpose_sampler_states",
+    missing="Meta batch chunk {chunk} arrived, but the sampler has no state from chunk {previous}: the previous "
+            "chunks ran without it (or ComfyUI was restarted). Queue the workflow again from the start, or connect "
+            "Load TalkingPose State and skip the frames already made in Load Video.",
+)
 
 CATEGORY = "TalkingPose"
 NONE_INSTALLED = "none installed (see README: Weights)"
@@ -220,8 +228,8 @@ class TalkingPoseClosedLoopSampler:
         settings = SamplerSettings(steps=steps, cfg=cfg, beta=beta, seed=seed)
         chunk = None
         if meta_batch is not None:
-            chunk = meta_batch_chunk(meta_batch, prompt, unique_id)
-            state = carried_state(meta_batch, unique_id, chunk, state)
+            chunk = chunk_number(meta_batch, prompt, unique_id)
+            state = SAMPLER_CARRY.carried(meta_batch, unique_id, chunk, state)
         rows = 2 if cfg > 1.0 else 1
         memory = model.networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()
         networks = model.load(memory)
@@ -261,72 +269,8 @@ class TalkingPoseClosedLoopSampler:
         finally:
             progress.close()
         if meta_batch is not None:
-            carry_state(meta_batch, unique_id, chunk, sampler.state, n)
+            SAMPLER_CARRY.carry(meta_batch, unique_id, chunk, sampler.state, n)
         return ({"samples": torch.stack(latents) / SD_LATENT_SCALE}, sampler.state)
-
-
-# ------------------------------------------------------------------------------------------------ meta batches
-# VideoHelperSuite's Meta Batch Manager re-queues the whole workflow once per chunk of frames and passes the same
-# manager object to every run; the chunk number is the manager's `requeue` input in the prompt (0 = a new
-# render). The sampler keeps its state on that object between chunks.
-_CARRY_ATTRIBUTE = "talkingpose_sampler_states"
-_MANAGER_TYPE = "VHS_BatchManager"
-
-
-def meta_batch_chunk(meta_batch, prompt, node_id=None) -> int:
-    """This run's chunk number. The manager node is the one the sampler's own meta_batch input links to in the
-    prompt. The manager object's unique_id is only a fallback: VideoHelperSuite clears it when a render ends and
-    sets it again only when the manager node runs, and ComfyUI reuses the cached manager without running it when
-    its inputs equal the previous run's (e.g. after a render that was a single chunk)."""
-    if prompt is None:
-        return 0
-    manager_id = None
-    link = (prompt.get(str(node_id)) or {}).get("inputs", {}).get("meta_batch") if node_id is not None else None
-    if isinstance(link, (list, tuple)) and link and (prompt.get(str(link[0])) or {}).get("class_type") == _MANAGER_TYPE:
-        manager_id = str(link[0])
-    if manager_id is None:
-        manager_id = getattr(meta_batch, "unique_id", None)
-    if manager_id is None or manager_id not in prompt:
-        return 0
-    return int(prompt[manager_id].get("inputs", {}).get("requeue", 0))
-
-
-def carried_state(meta_batch, node_id, chunk: int, given):
-    """The state to continue from in this chunk: none for the first, else the one the previous chunk left."""
-    from talkingpose.errors import TalkingPoseError
-
-    carried = getattr(meta_batch, _CARRY_ATTRIBUTE, {}).get(node_id)
-    if chunk == 0:
-        return given  # a new render: start over (or from an explicitly connected state)
-    if carried is None:
-        raise TalkingPoseError(
-            f"Meta batch chunk {chunk + 1} arrived, but the sampler has no state from chunk {chunk}: the previous "
-            "chunks ran without it (or ComfyUI was restarted). Queue the workflow again from the start, or connect "
-            "Load TalkingPose State and skip the frames already made in Load Video."
-        )
-    last_chunk, state, frames_done = carried
-    if last_chunk != chunk - 1:
-        raise TalkingPoseError(
-            f"Meta batch chunks arrived out of order: chunk {chunk + 1} follows chunk {last_chunk + 1}. "
-            "Queue the workflow again from the start."
-        )
-    expected = getattr(meta_batch, "frames_per_batch", None)
-    if expected and frames_done != chunk * expected:
-        raise TalkingPoseError(
-            f"Meta batch frames skipped: {frames_done} frames were made before chunk {chunk + 1}, but chunks of "
-            f"{expected} frames put it at frame {chunk * expected}. Queue the workflow again from the start."
-        )
-    return state
-
-
-def carry_state(meta_batch, node_id, chunk: int, state, frames: int) -> None:
-    states = getattr(meta_batch, _CARRY_ATTRIBUTE, None)
-    if states is None:
-        states = {}
-        setattr(meta_batch, _CARRY_ATTRIBUTE, states)
-    previous = states.get(node_id)
-    done_before = previous[2] if previous is not None and chunk > 0 else 0
-    states[node_id] = (chunk, state, done_before + frames)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -9,7 +9,7 @@ measured on the first chunk).
 """
 from __future__ import annotations
 
-from .model_nodes import meta_batch_chunk
+from .meta_batch import ChunkCarry, chunk_number
 
 CATEGORY = "TalkingPose"
 POSE_STATE = "TALKINGPOSE_POSE_STATE"
@@ -17,44 +17,13 @@ STRENGTH_TOOLTIP = (
     "One-Euro smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter of a still "
     "person and follows a sudden move within a frame or two; higher values smooth more and lag more."
 )
-_CARRY_ATTRIBUTE = "talkingpose_pose_states"
-
-
-def carried_pose_state(meta_batch, node_id, chunk: int, given):
-    """The pose state to continue from in this chunk (None, or `given`, for the first)."""
-    from talkingpose.errors import TalkingPoseError
-
-    if chunk == 0:
-        return given
-    carried = getattr(meta_batch, _CARRY_ATTRIBUTE, {}).get(node_id)
-    if carried is None:
-        raise TalkingPoseError(
-            f"Meta batch chunk {chunk + 1} arrived, but the pose fit and smoothing have no state from chunk {chunk} "
+POSE_CARRY = ChunkCarry(
+    "talkingpose_pose_states",
+    missing="Meta batch chunk {chunk} arrived, but the pose fit and smoothing have no state from chunk {previous} "
             "(ComfyUI was restarted, or the earlier chunks ran without this node). Queue the workflow again from "
-            "the start, or connect Load TalkingPose State's pose_state."
-        )
-    last_chunk, state, frames_done = carried
-    if last_chunk != chunk - 1:
-        raise TalkingPoseError(f"Meta batch chunks arrived out of order: chunk {chunk + 1} follows chunk "
-                               f"{last_chunk + 1}. Queue the workflow again from the start.")
-    expected = getattr(meta_batch, "frames_per_batch", None)
-    if expected and frames_done != chunk * expected:
-        raise TalkingPoseError(
-            f"Meta batch frames skipped: the poses of {frames_done} frames were made before chunk {chunk + 1}, but "
-            f"chunks of {expected} frames put it at frame {chunk * expected}. Queue the workflow again from the start."
-        )
-    return state
-
-
-def carry_pose_state(meta_batch, node_id, chunk: int, state, frames: int) -> None:
-    """Leave the state on the manager for the next chunk, with the frames this render (this queueing) has posed."""
-    states = getattr(meta_batch, _CARRY_ATTRIBUTE, None)
-    if states is None:
-        states = {}
-        setattr(meta_batch, _CARRY_ATTRIBUTE, states)
-    previous = states.get(node_id)
-    done_before = previous[2] if previous is not None and chunk > 0 else 0
-    states[node_id] = (chunk, state, done_before + frames)
+            "the start, or connect Load TalkingPose State's pose_state.",
+    made="the poses of {frames} frames were made",
+)
 
 
 def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibration_frames: int = 0,
@@ -65,12 +34,12 @@ def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibrat
 
     chunk = None
     if meta_batch is not None:
-        chunk = meta_batch_chunk(meta_batch, prompt, unique_id)
-        pose_state = carried_pose_state(meta_batch, unique_id, chunk, pose_state)
+        chunk = chunk_number(meta_batch, prompt, unique_id)
+        pose_state = POSE_CARRY.carried(meta_batch, unique_id, chunk, pose_state)
     poses, state = process_track(poses, source=source, mode=mode, strength=strength, space=space,
                                  calibration_frames=calibration_frames, state=pose_state)
     if meta_batch is not None:
-        carry_pose_state(meta_batch, unique_id, chunk, state, len(poses))
+        POSE_CARRY.carry(meta_batch, unique_id, chunk, state, len(poses))
     return poses, state
 
 
