@@ -113,6 +113,34 @@ def input_file(name: str, suffix: str, what: str) -> Path:
     return _inside(path, [host.input_directory(), host.output_directory()], name, what)
 
 
+def validate_input_name(name, suffix: str, what: str):
+    """A loader's VALIDATE_INPUTS answer: True, or the sentence ComfyUI shows when the prompt is queued. A loader
+    that names its input in VALIDATE_INPUTS makes ComfyUI skip its own is-it-in-the-list check, so workflows saved
+    when the input was a free text field still load; the name is checked here instead."""
+    from talkingpose.errors import TalkingPoseError
+
+    if name is None:  # linked from another node: checked when the node runs
+        return True
+    try:
+        input_file(name, suffix, what)
+    except TalkingPoseError as exc:
+        return str(exc)
+    return True
+
+
+def input_file_version(name, suffix: str, what: str):
+    """A loader's IS_CHANGED answer: the file's path, modification time and size (NaN, never equal to itself, when
+    the name is refused or the file cannot be read, so the node always runs and reports it)."""
+    from talkingpose.errors import TalkingPoseError
+
+    try:
+        path = input_file(name, suffix, what)
+        stat = path.stat()
+    except (TalkingPoseError, OSError):
+        return float("nan")
+    return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"
+
+
 def list_files(suffix: str, accept=None) -> list[str]:
     """Loader choices: files ending in `suffix` in the output folder (plain names) and in the input folder
     (`name [input]`), sorted, links to elsewhere left out; `accept(path)` may filter further."""

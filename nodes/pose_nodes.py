@@ -285,28 +285,11 @@ class TalkingPoseLoadKeypoints:
 
     @classmethod
     def VALIDATE_INPUTS(cls, path):
-        # Naming `path` here makes ComfyUI skip its own check that the value is in the list, so workflows saved
-        # when this was a free text field still load; the name is checked instead.
-        from talkingpose.errors import TalkingPoseError
-
-        if path is None:  # linked from another node: checked when the node runs
-            return True
-        try:
-            paths.input_file(path, ".json", "keypoint file name")
-        except TalkingPoseError as exc:
-            return str(exc)
-        return True
+        return paths.validate_input_name(path, ".json", "keypoint file name")
 
     @classmethod
     def IS_CHANGED(cls, path):
-        from talkingpose.errors import TalkingPoseError
-
-        try:
-            p = paths.input_file(path, ".json", "keypoint file name")
-            stat = p.stat()
-        except (TalkingPoseError, OSError):
-            return float("nan")
-        return f"{p}:{stat.st_mtime_ns}:{stat.st_size}"
+        return paths.input_file_version(path, ".json", "keypoint file name")
 
     def load(self, path):
         from talkingpose.pose import load_pose_keypoints

@@ -6,7 +6,6 @@ belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model 
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -122,27 +121,11 @@ class LoadTalkingPoseState:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename):
-        # Naming `filename` here makes ComfyUI skip its own check that the value is in the list, so workflows
-        # saved when this was a free text field (e.g. 'talkingpose/state') still load; the name is checked instead.
-        from talkingpose.errors import TalkingPoseError
-
-        if filename is None:  # linked from another node: checked when the node runs
-            return True
-        try:
-            paths.input_file(filename, SUFFIX, "state file name")
-        except TalkingPoseError as exc:
-            return str(exc)
-        return True
+        return paths.validate_input_name(filename, SUFFIX, "state file name")
 
     @classmethod
     def IS_CHANGED(cls, filename):
-        from talkingpose.errors import TalkingPoseError
-
-        try:
-            path = paths.input_file(filename, SUFFIX, "state file name")
-        except TalkingPoseError:
-            return float("nan")
-        return os.path.getmtime(path) if path.exists() else float("nan")
+        return paths.input_file_version(filename, SUFFIX, "state file name")
 
     def load(self, filename):
         from talkingpose.sampler import SamplerState

@@ -23,6 +23,8 @@ from talkingpose.video_io import VideoReader
 
 from helpers import PACK_ROOT, SHARED
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 GOLDEN = PACK_ROOT / "tests" / "fixtures" / "golden_train"
 VIDEO = SHARED / "samples" / "driving" / "vid1.mp4"
 POSES = SHARED / "samples" / "dwpose" / "vid1.mp4"
@@ -32,15 +34,6 @@ PARTS = ("denoising_unet", "reference_unet", "pose_guider")
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared, loaded CPU machine two spinning threads per process are slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def golden():
     case = json.loads((GOLDEN / "case.json").read_text())

@@ -16,6 +16,8 @@ from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode,
 
 from helpers import PACK_ROOT, SHARED
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 MODEL = PACK_ROOT / "tests" / "fixtures" / "golden_train" / "model.safetensors"  # small SD1.5-layout networks
 VIDEO = SHARED / "samples" / "driving" / "vid1.mp4"
 POSES = SHARED / "samples" / "dwpose" / "vid1.mp4"
@@ -29,14 +31,6 @@ def test_train_node_seed_declares_no_control_after_generate():
     trainer refuses a checkpoint of another seed."""
     options = TrainTalkingPoseLoRA.INPUT_TYPES()["optional"]["seed"][1]
     assert options["control_after_generate"] is False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

@@ -30,21 +30,6 @@ def _image_batch(*arrays: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).float() / 255.0
 
 
-@pytest.fixture()
-def models_env(tmp_path, monkeypatch):
-    """$TALKINGPOSE_MODELS with dwpose/ holding copies of the synthetic 'det' golden models."""
-    src = GOLDEN / "models" / "det"
-    if not src.is_dir():
-        pytest.skip("golden DWPose models not available")
-    dwpose = tmp_path / "models" / "dwpose"
-    dwpose.mkdir(parents=True)
-    for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
-        shutil.copy(src / name, dwpose / name)
-    monkeypatch.setenv("TALKINGPOSE_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    return dwpose
-
-
 def test_node_registration_and_quick_import():
     assert pose_nodes.NODE_DISPLAY_NAME_MAPPINGS["TalkingPoseExtract"] == "TalkingPose Pose Extract"
     for name, cls in pose_nodes.NODE_CLASS_MAPPINGS.items():

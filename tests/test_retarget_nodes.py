@@ -2,7 +2,6 @@
 VideoHelperSuite meta-batch chunks and through Save/Load TalkingPose State."""
 from __future__ import annotations
 
-import shutil
 
 import numpy as np
 import pytest
@@ -31,19 +30,6 @@ class FakeBatchManager:
 def _prompt(manager, chunk):
     return {manager.unique_id: {"class_type": "VHS_BatchManager",
                                 "inputs": {"frames_per_batch": manager.frames_per_batch, "requeue": chunk}}}
-
-
-@pytest.fixture()
-def models_env(tmp_path, monkeypatch):
-    src = GOLDEN / "models" / "det"
-    if not src.is_dir():
-        pytest.skip("golden DWPose models not available")
-    dwpose = tmp_path / "models" / "dwpose"
-    dwpose.mkdir(parents=True)
-    for name in ("yolox_l.onnx", "dw-ll_ucoco_384.onnx"):
-        shutil.copy(src / name, dwpose / name)
-    monkeypatch.setenv("TALKINGPOSE_MODELS", str(tmp_path / "models"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
 
 
 def _image(path):
