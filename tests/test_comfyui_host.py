@@ -1,7 +1,8 @@
 """The pack inside a real ComfyUI: the shipped workflows queued over ComfyUI's HTTP API.
 
 Runs only when COMFYUI_PATH points at a ComfyUI checkout (the server runs with COMFYUI_PYTHON, else this
-interpreter); otherwise every test here is skipped with the reason. Example:
+interpreter); otherwise every test here is skipped with the reason — or fails with it where
+TALKINGPOSE_REQUIRE_COMFYUI=1 (CI sets it, so a broken host set-up cannot pass as skipped tests). Example:
 
     COMFYUI_PATH=/work/comfyhost/ComfyUI COMFYUI_PYTHON=/work/comfyhost/venv/bin/python \\
         python -m pytest tests/test_comfyui_host.py -v
@@ -55,16 +56,22 @@ TONE_BASE_HZ, TONE_STEP_HZ = 300, 150  # its audio: a tone of 300 Hz + 150 Hz * 
 
 
 # ------------------------------------------------------------------------------------------------ set-up
+def _skip_without_host(reason: str) -> None:
+    if os.environ.get("TALKINGPOSE_REQUIRE_COMFYUI") == "1":
+        pytest.fail(f"TALKINGPOSE_REQUIRE_COMFYUI=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def _comfyui() -> tuple[Path, str]:
     path = os.environ.get("COMFYUI_PATH")
     if not path:
-        pytest.skip("COMFYUI_PATH is not set: the real-ComfyUI tests need a ComfyUI checkout "
+        _skip_without_host("COMFYUI_PATH is not set: the real-ComfyUI tests need a ComfyUI checkout "
                     "(set COMFYUI_PATH, and COMFYUI_PYTHON for its interpreter)")
     root = Path(path).expanduser().resolve()
     if not (root / "main.py").is_file() or not (root / "comfy").is_dir():
-        pytest.skip(f"COMFYUI_PATH={path} is not a ComfyUI checkout (no main.py / comfy/)")
+        _skip_without_host(f"COMFYUI_PATH={path} is not a ComfyUI checkout (no main.py / comfy/)")
     if not DWPOSE_MODELS.is_dir() or not DRIVING_SAMPLE.is_file():
-        pytest.skip(f"shared test data not found under {SHARED}")
+        _skip_without_host(f"shared test data not found under {SHARED}")
     return root, os.environ.get("COMFYUI_PYTHON") or sys.executable
 
 
@@ -421,7 +428,7 @@ def test_comfyui_host_runs_the_core_nodes_workflow(comfy, defs):
 
 def test_comfyui_host_runs_the_videohelpersuite_workflow(comfy, defs):
     if not comfy.has_vhs:
-        pytest.skip(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
+        _skip_without_host(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
     workflow = load_workflow("talkingpose_videohelpersuite.json")
     prefix = f"tp_tests/vhs_{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
@@ -534,7 +541,7 @@ def frame_of_tone(sound: np.ndarray, rate: int, slot: int) -> int:
 @pytest.fixture(scope="module")
 def one_shot_long_render(comfy, defs):
     if not comfy.has_vhs:
-        pytest.skip(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
+        _skip_without_host(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
     render = LongRender(comfy, "one_shot")
     render.run(render.graph(defs, chunked=False))
     assert len(render.entries) == 1 and len(render.videos) == 1
