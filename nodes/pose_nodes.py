@@ -15,7 +15,7 @@ import logging
 
 from . import paths
 from .backend import host
-from .retarget_nodes import STRENGTH_TOOLTIP, fit_and_smooth, meta_inputs, source_pose
+from .retarget_nodes import STRENGTH_TOOLTIP, dwpose_extractor, fit_and_smooth, meta_inputs, source_pose
 
 log = logging.getLogger("TalkingPose")
 
@@ -36,13 +36,6 @@ def _part_switches():
 def _output_size(width: int, height: int, canvas_hw) -> tuple[int, int]:
     """(width, height) of the output images; 0 keeps that side of the detection canvas."""
     return (int(width) or int(canvas_hw[1])), (int(height) or int(canvas_hw[0]))
-
-
-def _extractor():
-    from talkingpose.pose import PoseExtractor, find_dwpose_weights
-
-    weights = find_dwpose_weights(host.model_folders("dwpose"), custom_nodes_dirs=host.custom_nodes_dirs())
-    return PoseExtractor(weights.detector, weights.pose, device_index=host.onnx_device_index())
 
 
 def _render_batch(poses, canvas_hw, width, height, switches):
@@ -117,7 +110,7 @@ class TalkingPoseExtract:
         total = int(images.shape[0])
         if total == 0:
             raise TalkingPoseError("Pose Extract got an empty image batch.")
-        extractor = _extractor()
+        extractor = dwpose_extractor()
         switches = dict(body=bool(body), hands=bool(hands), face=bool(face))
 
         failed: list[int] = []

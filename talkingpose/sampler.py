@@ -122,7 +122,7 @@ class SamplerState:
         """Read a state file, validated completely (see `state_file`)."""
         from . import state_file
 
-        return state_file.load(path, cls)
+        return state_file.load(path, cls, SamplerSettings)
 
 
 def make_scheduler(config: dict | None = None):

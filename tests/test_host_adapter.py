@@ -1,5 +1,5 @@
 """The ComfyUI adapter (`nodes/host.py`) against stand-ins of ComfyUI's modules, and its standalone twin
-(`talkingpose/runtime.py`). What happens on ComfyUI's side — its memory manager moving models, --novram, its dtype
+(`nodes/standalone.py`). What happens on ComfyUI's side — its memory manager moving models, --novram, its dtype
 choice, its folder registry — is played by `fake_comfyui`; the real-host tests run the pack in a real ComfyUI."""
 import inspect
 import logging
@@ -13,10 +13,10 @@ import torch
 
 import fake_comfyui
 from helpers import PACK_ROOT
-from nodes import model_nodes
+from nodes import model_nodes, standalone
 from talkingpose import runtime
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 
 SIZE = 64
 
@@ -49,7 +49,7 @@ def _encode(comfy, model, size=SIZE):
 def test_nodes_run_on_the_standalone_runtime_without_comfyui():
     from nodes import backend
 
-    assert backend.host is runtime
+    assert backend.host is standalone
 
 
 def test_nodes_pick_the_comfyui_adapter_when_comfyui_is_importable(tmp_path):
@@ -73,8 +73,8 @@ def test_standalone_runtime_has_the_adapters_interface(comfy):
               if not name.startswith("_") and callable(obj) and getattr(obj, "__module__", None) == host.__name__}
     assert public >= {"ManagedModel", "Progress", "compute_dtype", "clip_image_embeds", "vae_decode", "model_folders"}
     for name in sorted(public - {"weights_by_device"}):  # a helper of the adapter's own placement check
-        assert hasattr(runtime, name), f"talkingpose.runtime lacks {name}"
-        theirs, ours = getattr(host, name), getattr(runtime, name)
+        assert hasattr(standalone, name), f"nodes.standalone lacks {name}"
+        theirs, ours = getattr(host, name), getattr(standalone, name)
         if inspect.isfunction(theirs):
             assert list(inspect.signature(theirs).parameters) == list(inspect.signature(ours).parameters), name
 

@@ -2,9 +2,8 @@
 
 Typical use::
 
-    from .pose import PoseExtractor, find_dwpose_weights, draw_pose, to_pose_keypoints
-    weights = find_dwpose_weights([models_dir / "dwpose"])
-    extractor = PoseExtractor(weights.detector, weights.pose, device_index=0)
+    from .pose import PoseExtractor, draw_pose, to_pose_keypoints
+    extractor = PoseExtractor.from_folders([models_dir / "dwpose"], device_index=0)
     for pose in extractor.iter_extract(rgb_frames):      # one PoseFrame per frame, as soon as it is ready
         render = draw_pose(pose)                          # RGB uint8 at the detection canvas size
 

@@ -407,8 +407,11 @@ class PoseExtractor:
         self.pose_batch_is_dynamic = _est.session_batch_size(self.pose_session) is None
 
     @classmethod
-    def from_folders(cls, folders: Iterable, **kwargs) -> "PoseExtractor":
-        weights = find_dwpose_weights(folders)
+    def from_folders(cls, folders: Iterable, *, custom_nodes_dirs: Iterable[Path] | None = None,
+                     **kwargs) -> "PoseExtractor":
+        """The one way the pack builds DWPose: the weights found in `folders` (then comfyui_controlnet_aux's
+        downloads and the Hugging Face cache, see `find_dwpose_weights`); `kwargs` as for the constructor."""
+        weights = find_dwpose_weights(folders, custom_nodes_dirs=custom_nodes_dirs)
         return cls(weights.detector, weights.pose, **kwargs)
 
     @property
