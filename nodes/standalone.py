@@ -4,15 +4,15 @@ classes without ComfyUI.
 It has the same interface as the ComfyUI adapter `nodes/host.py` (device choice, model folders, progress bar,
 cancel check, browser events, a managed model, CLIP/VAE calls, output folder); `nodes/backend.py` picks one of
 the two. Here the CLIP image encoder is a transformers `CLIPVisionModelWithProjection` and the VAE a diffusers
-`AutoencoderKL` (`talkingpose.vae_clip`); nothing is shared with other models, so a "managed" model simply lives
-on the device. The device, precision and folder policies are the engine's own (`talkingpose.runtime`).
+`AutoencoderKL` (`talkingpose.vae_clip`, imported when first used, so importing the nodes stays quick); nothing
+is shared with other models, so a "managed" model simply lives on the device. The device, precision and folder
+policies are the engine's own (`talkingpose.runtime`).
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from talkingpose import vae_clip
 from talkingpose.runtime import PACK_ROOT, default_device, models_root
 from talkingpose.runtime import compute_dtype  # noqa: F401  (the engine's precision policy is this host's)
 
@@ -124,36 +124,50 @@ class ManagedModel:
 
 def clip_projection_width(clip_vision) -> int | None:
     """Width of the image embedding a CLIP vision model gives, read off its weights before running it."""
+    from talkingpose import vae_clip
+
     return vae_clip.clip_projection_width(clip_vision)
 
 
 def clip_image_embeds(clip_vision, source):
     """Projected image embedding [1, C] of a prepared source (`images.PreparedSource`)."""
+    from talkingpose import vae_clip
+
     return vae_clip.clip_image_embeds(clip_vision, source)
 
 
 def vae_encode_mean(vae, pixels):
     """Raw (unscaled) posterior mean [1, 4, h, w] of pixels [1, H, W, 3] in [0, 1]."""
+    from talkingpose import vae_clip
+
     return vae_clip.vae_encode_mean(vae, pixels)
 
 
 def clip_crop_embeds(clip_vision, crops):
     """Projected image embeddings [n, C] of 224×224 PIL crops (fine-tuning's CLIP inputs), float32 on the CPU."""
+    from talkingpose import vae_clip
+
     return vae_clip.clip_embeds(clip_vision, crops).float().cpu()
 
 
 def clip_zeroed_embeds(clip_vision):
     """The projected embedding [1, C] of all-zero normalised CLIP pixels (fine-tuning's unconditional context),
     float32 on the CPU."""
+    from talkingpose import vae_clip
+
     return vae_clip.clip_zeroed_embeds(clip_vision).float().cpu()
 
 
 def vae_encode_posterior(vae, pixels):
     """VAE posterior mean and standard deviation (unscaled) of pixels [n, 3, H, W] in [-1, 1], float32 on the CPU."""
+    from talkingpose import vae_clip
+
     mean, std = vae_clip.vae_posterior(vae, pixels)
     return mean.float().cpu(), std.float().cpu()
 
 
 def vae_decode(vae, raw_latents):
     """VAE Decode of raw latents [n, 4, h, w] → IMAGE [n, H, W, 3] in [0, 1] (float32, CPU)."""
+    from talkingpose import vae_clip
+
     return vae_clip.decode_latents(vae, raw_latents).movedim(1, -1)

@@ -13,21 +13,10 @@ from .align import Alignment, align_track, estimate_alignment
 from .draw import draw_body, draw_faces, draw_hands, draw_pose, render_pose, resize_render
 from .extractor import (
     DETECT_RESOLUTION,
-    DETECTOR_FILE,
-    HF_REPO,
-    POSE_FILE,
-    DWPoseWeights,
     PoseExtractionError,
     PoseExtractor,
-    candidate_folders,
     canvas_size,
-    choose_providers,
-    clear_sessions,
-    download_dwpose_weights,
-    download_hint,
     extract_frames,
-    find_dwpose_weights,
-    load_session,
     prepare_frame,
     to_rgb_uint8,
 )
@@ -40,6 +29,19 @@ from .keypoints import (
     to_pose_keypoint,
     to_pose_keypoints,
     validate_frame_dict,
+)
+from .onnx_models import (
+    DETECTOR_FILE,
+    HF_REPO,
+    POSE_FILE,
+    DWPoseWeights,
+    candidate_folders,
+    choose_providers,
+    clear_sessions,
+    download_dwpose_weights,
+    download_hint,
+    find_dwpose_weights,
+    load_session,
 )
 from .retarget import Retarget, estimate_retarget, retarget_track
 from .smoothing import DEFAULT_STRENGTH, PoseSmoother, SmootherState, smooth_track
