@@ -132,6 +132,22 @@ def test_every_forward_group_loads_with_a_memory_estimate_that_grows_with_the_si
     assert large.width == 128
 
 
+def test_nodes_announce_the_engines_memory_estimates(comfy):
+    """Appearance Encode and the sampler ask ComfyUI for what `talkingpose.memory` estimates (one row unguided)."""
+    from talkingpose import memory
+
+    model = _load(comfy)
+    patcher = model.managed.patcher
+    comfy.mm.calls.clear()
+    appearance = _encode(comfy, model)
+    assert [m for p, m, full in comfy.mm.calls if p is patcher] == [memory.appearance_encode_bytes(model.networks, SIZE, SIZE)]
+    for cfg in (3.5, 1.0):
+        comfy.mm.calls.clear()
+        model_nodes.TalkingPoseClosedLoopSampler().sample(model, appearance, _image(1, 48, 48), 0, 1, cfg, 0.05, unique_id="7")
+        assert {m for p, m, full in comfy.mm.calls if p is patcher} == {memory.denoise_step_bytes(model.networks, appearance, cfg)}
+    assert memory.denoise_step_bytes(model.networks, appearance, 3.5) > memory.denoise_step_bytes(model.networks, appearance, 1.0)
+
+
 def test_networks_left_on_another_device_are_reported_once(comfy, caplog, tmp_path, monkeypatch):
     """--novram: ComfyUI 'loads' the model but its weights stay on the CPU; sampling there is ~100x slower."""
     fake, host = fake_comfyui.install(monkeypatch, tmp_path / "gpu", load_device="cuda")

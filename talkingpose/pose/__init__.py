@@ -17,6 +17,7 @@ from .extractor import (
     PoseExtractor,
     canvas_size,
     extract_frames,
+    fill_failed_frames,
     prepare_frame,
     to_rgb_uint8,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "estimate_alignment",
     "estimate_retarget",
     "extract_frames",
+    "fill_failed_frames",
     "find_dwpose_weights",
     "from_pose_keypoint",
     "from_pose_keypoints",

@@ -248,3 +248,21 @@ class PoseExtractor:
 def extract_frames(extractor: PoseExtractor, frames: Iterable, **kwargs) -> list[PoseFrame | None]:
     """Convenience: the whole track as a list (see `PoseExtractor.iter_extract`)."""
     return list(extractor.iter_extract(frames, **kwargs))
+
+
+def fill_failed_frames(poses: list[PoseFrame | None], frame_hw: tuple[int, int], *,
+                       repeat_previous: bool) -> tuple[list[PoseFrame], tuple[int, int]]:
+    """A track whose failed frames (None, from `iter_extract` with `on_error`) are filled in, and its detection
+    canvas (height, width): with the previous frame's pose when `repeat_previous` (an empty pose before the first
+    frame that worked), else with an empty pose. Without any frame that worked, the canvas is that of frames
+    `frame_hw` (height, width) in size."""
+    canvas_hw = next((p.canvas_hw for p in poses if p is not None), None)
+    if canvas_hw is None:
+        canvas_hw = canvas_size(*frame_hw)[:2]
+    filled = list(poses)
+    if repeat_previous:
+        previous = None
+        for i, pose in enumerate(filled):
+            filled[i] = pose if pose is not None else previous
+            previous = filled[i]
+    return [p if p is not None else PoseFrame.empty(canvas_hw) for p in filled], canvas_hw
