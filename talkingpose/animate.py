@@ -380,7 +380,7 @@ class JobRender:
     def __init__(self, job: AnimateJob, pipe, inputs: tuple | None = None):
         from . import runtime
         from .render_output import resume_point
-        from .video_io import SegmentedVideoWriter
+        from .segmented_writer import SegmentedVideoWriter
 
         self.job, self.pipe = job, pipe
         fps, self.total, track = inputs if inputs is not None else check_inputs(job)
