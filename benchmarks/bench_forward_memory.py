@@ -4,7 +4,7 @@
 
 For each output size: the peak CUDA memory of one reference pass (Appearance Encode) and of one guided
 denoising step (the sampler: 2 rows), above the memory held before the pass, next to
-`forward_memory + reference_memory` / `forward_memory + appearance.bytes()`. The estimate should be at or
+`memory.appearance_encode_bytes` / `memory.denoise_step_bytes` (at the default cfg, guided). The estimate should be at or
 above the measurement (it is what ComfyUI frees room for) without being far above it. On the CPU only the
 estimates are printed.
 """
@@ -16,7 +16,9 @@ import json
 import torch
 
 from talkingpose.appearance import encode_appearance
+from talkingpose.memory import appearance_encode_bytes, denoise_step_bytes
 from talkingpose.random_weights import PRESETS, random_networks
+from talkingpose.sampler import DEFAULT_CFG
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -57,9 +59,9 @@ def main(argv=None):
             latent.repeat(2, 1, 1, 1).to(dtype), torch.tensor(500, device=device), context, pose, appearance.reference, 1))
         row = {
             "size": size,
-            "encode_estimate_mb": (nets.forward_memory(1, size, size) + nets.reference_memory(size, size)) / 2**20,
+            "encode_estimate_mb": appearance_encode_bytes(nets, size, size) / 2**20,
             "encode_measured_mb": None if encode_peak is None else encode_peak / 2**20,
-            "step_estimate_mb": (nets.forward_memory(2, size, size) + appearance.bytes()) / 2**20,
+            "step_estimate_mb": denoise_step_bytes(nets, appearance, DEFAULT_CFG) / 2**20,
             "step_measured_mb": None if step_peak is None else step_peak / 2**20,
         }
         rows.append(row)

@@ -24,7 +24,7 @@ import sys, numpy as np, torch
 root, weights, frames, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 sys.path.insert(0, root)
 from talkingpose.random_weights import write_random_weights
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
 from nodes.backend import host
 import os

@@ -41,8 +41,7 @@ def main() -> int:
     from talkingpose.pose import PoseExtractor, draw_pose
 
     frames = read_frames(args.video, args.frames)
-    ex = PoseExtractor(args.models / "yolox_l.onnx", args.models / "dw-ll_ucoco_384.onnx",
-                       device_index=args.device_index)
+    ex = PoseExtractor.from_folders([args.models], device_index=args.device_index)
     print(f"{len(frames)} frames of {frames[0].shape[1]}x{frames[0].shape[0]} from {args.video.name}; "
           f"providers {ex.active_providers}; pose batch dynamic: {ex.pose_batch_is_dynamic}")
     list(ex.iter_extract(frames[:4]))  # warm-up

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkingpose import images, runtime
+from talkingpose import images, vae_clip
 from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
-from talkingpose.pipeline import decode_latents
 from talkingpose.random_weights import PRESETS, random_networks
 from talkingpose.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler
 
@@ -67,8 +66,8 @@ def build(preset, device, dtype):
 @torch.no_grad()
 def encode(nets, vae, clip, source, size, cfg_rows):
     prepared = images.prepare_source(source, size, size)
-    embeds = runtime.clip_image_embeds(clip, prepared)
-    latent = runtime.vae_encode_mean(vae, prepared.reference_image()) * SD_LATENT_SCALE
+    embeds = vae_clip.clip_image_embeds(clip, prepared)
+    latent = vae_clip.vae_encode_mean(vae, prepared.reference_image()) * SD_LATENT_SCALE
     if cfg_rows == 2:  # the official script runs the reference UNet on [uncond, cond] and keeps both rows
         nets.reference_keys_values(latent.repeat(2, 1, 1, 1), torch.cat([torch.zeros_like(embeds), embeds])[:, None])
     return encode_appearance(nets, embeds, latent, size, size)
@@ -138,7 +137,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         last = one_frame(i, last)
         t1 = time.perf_counter()
-        decode_latents(vae, last / SD_LATENT_SCALE)
+        vae_clip.decode_latents(vae, last / SD_LATENT_SCALE)
         sync(device)
         t2 = time.perf_counter()
         if i >= args.warmup:

@@ -1,8 +1,8 @@
 """The one place that chooses what the nodes run on.
 
 Inside ComfyUI (its `comfy` and `folder_paths` modules importable) that is the adapter `nodes/host.py`;
-anywhere else — the tests, CI, a benchmark driving the node classes — the engine's standalone runtime
-`talkingpose.runtime`, which has the same interface. Node modules use `host` from here and nothing else.
+anywhere else — the tests, CI, a benchmark driving the node classes — the standalone host
+`nodes/standalone.py`, which has the same interface. Node modules use `host` from here and nothing else.
 """
 from __future__ import annotations
 
@@ -19,6 +19,6 @@ def _comfyui_is_running() -> bool:
 if _comfyui_is_running():
     from . import host
 else:
-    from talkingpose import runtime as host
+    from . import standalone as host
 
 __all__ = ["host"]

@@ -1,7 +1,7 @@
 """The adapter between the nodes and ComfyUI: every call into ComfyUI goes through here, and only ComfyUI.
 
-Imported only inside a running ComfyUI (`nodes/backend.py` chooses it there); the command line and CI use the
-engine's standalone runtime `talkingpose.runtime`, which has the same interface. Written against the APIs of
+Imported only inside a running ComfyUI (`nodes/backend.py` chooses it there); the tests and CI drive the nodes
+through the standalone host `nodes/standalone.py`, which has the same interface. Written against the APIs of
 ComfyUI v0.8.0 and v0.33 (both read).
 """
 from __future__ import annotations

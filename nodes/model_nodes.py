@@ -155,6 +155,7 @@ class TalkingPoseAppearanceEncode:
         from talkingpose import images
         from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
         from talkingpose.errors import TalkingPoseError
+        from talkingpose.memory import appearance_encode_bytes
 
         if image.shape[0] != 1:
             raise TalkingPoseError(
@@ -178,8 +179,7 @@ class TalkingPoseAppearanceEncode:
                 f"The VAE returned latents of shape {tuple(raw.shape)}; TalkingPose needs an SD1.x VAE "
                 "(4 channels, 8× smaller), e.g. sd-vae-ft-mse."
             )
-        nets = model.networks
-        networks = model.load(nets.forward_memory(1, width, height) + nets.reference_memory(width, height))
+        networks = model.load(appearance_encode_bytes(model.networks, width, height))
         with torch.no_grad():
             appearance = encode_appearance(networks, embeds, raw.float() * SD_LATENT_SCALE, width, height, fit)
         return (appearance,)
@@ -221,6 +221,7 @@ class TalkingPoseClosedLoopSampler:
         from talkingpose import images
         from talkingpose.appearance import SD_LATENT_SCALE
         from talkingpose.errors import TalkingPoseError
+        from talkingpose.memory import denoise_step_bytes
         from talkingpose.sampler import ClosedLoopSampler, SamplerSettings
 
         if pose_images is None or pose_images.shape[0] == 0:
@@ -230,8 +231,7 @@ class TalkingPoseClosedLoopSampler:
         if meta_batch is not None:
             chunk = chunk_number(meta_batch, prompt, unique_id)
             state = SAMPLER_CARRY.carried(meta_batch, unique_id, chunk, state)
-        rows = 2 if cfg > 1.0 else 1
-        memory = model.networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()
+        memory = denoise_step_bytes(model.networks, appearance, cfg)
         networks = model.load(memory)
         try:
             sampler = ClosedLoopSampler(networks, appearance, settings, state)

@@ -15,7 +15,7 @@ import logging
 
 from . import paths
 from .backend import host
-from .retarget_nodes import STRENGTH_TOOLTIP, fit_and_smooth, meta_inputs, source_pose
+from .retarget_nodes import STRENGTH_TOOLTIP, dwpose_extractor, fit_and_smooth, meta_inputs, source_pose
 
 log = logging.getLogger("TalkingPose")
 
@@ -36,13 +36,6 @@ def _part_switches():
 def _output_size(width: int, height: int, canvas_hw) -> tuple[int, int]:
     """(width, height) of the output images; 0 keeps that side of the detection canvas."""
     return (int(width) or int(canvas_hw[1])), (int(height) or int(canvas_hw[0]))
-
-
-def _extractor():
-    from talkingpose.pose import PoseExtractor, find_dwpose_weights
-
-    weights = find_dwpose_weights(host.model_folders("dwpose"), custom_nodes_dirs=host.custom_nodes_dirs())
-    return PoseExtractor(weights.detector, weights.pose, device_index=host.onnx_device_index())
 
 
 def _render_batch(poses, canvas_hw, width, height, switches):
@@ -108,7 +101,7 @@ class TalkingPoseExtract:
                 source_image=None, alignment="similarity", smoothing=0.0, pose_state=None, meta_batch=None,
                 unique_id=None, prompt=None):
         from talkingpose.errors import TalkingPoseError
-        from talkingpose.pose import PoseExtractionError, PoseFrame, to_pose_keypoints
+        from talkingpose.pose import PoseExtractionError, fill_failed_frames, to_pose_keypoints
 
         if on_error not in ON_ERROR_CHOICES:
             raise TalkingPoseError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_error!r}.")
@@ -117,7 +110,7 @@ class TalkingPoseExtract:
         total = int(images.shape[0])
         if total == 0:
             raise TalkingPoseError("Pose Extract got an empty image batch.")
-        extractor = _extractor()
+        extractor = dwpose_extractor()
         switches = dict(body=bool(body), hands=bool(hands), face=bool(face))
 
         failed: list[int] = []
@@ -149,17 +142,8 @@ class TalkingPoseExtract:
         finally:
             progress.close()
 
-        canvas_hw = next((p.canvas_hw for p in poses if p is not None), None)
-        if canvas_hw is None:
-            from talkingpose.pose import canvas_size
-
-            canvas_hw = canvas_size(int(images.shape[1]), int(images.shape[2]))[:2]
-        if on_error == "repeat previous pose":
-            previous = None
-            for i, pose in enumerate(poses):
-                poses[i] = pose if pose is not None else previous
-                previous = poses[i]
-        poses = [p if p is not None else PoseFrame.empty(canvas_hw) for p in poses]
+        poses, canvas_hw = fill_failed_frames(poses, (int(images.shape[1]), int(images.shape[2])),
+                                              repeat_previous=on_error == "repeat previous pose")
         out_w, out_h = _output_size(width, height, canvas_hw)
 
         source = source_pose(source_image, None) if source_image is not None else None

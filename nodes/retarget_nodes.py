@@ -9,6 +9,7 @@ measured on the first chunk).
 """
 from __future__ import annotations
 
+from .backend import host
 from .meta_batch import ChunkCarry, chunk_number
 
 CATEGORY = "TalkingPose"
@@ -107,6 +108,15 @@ class TalkingPoseRetargetKeypoints:
         return to_pose_keypoints(poses), state
 
 
+def dwpose_extractor():
+    """DWPose with the weights in ComfyUI's dwpose model folders (or comfyui_controlnet_aux's downloads), on the
+    GPU ComfyUI runs on; Pose Extract uses it too."""
+    from talkingpose.pose import PoseExtractor
+
+    return PoseExtractor.from_folders(host.model_folders("dwpose"), custom_nodes_dirs=host.custom_nodes_dirs(),
+                                      device_index=host.onnx_device_index())
+
+
 def source_pose(source_image, source_pose_keypoint):
     """The source person's pose from a POSE_KEYPOINT (one frame) or, failing that, DWPose on the image."""
     from talkingpose.errors import TalkingPoseError
@@ -122,10 +132,8 @@ def source_pose(source_image, source_pose_keypoint):
         raise TalkingPoseError("Connect source_image (the photo to animate) or source_pose_keypoint.")
     if source_image.shape[0] != 1:
         raise TalkingPoseError(f"source_image is a batch of {source_image.shape[0]}; connect the one photo to animate.")
-    from .pose_nodes import _extractor
-
     try:
-        return _extractor()(source_image[0].detach().cpu().numpy())
+        return dwpose_extractor()(source_image[0].detach().cpu().numpy())
     except TalkingPoseError as exc:
         raise TalkingPoseError(f"The source image could not be read for its pose: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - onnxruntime errors

@@ -5,32 +5,11 @@ belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model 
 """
 from __future__ import annotations
 
-import json
-import struct
-from pathlib import Path
-
 from . import paths
 
 CATEGORY = "TalkingPose"
 POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
 SUFFIX = ".safetensors"
-_MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few KB at most; checkpoints have large ones
-
-
-def is_state_file(path: Path) -> bool:
-    """Whether `path` is a safetensors file written for a sampler state, from its header alone (cheap, and true
-    for a state whose tensor data was cut short, so that it can still be replaced)."""
-    from talkingpose.state_file import METADATA_KEY
-
-    try:
-        with open(path, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            if length > _MAX_STATE_HEADER:
-                return False
-            header = json.loads(f.read(length))
-    except (OSError, struct.error, ValueError):
-        return False
-    return isinstance(header, dict) and METADATA_KEY in (header.get("__metadata__") or {})
 
 
 class SaveTalkingPoseState:
@@ -65,6 +44,7 @@ class SaveTalkingPoseState:
 
         from talkingpose.errors import TalkingPoseError
         from talkingpose.sampler import SamplerState
+        from talkingpose.state_file import is_state_file
 
         if pose_state is not None:
             if pose_state.frames != state.next_frame:
@@ -114,6 +94,8 @@ class LoadTalkingPoseState:
 
     @classmethod
     def INPUT_TYPES(cls):
+        from talkingpose.state_file import is_state_file
+
         return {"required": {"filename": (paths.list_files(SUFFIX, is_state_file), {
             "tooltip": "A state saved by Save TalkingPose State (ComfyUI's output folder; 'name [input]' for its input "
                        "folder). Press R in ComfyUI to refresh the list after a save.",

@@ -72,7 +72,7 @@ def locate_weights(root: Path, model_name: str | None = None, need_dwpose: bool 
     """TalkingPose model, VAE and image encoder folders under a ComfyUI-style models root (and the DWPose
     weights when poses are to be extracted); one error lists everything that is missing and where it goes."""
     from .checkpoints import list_models
-    from .downloads import IMAGE_ENCODER_FILE, VAE_FILE
+    from .vae_clip import IMAGE_ENCODER_FILE, VAE_FILE
 
     root = Path(root)
     missing = []
@@ -214,14 +214,15 @@ def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
     frame), fitted to the source person and smoothed. Measured on the whole track before rendering starts, so a
     resumed run gets the same poses."""
     from .pose import from_pose_keypoints, load_pose_keypoints
-    from .pose.track import dwpose_extractor, extract_video_track, load_source_pose, process_track
+    from .pose import PoseExtractor
+    from .pose.track import extract_video_track, load_source_pose, process_track
     from .video_io import VideoReader
 
     extractor = None
 
     def get_extractor():
         nonlocal extractor
-        extractor = extractor or dwpose_extractor(models_root)
+        extractor = extractor or PoseExtractor.from_folders([models_root / "dwpose"])
         return extractor
 
     if job.keypoints is not None:
@@ -257,11 +258,9 @@ def _pose_renders(job: AnimateJob, start: int, models_root: Path, track=None):
         reader = VideoReader(job.poses, start=start)
         yield from reader
         return
-    from .pose import draw_pose, find_dwpose_weights
-    from .pose.extractor import PoseExtractor
+    from .pose import PoseExtractor, draw_pose
 
-    weights = find_dwpose_weights([models_root / "dwpose"])
-    extractor = PoseExtractor(weights.detector, weights.pose)
+    extractor = PoseExtractor.from_folders([models_root / "dwpose"])
     for pose in extractor.iter_extract(VideoReader(job.driving, start=start), start_index=start):
         yield draw_pose(pose)
 
@@ -280,10 +279,9 @@ def preflight(job: AnimateJob) -> None:
     """The checks of the headless command that need no network, before any is built or a pose extracted: the
     input files, the output (see `render_output.check_output`), the source picture, every weight file (DWPose's
     too), memory."""
-    from . import memory
+    from . import memory, runtime
     from .render_output import check_output
     from .runtime import compute_dtype
-    from .runtime import models_root as default_root
 
     check_input_paths(job)
     check_frames(job.frames)
@@ -292,7 +290,7 @@ def preflight(job: AnimateJob) -> None:
     if job.source is not None:
         _load_source(job)
     check_models_root(job.models_root)
-    root = Path(job.models_root) if job.models_root else default_root()
+    root = runtime.models_root(job.models_root)
     need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
     if not job.random_weights:  # random weights bring random DWPose models (`_dwpose_root`)
         locate_weights(root, job.model_name, need_dwpose=need_dwpose)
@@ -319,13 +317,13 @@ def check_input_paths(job: AnimateJob) -> None:
 
 def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
     """Checks the job's inputs before any network is loaded: (fps, frames to render, keypoint track or None)."""
-    from .runtime import models_root as default_root
+    from . import runtime
     from .video_io import VideoReader
 
     check_input_paths(job)
     check_frames(job.frames)
     images.check_output_size(job.width, job.height)
-    root = Path(job.models_root) if job.models_root else default_root()
+    root = runtime.models_root(job.models_root)
     track = _keypoint_track(job, _dwpose_root(job, root)) if _uses_keypoints(job) else None
     if job.driving is None and job.poses is None:
         fps, total = job.fps or 25, len(track)
@@ -351,9 +349,9 @@ def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, rando
                       precision="auto", channels_last=False, compile=False):
     """The pipeline an animate job runs on (the arguments as in `AnimateJob`); random weights are written into
     `scratch`, which may be deleted once this returns."""
+    from . import runtime
     from .pipeline import load_pipeline
     from .runtime import compute_dtype
-    from .runtime import models_root as default_root
 
     device = _device(device)
     dtype = compute_dtype(precision, device)
@@ -363,7 +361,7 @@ def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, rando
         log.warning("SMOKE RUN: random %s weights; the video shows noise, labelled '%s'.", random_weights, SMOKE_LABEL)
         weights = write_random_weights(Path(scratch), random_weights)
     else:
-        weights = locate_weights(Path(models_root) if models_root else default_root(), model_name)
+        weights = locate_weights(runtime.models_root(models_root), model_name)
     return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
                          channels_last=channels_last, compile=compile)
 
@@ -380,9 +378,9 @@ class JobRender:
     """
 
     def __init__(self, job: AnimateJob, pipe, inputs: tuple | None = None):
+        from . import runtime
         from .render_output import resume_point
-        from .runtime import models_root as default_root
-        from .video_io import SegmentedVideoWriter
+        from .segmented_writer import SegmentedVideoWriter
 
         self.job, self.pipe = job, pipe
         fps, self.total, track = inputs if inputs is not None else check_inputs(job)
@@ -402,7 +400,7 @@ class JobRender:
         if self.start:
             log.info("Resuming %s at frame %d of %d", job.out, self.start, self.total)
         self.sampler = pipe.sampler(self.appearance, job.settings, state)
-        root = Path(job.models_root) if job.models_root else default_root()
+        root = runtime.models_root(job.models_root)
         self._renders = zip(range(self.start, self.total), _pose_renders(job, self.start, _dwpose_root(job, root), track))
 
     @property

@@ -11,15 +11,13 @@ import shutil
 from pathlib import Path
 
 from .errors import TalkingPoseError
+from .vae_clip import IMAGE_ENCODER_FILE, VAE_FILE, write_image_encoder_file
 
 TALKINGPOSE_REPO = "arjavanmardi/TalkingPose"
 TALKINGPOSE_FILES = ("weights/denoising_unet.pth", "weights/reference_unet.pth", "weights/pose_guider.pth")
-# The image encoder and the VAE end up as the single files the shipped workflows load with ComfyUI's CLIP Vision
-# Loader and VAE Loader, in models/clip_vision/ and models/vae/; the command line reads the same files.
-IMAGE_ENCODER_FILE = "sd-image-variations-image-encoder.safetensors"
+# The image encoder and the VAE end up as single files (`vae_clip.IMAGE_ENCODER_FILE`, `vae_clip.VAE_FILE`).
 IMAGE_ENCODER_REPO = "lambdalabs/sd-image-variations-diffusers"
 IMAGE_ENCODER_FILES = ("image_encoder/config.json", "image_encoder/pytorch_model.bin")  # converted into IMAGE_ENCODER_FILE
-VAE_FILE = "vae-ft-mse-840000-ema-pruned.safetensors"
 VAE_REPO = "stabilityai/sd-vae-ft-mse-original"
 VAE_FILES = (VAE_FILE,)
 DWPOSE_REPO = "yzd-v/DWPose"
@@ -98,8 +96,6 @@ def fetch_image_encoder(folder: Path) -> Path:
     """The sd-image-variations image encoder as one safetensors file in `folder` (models/clip_vision/): the
     released config and weights are fetched into a staging folder, converted (tensors only, the config kept in
     the file's metadata), checked by loading, and the staging folder removed."""
-    from .pipeline import write_image_encoder_file
-
     folder = Path(folder)
     target = folder / IMAGE_ENCODER_FILE
     if target.is_file():

@@ -26,6 +26,21 @@ def estimate_bytes(width: int, height: int, dtype_bytes: int = 4, architecture: 
     return int(WEIGHT_BYTES[architecture] * scale + BYTES_PER_PIXEL[architecture] * width * height * scale)
 
 
+def appearance_encode_bytes(networks, width: int, height: int) -> int:
+    """Activations of encoding an appearance beyond the weights (for a memory manager's `memory_required`): one
+    reference UNet pass and the keys/values it records (`TalkingPoseNetworks.forward_memory`/`reference_memory`)."""
+    return networks.forward_memory(1, width, height) + networks.reference_memory(width, height)
+
+
+def denoise_step_bytes(networks, appearance, cfg: float) -> int:
+    """Activations of one denoising step beyond the weights: a UNet pass over one row, two under guidance, and
+    the appearance's keys/values on the device."""
+    from .sampler import is_guided
+
+    rows = 2 if is_guided(cfg) else 1
+    return networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()
+
+
 def _system_memory() -> tuple[int | None, int | None]:
     """(total, available) RAM in bytes, or None where this system does not say."""
     try:

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 
 from . import durable
 from .errors import TalkingPoseError
 from .sampler import SamplerState
-from .video_io import SegmentedVideoWriter, partial_dir
+from .segmented_writer import STATE_NAME, SegmentedVideoWriter, partial_dir, state_file_name
 
 log = logging.getLogger("TalkingPose")
 
-STATE_NAME = re.compile(r"state-(\d{7})\.safetensors")
 # The newest state belongs to the newest kept frame; one more is kept in case the disk damages the newest.
 KEEP_STATES = 2
 
@@ -70,7 +68,7 @@ def _states(folder: Path) -> list[tuple[int, Path]]:
 
 def _save_state(folder: Path, state: SamplerState, job_settings: dict) -> None:
     state.extra = dict(job_settings)
-    state.save(folder / f"state-{state.next_frame:07d}.safetensors")
+    state.save(folder / state_file_name(state.next_frame))
     for _, old in _states(folder)[KEEP_STATES:]:
         old.unlink(missing_ok=True)
 

@@ -122,7 +122,7 @@ class SamplerState:
         """Read a state file, validated completely (see `state_file`)."""
         from . import state_file
 
-        return state_file.load(path, cls)
+        return state_file.load(path, cls, SamplerSettings)
 
 
 def make_scheduler(config: dict | None = None):
@@ -219,6 +219,11 @@ def check_appearance(networks, appearance) -> None:
         )
 
 
+def is_guided(cfg: float) -> bool:
+    """Whether a step runs the unconditional row beside the conditional one (classifier-free guidance)."""
+    return cfg > 1.0
+
+
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,
                   on_step=None, reference=None) -> torch.Tensor:
     """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
@@ -231,7 +236,7 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
     if pose_pixels.shape[0] != n:
         raise ValueError(f"{pose_pixels.shape[0]} pose frames for {n} videos")
     device, dtype = networks.weights_device, networks.weights_dtype
-    guided = cfg > 1.0
+    guided = is_guided(cfg)
     pose_features = networks.pose_features(pose_pixels)
     context = torch.cat([a.image_context for a in appearances]).to(device, dtype)
     if reference is None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import numbers
+import struct
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ FIELDS = {"format", "next_frame", "settings", "width", "height", "model_fingerpr
           "extra", "tensors_sha256"}
 SETTINGS_FIELDS = {"steps", "cfg", "beta", "seed"}
 TENSORS = ("noise", "last_latent")
+MAX_STATE_HEADER = 1 << 16  # a state's safetensors header is a few KB at most; checkpoints have large ones
 MAX_FILE_BYTES = 1 << 30  # a state at 8192×8192 is 64 MB; anything far larger is not a state
 MAX_NEXT_FRAME = 10**9  # 11 hours at 25 fps; a larger index is damage, not a video
 MAX_SIDE = 16384
@@ -72,6 +74,20 @@ def save(state, path: Path) -> Path:
             f"Could not write the state file {path} ({exc.strerror or exc}). Free some disk space or choose a "
             "writable folder, then save again; the previous state file, if any, is unchanged."
         ) from exc
+
+
+def is_state_file(path: Path) -> bool:
+    """Whether `path` is a safetensors file written for a sampler state, from its header alone (cheap, and true
+    for a state whose tensor data was cut short, so that it can still be replaced)."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > MAX_STATE_HEADER:
+                return False
+            header = json.loads(f.read(length))
+    except (OSError, struct.error, ValueError):
+        return False
+    return isinstance(header, dict) and METADATA_KEY in (header.get("__metadata__") or {})
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -122,11 +138,10 @@ def _check_tensor(tensors: dict, name: str, shape: tuple[int, int]) -> torch.Ten
     return tensor
 
 
-def load(path: Path, state_type):
-    """Reads and fully validates a state file; any problem is a `TalkingPoseError` that names the file and
-    what is wrong with it."""
-    from .sampler import SamplerSettings
-
+def load(path: Path, state_type, settings_type):
+    """Reads and fully validates a state file into a `state_type` (the sampler's `SamplerState`) holding a
+    `settings_type` (`SamplerSettings`, whose own checks count as the file's); any problem is a
+    `TalkingPoseError` that names the file and what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise TalkingPoseError(f"State file {path} does not exist.")
@@ -172,7 +187,7 @@ def load(path: Path, state_type):
         if meta["format"] == FORMAT and recorded != tensors_checksum(tensors):
             raise ValueError("its tensors do not match the checksum saved with them (the file was changed, damaged, "
                              "or mixed with another save)")
-        settings = SamplerSettings(steps=steps, cfg=cfg, beta=beta, seed=seed)
+        settings = settings_type(steps=steps, cfg=cfg, beta=beta, seed=seed)
     except (ValueError, KeyError, TypeError) as exc:
         raise TalkingPoseError(
             f"State file {path} cannot be used: {exc}. It cannot be resumed; start the render again without it "

@@ -121,7 +121,8 @@ def test_pickled_objects_are_never_unpickled(tiny_weights, tmp_path):
 
 
 def test_pose_guider_that_does_not_fit_the_unet_is_refused(tiny_weights, tmp_path):
-    from talkingpose.pipeline import TalkingPosePipeline, load_image_encoder, load_vae
+    from talkingpose.pipeline import TalkingPosePipeline
+    from talkingpose.vae_clip import load_image_encoder, load_vae
     from talkingpose.pose_guider import PoseGuider
 
     folder = _copy_model(tiny_weights, tmp_path)
@@ -132,7 +133,8 @@ def test_pose_guider_that_does_not_fit_the_unet_is_refused(tiny_weights, tmp_pat
 
 
 def test_image_encoder_of_another_width_is_refused(tiny_weights, tmp_path):
-    from talkingpose.pipeline import TalkingPosePipeline, load_vae
+    from talkingpose.pipeline import TalkingPosePipeline
+    from talkingpose.vae_clip import load_vae
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     wide = CLIPVisionModelWithProjection(CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=1,

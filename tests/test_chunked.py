@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 from nodes.model_nodes import LoadTalkingPoseModel, TalkingPoseAppearanceEncode, TalkingPoseClosedLoopSampler
 from nodes.state_nodes import LoadTalkingPoseState, SaveTalkingPoseState
 

@@ -15,7 +15,8 @@ from talkingpose import downloads
 from talkingpose.animate import locate_weights
 from talkingpose.cli import main
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_pipeline, load_vae
+from talkingpose.pipeline import load_pipeline
+from talkingpose.vae_clip import load_image_encoder, load_vae
 
 
 def ldm_vae_state(diffusers_state: dict, blocks: int) -> dict:

@@ -1,5 +1,5 @@
 """The ComfyUI adapter (`nodes/host.py`) against stand-ins of ComfyUI's modules, and its standalone twin
-(`talkingpose/runtime.py`). What happens on ComfyUI's side — its memory manager moving models, --novram, its dtype
+(`nodes/standalone.py`). What happens on ComfyUI's side — its memory manager moving models, --novram, its dtype
 choice, its folder registry — is played by `fake_comfyui`; the real-host tests run the pack in a real ComfyUI."""
 import inspect
 import logging
@@ -13,10 +13,10 @@ import torch
 
 import fake_comfyui
 from helpers import PACK_ROOT
-from nodes import model_nodes
+from nodes import model_nodes, standalone
 from talkingpose import runtime
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 
 SIZE = 64
 
@@ -49,7 +49,7 @@ def _encode(comfy, model, size=SIZE):
 def test_nodes_run_on_the_standalone_runtime_without_comfyui():
     from nodes import backend
 
-    assert backend.host is runtime
+    assert backend.host is standalone
 
 
 def test_nodes_pick_the_comfyui_adapter_when_comfyui_is_importable(tmp_path):
@@ -73,8 +73,8 @@ def test_standalone_runtime_has_the_adapters_interface(comfy):
               if not name.startswith("_") and callable(obj) and getattr(obj, "__module__", None) == host.__name__}
     assert public >= {"ManagedModel", "Progress", "compute_dtype", "clip_image_embeds", "vae_decode", "model_folders"}
     for name in sorted(public - {"weights_by_device"}):  # a helper of the adapter's own placement check
-        assert hasattr(runtime, name), f"talkingpose.runtime lacks {name}"
-        theirs, ours = getattr(host, name), getattr(runtime, name)
+        assert hasattr(standalone, name), f"nodes.standalone lacks {name}"
+        theirs, ours = getattr(host, name), getattr(standalone, name)
         if inspect.isfunction(theirs):
             assert list(inspect.signature(theirs).parameters) == list(inspect.signature(ours).parameters), name
 
@@ -130,6 +130,22 @@ def test_every_forward_group_loads_with_a_memory_estimate_that_grows_with_the_si
     assert out["samples"].shape == (3, 4, 8, 8) and torch.isfinite(out["samples"]).all()
     assert [data["frame"] for event, data in comfy.server.sent if event == "talkingpose.progress"] == [1, 2, 3]
     assert large.width == 128
+
+
+def test_nodes_announce_the_engines_memory_estimates(comfy):
+    """Appearance Encode and the sampler ask ComfyUI for what `talkingpose.memory` estimates (one row unguided)."""
+    from talkingpose import memory
+
+    model = _load(comfy)
+    patcher = model.managed.patcher
+    comfy.mm.calls.clear()
+    appearance = _encode(comfy, model)
+    assert [m for p, m, full in comfy.mm.calls if p is patcher] == [memory.appearance_encode_bytes(model.networks, SIZE, SIZE)]
+    for cfg in (3.5, 1.0):
+        comfy.mm.calls.clear()
+        model_nodes.TalkingPoseClosedLoopSampler().sample(model, appearance, _image(1, 48, 48), 0, 1, cfg, 0.05, unique_id="7")
+        assert {m for p, m, full in comfy.mm.calls if p is patcher} == {memory.denoise_step_bytes(model.networks, appearance, cfg)}
+    assert memory.denoise_step_bytes(model.networks, appearance, 3.5) > memory.denoise_step_bytes(model.networks, appearance, 1.0)
 
 
 def test_networks_left_on_another_device_are_reported_once(comfy, caplog, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import torch
 
 from talkingpose import lora
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 from talkingpose.video_io import VideoReader
 from nodes.backend import host
 from nodes import lora_nodes

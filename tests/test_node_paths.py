@@ -17,7 +17,8 @@ from talkingpose.errors import TalkingPoseError
 from talkingpose.sampler import SamplerSettings, SamplerState
 from nodes import paths
 from nodes.pose_nodes import TalkingPoseLoadKeypoints, TalkingPoseSaveKeypoints
-from nodes.state_nodes import LoadTalkingPoseState, SaveTalkingPoseState, is_state_file
+from nodes.state_nodes import LoadTalkingPoseState, SaveTalkingPoseState
+from talkingpose.state_file import is_state_file
 
 SECRET = "SECRET-7f3a"  # in files outside the folders: must never show up in a message
 KEYPOINTS = [{"people": [], "canvas_width": 64, "canvas_height": 48}]

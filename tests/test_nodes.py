@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pipeline import load_image_encoder, load_vae
+from talkingpose.vae_clip import load_image_encoder, load_vae
 from talkingpose.sampler import SamplerState
 from nodes.backend import host
 from nodes.model_nodes import (

@@ -16,6 +16,7 @@ from talkingpose.pose import (
     PoseExtractor,
     PoseFrame,
     draw_pose,
+    fill_failed_frames,
     from_pose_keypoints,
     prepare_frame,
     to_pose_keypoints,
@@ -299,6 +300,20 @@ def test_failure_keeps_earlier_frames_and_names_the_frame(synth):
     seen = []
     out = list(ex.iter_extract(frames, frames_per_batch=2, on_error=lambda i, e: seen.append(i)))
     assert seen == [3] and out[3] is None and len(out) == 5 and all(p is not None for i, p in enumerate(out) if i != 3)
+
+
+def test_failed_frames_are_filled_with_the_previous_pose_or_an_empty_one():
+    person = PoseFrame.empty((640, 512))
+    person.body[1] = (200.0, 100.0)
+    person.body_score[1] = 0.9
+    track = [None, person, None]
+    repeated, canvas = fill_failed_frames(track, (720, 576), repeat_previous=True)
+    assert canvas == (640, 512)  # the canvas of the frames that worked, not one computed from the frame size
+    assert repeated[0].is_empty and repeated[1] is person and repeated[2] is person
+    emptied, _ = fill_failed_frames(track, (720, 576), repeat_previous=False)
+    assert emptied[0].is_empty and emptied[1] is person and emptied[2].is_empty and emptied[2].canvas_hw == (640, 512)
+    nobody, canvas = fill_failed_frames([None, None], (720, 1280), repeat_previous=True)
+    assert canvas == (512, 896) and all(p.is_empty and p.canvas_hw == canvas for p in nobody)
 
 
 # ------------------------------------------------------------------------------------------ frame handling

@@ -85,11 +85,12 @@ def test_the_four_pose_commands_as_written(tmp_path, models, tracks):
 
 
 def test_pose_extract_writes_what_the_extractor_finds(tmp_path, models):
-    from talkingpose.pose.track import dwpose_extractor, extract_video_track
+    from talkingpose.pose import PoseExtractor
+    from talkingpose.pose.track import extract_video_track
 
     assert main(["pose", "extract", "--video", str(DRIVING), "--out", str(tmp_path / "t.json"), "--frames", "3",
                  "--models", str(models)]) == 0
-    direct = extract_video_track(DRIVING, dwpose_extractor(models), max_frames=3)
+    direct = extract_video_track(DRIVING, PoseExtractor.from_folders([models / "dwpose"]), max_frames=3)
     assert load_pose_keypoints(tmp_path / "t.json") == json.loads(json.dumps(to_pose_keypoints(direct)))
 
 
@@ -176,9 +177,10 @@ def test_animate_draws_the_retargeted_smoothed_track(tmp_path, models, tracks):
     job = animate.AnimateJob(out=tmp_path / "o.mp4", keypoints=driving, source=SOURCE_IMAGE, retarget="full",
                              smooth=0.5, width=64, height=64, settings=SamplerSettings(steps=1), random_weights="tiny")
     track = animate._keypoint_track(job, models)
-    from talkingpose.pose.track import dwpose_extractor, load_source_pose
+    from talkingpose.pose import PoseExtractor
+    from talkingpose.pose.track import load_source_pose
 
-    source = load_source_pose(SOURCE_IMAGE, lambda: dwpose_extractor(models))
+    source = load_source_pose(SOURCE_IMAGE, lambda: PoseExtractor.from_folders([models / "dwpose"]))
     expected, _ = process_track(from_pose_keypoints(load_pose_keypoints(driving)), source=source, mode="full", strength=0.5)
     renders = list(animate._pose_renders(job, 7, models, track))
     assert len(renders) == 24 - 7

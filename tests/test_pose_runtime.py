@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from talkingpose.errors import TalkingPoseError
-from talkingpose.pose import extractor as ext
+from talkingpose.pose import PoseExtractor
+from talkingpose.pose import onnx_models as ext
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 GOLDEN_MODELS = PACK_ROOT.parent / "shared" / "golden" / "dwpose-a" / "models" / "det"
@@ -166,5 +167,5 @@ def test_swapped_model_files_are_rejected():
     if not GOLDEN_MODELS.is_dir():
         pytest.skip("golden DWPose models not available")
     with pytest.raises(TalkingPoseError, match="does not look like the YOLOX detector"):
-        ext.PoseExtractor(GOLDEN_MODELS / "dw-ll_ucoco_384.onnx", GOLDEN_MODELS / "yolox_l.onnx",
+        PoseExtractor(GOLDEN_MODELS / "dw-ll_ucoco_384.onnx", GOLDEN_MODELS / "yolox_l.onnx",
                           providers=["CPUExecutionProvider"])

@@ -22,7 +22,7 @@ import torch
 from talkingpose import animate, durable, memory
 from talkingpose.errors import TalkingPoseError
 from talkingpose.sampler import SamplerSettings, SamplerState, initial_noise
-from talkingpose.video_io import SegmentedVideoWriter
+from talkingpose.segmented_writer import SegmentedVideoWriter
 
 from helpers import PACK_ROOT, SHARED
 

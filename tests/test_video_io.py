@@ -12,7 +12,8 @@ import pytest
 
 from talkingpose import video_io
 from talkingpose.errors import TalkingPoseError
-from talkingpose.video_io import SegmentedVideoWriter, VideoReader, VideoWriter
+from talkingpose.segmented_writer import SegmentedVideoWriter
+from talkingpose.video_io import VideoReader, VideoWriter
 
 PACK_ROOT = Path(__file__).resolve().parent.parent
 
@@ -254,7 +255,7 @@ _CRASHING_WRITER = """
 import os, sys
 import numpy as np
 sys.path.insert(0, {root!r})
-from talkingpose.video_io import SegmentedVideoWriter
+from talkingpose.segmented_writer import SegmentedVideoWriter
 sys.path.insert(0, {tests!r})
 from test_video_io import _frame
 writer = SegmentedVideoWriter({out!r}, 25, (64, 48), segment_frames=10)

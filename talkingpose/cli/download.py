@@ -18,7 +18,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from .. import downloads, runtime
 
-    root = Path(args.models) if args.models else runtime.models_root()
+    root = runtime.models_root(args.models)
     # Where ComfyUI's loaders and the shipped workflows look: the three TalkingPose files in a folder, the image
     # encoder and the VAE as the single files the workflows name, DWPose beside them.
     targets = {

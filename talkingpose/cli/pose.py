@@ -80,10 +80,12 @@ def register(subparsers) -> None:
     dr.set_defaults(func=run_draw)
 
 
-def _models_root(args) -> Path:
+def _extractor(args):
+    """DWPose with the weights in `<models root>/dwpose` (or the other places DWPose is looked for)."""
+    from ..pose import PoseExtractor
     from ..runtime import models_root
 
-    return Path(args.models) if args.models else models_root()
+    return PoseExtractor.from_folders([models_root(args.models) / "dwpose"])
 
 
 def _check_json_out(path: Path) -> None:
@@ -107,20 +109,20 @@ def _write_track(path: Path, frames, canvas_hw=None) -> None:
 
 
 def run_extract(args) -> int:
-    from ..pose.track import dwpose_extractor, extract_video_track
+    from ..pose.track import extract_video_track
 
     _check_json_out(args.out)
-    track = extract_video_track(args.video, dwpose_extractor(_models_root(args)), max_frames=args.frames)
+    track = extract_video_track(args.video, _extractor(args), max_frames=args.frames)
     _write_track(args.out, track)
     return 0
 
 
 def run_retarget(args) -> int:
-    from ..pose.track import dwpose_extractor, load_source_pose, process_track
+    from ..pose.track import load_source_pose, process_track
 
     _check_json_out(args.out)
     driving = _load_track(args.driving)
-    source = load_source_pose(args.source, lambda: dwpose_extractor(_models_root(args)))
+    source = load_source_pose(args.source, lambda: _extractor(args))
     space = None
     if args.mode == "align":  # measured on the driving canvas, where the aligned poses stay
         space = (driving[0].canvas_hw[1], driving[0].canvas_hw[0])

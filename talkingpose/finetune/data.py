@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .. import vae_clip
 from ..errors import TalkingPoseError
 from .recipe import OFFICIAL, Recipe, StepDraws, TrainingBatch
 
@@ -104,30 +105,21 @@ class Encoders(Protocol):
 
 
 class PipelineEncoders:
-    """A diffusers AutoencoderKL and a transformers CLIPVisionModelWithProjection."""
+    """A diffusers AutoencoderKL and a transformers CLIPVisionModelWithProjection (see `vae_clip`)."""
 
     def __init__(self, vae, image_encoder):
         self.vae = vae
         self.image_encoder = image_encoder
 
-    @torch.no_grad()
     def posterior(self, pixels):
-        dist = self.vae.encode(pixels.to(self.vae.device, self.vae.dtype)).latent_dist
-        return dist.mean.float().cpu(), dist.std.float().cpu()
+        mean, std = vae_clip.vae_posterior(self.vae, pixels)
+        return mean.float().cpu(), std.float().cpu()
 
-    @torch.no_grad()
     def clip(self, crops):
-        from .. import images
+        return vae_clip.clip_embeds(self.image_encoder, crops).float().cpu()
 
-        pixels = torch.cat([images.clip_processor_pixels(c) for c in crops])
-        enc = self.image_encoder
-        return enc(pixels.to(enc.device, enc.dtype)).image_embeds.float().cpu()
-
-    @torch.no_grad()
     def clip_zeroed(self):
-        enc = self.image_encoder
-        zeros = torch.zeros(1, 3, CLIP_SIZE, CLIP_SIZE, device=enc.device, dtype=enc.dtype)
-        return enc(zeros).image_embeds.float().cpu()[0]
+        return vae_clip.clip_zeroed_embeds(self.image_encoder).float().cpu()[0]
 
 
 @dataclass

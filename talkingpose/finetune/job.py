@@ -55,17 +55,16 @@ def _pose_inputs(job: FinetuneJob, models_root: Path) -> Iterator[PoseInput]:
             pose = from_pose_keypoint(frame, f"{job.keypoints.name}, frame {i}")
             yield PoseInput(None if pose.is_empty else draw_pose(pose), len(frame.get("people") or []))
         return
-    from ..pose import PoseExtractor, find_dwpose_weights
+    from ..pose import PoseExtractor
 
     if job.random_weights:  # a smoke run extracts with random DWPose models of the real files' signatures
         from ..pose.random_models import random_models_root
 
         models_root = random_models_root()
     try:
-        weights = find_dwpose_weights([models_root / "dwpose"])
+        extractor = PoseExtractor.from_folders([models_root / "dwpose"])
     except TalkingPoseError as exc:
         raise TalkingPoseError(f"{exc} Or give the clip's poses with --poses (a DWPose render video) or --keypoints.") from None
-    extractor = PoseExtractor(weights.detector, weights.pose)
     for i, frame in enumerate(VideoReader(job.video, max_frames=job.settings.frames)):
         pose = extractor(frame)
         people = len(extractor.detect(extractor.prepare(frame))) if i % PEOPLE_CHECK_EVERY == 0 else None
@@ -76,8 +75,7 @@ def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune and write the adapter to `job.out`; returns the result (losses, fixed-batch loss before/after)."""
     from ..animate import _device, locate_weights
     from ..pipeline import load_pipeline
-    from ..runtime import compute_dtype
-    from ..runtime import models_root as default_root
+    from ..runtime import compute_dtype, models_root
     from ..video_io import VideoReader
 
     settings = job.settings
@@ -93,7 +91,7 @@ def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
         raise TalkingPoseError(
             f"A checkpoint of an interrupted run is at {checkpoint}. Add --resume to continue it, or delete it to start over."
         )
-    root = Path(job.models_root) if job.models_root else default_root()
+    root = models_root(job.models_root)
     with VideoReader(job.video) as reader:
         fps, frame_count = reader.fps, reader.frame_count
     device = _device(job.device)

@@ -2,9 +2,8 @@
 
 Typical use::
 
-    from .pose import PoseExtractor, find_dwpose_weights, draw_pose, to_pose_keypoints
-    weights = find_dwpose_weights([models_dir / "dwpose"])
-    extractor = PoseExtractor(weights.detector, weights.pose, device_index=0)
+    from .pose import PoseExtractor, draw_pose, to_pose_keypoints
+    extractor = PoseExtractor.from_folders([models_dir / "dwpose"], device_index=0)
     for pose in extractor.iter_extract(rgb_frames):      # one PoseFrame per frame, as soon as it is ready
         render = draw_pose(pose)                          # RGB uint8 at the detection canvas size
 
@@ -14,21 +13,11 @@ from .align import Alignment, align_track, estimate_alignment
 from .draw import draw_body, draw_faces, draw_hands, draw_pose, render_pose, resize_render
 from .extractor import (
     DETECT_RESOLUTION,
-    DETECTOR_FILE,
-    HF_REPO,
-    POSE_FILE,
-    DWPoseWeights,
     PoseExtractionError,
     PoseExtractor,
-    candidate_folders,
     canvas_size,
-    choose_providers,
-    clear_sessions,
-    download_dwpose_weights,
-    download_hint,
     extract_frames,
-    find_dwpose_weights,
-    load_session,
+    fill_failed_frames,
     prepare_frame,
     to_rgb_uint8,
 )
@@ -41,6 +30,19 @@ from .keypoints import (
     to_pose_keypoint,
     to_pose_keypoints,
     validate_frame_dict,
+)
+from .onnx_models import (
+    DETECTOR_FILE,
+    HF_REPO,
+    POSE_FILE,
+    DWPoseWeights,
+    candidate_folders,
+    choose_providers,
+    clear_sessions,
+    download_dwpose_weights,
+    download_hint,
+    find_dwpose_weights,
+    load_session,
 )
 from .retarget import Retarget, estimate_retarget, retarget_track
 from .smoothing import DEFAULT_STRENGTH, PoseSmoother, SmootherState, smooth_track
@@ -76,6 +78,7 @@ __all__ = [
     "estimate_alignment",
     "estimate_retarget",
     "extract_frames",
+    "fill_failed_frames",
     "find_dwpose_weights",
     "from_pose_keypoint",
     "from_pose_keypoints",

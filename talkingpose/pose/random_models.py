@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .extractor import DETECTOR_FILE, POSE_FILE, DWPoseWeights
+from .onnx_models import DETECTOR_FILE, POSE_FILE, DWPoseWeights
 
 log = logging.getLogger("TalkingPose")
 

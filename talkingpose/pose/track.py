@@ -128,16 +128,6 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def dwpose_extractor(models_root):
-    """A DWPose extractor with the weights in `<models_root>/dwpose` (or the other places DWPose is looked for)."""
-    from pathlib import Path
-
-    from .extractor import PoseExtractor, find_dwpose_weights
-
-    weights = find_dwpose_weights([Path(models_root) / "dwpose"])
-    return PoseExtractor(weights.detector, weights.pose)
-
-
 def extract_video_track(video, extractor, max_frames: int | None = None) -> list[PoseFrame]:
     """DWPose keypoints of every frame of a video (keypoints only: a few KB per frame)."""
     from ..video_io import VideoReader
