@@ -183,11 +183,3 @@ def write_text(path: Path, text: str, replace: bool = True) -> Path:
     """`write_bytes` of `text` as UTF-8."""
     return write_bytes(path, text.encode("utf-8"), replace)
 
-
-def disk_full(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) is a full disk or an exceeded quota."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False

@@ -467,7 +467,7 @@ def test_a_long_job_list_check_reports_progress_and_ctrl_c_points_to_no_summary(
         return parse_row(line, row, base, options)
 
     monkeypatch.setattr(manifest_module, "parse_row", interrupted_at_row_6)
-    monkeypatch.setattr(batch_command, "CHECK_REPORT_SECONDS", 0.0)
+    monkeypatch.setattr(batch_command, "CHECK_REPORT_SECONDS", 0.0, raising=False)
     out = tmp_path / "out"
     assert cli_main(["batch", str(jobs), "--out-dir", str(out), "--random-weights"]) == 130
     err = capsys.readouterr().err

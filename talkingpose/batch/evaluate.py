@@ -62,6 +62,14 @@ def _finite(value):
     return None if value is None else (value if math.isfinite(value) else str(value))  # inf PSNR: identical frames
 
 
+def _same_job_list(manifest: Path, text: str) -> bool:
+    """Whether `manifest` is a plain file holding `text` (the job list of an interrupted run of this evaluation)."""
+    try:
+        return manifest.is_file() and not manifest.is_symlink() and manifest.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def _check_own_files(out_dir: Path, manifest_text: str, overwrite: bool) -> None:
     """Refuses, before any render, to replace a file of the three it writes that is already there (an earlier
     evaluation's, or the user's own) unless asked; the job list of an interrupted run of the same evaluation is
@@ -70,14 +78,8 @@ def _check_own_files(out_dir: Path, manifest_text: str, overwrite: bool) -> None
         return
     manifest = out_dir / MANIFEST
     for path in (manifest, out_dir / "metrics.json", out_dir / "metrics.csv"):
-        if not os.path.lexists(path):
+        if not os.path.lexists(path) or (path == manifest and _same_job_list(manifest, manifest_text)):
             continue
-        if path == manifest and manifest.is_file() and not manifest.is_symlink():
-            try:
-                if manifest.read_text(encoding="utf-8") == manifest_text:
-                    continue
-            except (OSError, UnicodeDecodeError):
-                pass
         raise TalkingPoseError(
             f"{path} already exists (an earlier evaluation's with other videos or settings, or another file); it is "
             f"left as it is. Choose another --out-dir, or add --overwrite to replace it (finished renders in "
@@ -98,10 +100,10 @@ def evaluate(dataset: Path, out_dir: Path, options: RenderOptions, batch: BatchO
     _check_own_files(out_dir, manifest_text, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not (manifest.is_file() and not manifest.is_symlink() and manifest.read_text(encoding="utf-8") == manifest_text):
+        if not _same_job_list(manifest, manifest_text):
             durable.write_text(manifest, manifest_text, replace=overwrite)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TalkingPoseError(f"Cannot write to the output folder {out_dir} ({getattr(exc, 'strerror', None) or exc}). "
+    except OSError as exc:
+        raise TalkingPoseError(f"Cannot write to the output folder {out_dir} ({exc.strerror or exc}). "
                                "Choose a folder you can write to with --out-dir.") from None
     with ray_session(ray_address) as ray:
         results = run_batch(manifest, out_dir / "videos", options, batch, ray_address, listener)
