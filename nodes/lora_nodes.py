@@ -9,6 +9,7 @@ import logging
 import re
 
 from .backend import host
+from .paths import check_name
 
 log = logging.getLogger("TalkingPose")
 
@@ -52,8 +53,9 @@ class LoadTalkingPoseLoRA:
 
     def load(self, model, lora, strength):
         from talkingpose.errors import TalkingPoseError
-        from talkingpose.lora import check_fits, read_adapter
+        from talkingpose.lora import check_fits, check_strength, read_adapter
 
+        strength = check_strength(strength)
         installed = _installed_loras()
         if lora not in installed:
             folders = ", ".join(str(f) for f in host.model_folders(LORA_KIND))
@@ -131,8 +133,8 @@ class TrainTalkingPoseLoRA:
     OUTPUT_NODE = True
     DESCRIPTION = ("Fine-tunes a LoRA on one person's footage (about 30 s; frames + their pose renders or "
                    "keypoints) with the official TalkingPose training recipe, and writes it to "
-                   "models/talkingpose_lora/<output_name>.safetensors. Cancel keeps a checkpoint; queueing "
-                   "again with resume on continues from it.")
+                   "models/talkingpose_lora/<output_name>.safetensors (an existing file of that name only with "
+                   "overwrite on). Cancel keeps a checkpoint; queueing again with resume on continues from it.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -159,29 +161,33 @@ class TrainTalkingPoseLoRA:
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": False}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue from the checkpoint a cancelled run "
                                                                   "left (same settings); off starts over."}),
+                # Last, so that workflows saved before it keep their widgets' order.
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace an adapter file of the same name that "
+                                                                      "is already there; off refuses to."}),
             },
         }
 
     def train(self, model, clip_vision, vae, images, steps, rank, learning_rate, output_name, poses=None,
-              pose_keypoint=None, width=512, height=512, batch=4, seed=0, resume=True):
+              pose_keypoint=None, width=512, height=512, batch=4, seed=0, resume=True, overwrite=False):
         import torch
 
         from talkingpose.errors import TalkingPoseError
         from talkingpose.finetune.data import build_clip_cache
-        from talkingpose.finetune.job import checkpoint_path
+        from talkingpose.finetune.job import Controls, check_output, train_to_file
         from talkingpose.finetune.report import loss_curve_image
         from talkingpose.finetune.trainer import FinetuneSettings, LoraTrainer
 
         if not re.fullmatch(r"[\w .-]+", output_name or "") or output_name.strip(". ") == "":
             raise TalkingPoseError(f"The output name '{output_name}' may use letters, digits, spaces, '-', '_' and '.'.")
+        check_name(output_name, "output name", writes=True)  # the length rule of every file node
         if model.loras:
             raise TalkingPoseError("Train on the base model: connect Load TalkingPose Model directly, not a LoRA'd model.")
         settings = FinetuneSettings(steps=steps, rank=rank, lr=learning_rate, batch=batch, width=width,
                                     height=height, seed=seed)
         out = host.model_folders(LORA_KIND)[0] / f"{output_name.strip()}.safetensors"
-        checkpoint = checkpoint_path(out)
-        if checkpoint.is_file() and not resume:
-            checkpoint.unlink()
+        controls = Controls(out="output_name", overwrite="switch overwrite on",
+                            resume="queue again with resume on")
+        check_output(out, resume, overwrite, start_over=True, controls=controls)
         pose_inputs = _pose_inputs(images, poses, pose_keypoint)
         progress = host.Progress(images.shape[0] + steps, desc="Train TalkingPose LoRA", unit="it")
         encoded_frames = [0]
@@ -203,14 +209,9 @@ class TrainTalkingPoseLoRA:
                                          seed=seed, progress=encoded, check=host.throw_if_cancelled)
                 trainer = LoraTrainer(networks, cache, settings, clip_info={"frames": int(images.shape[0])})
                 try:
-                    if checkpoint.is_file():
-                        trainer.load_checkpoint(checkpoint)
-                        progress.update(trainer.step)
-                    result = trainer.train(checkpoint, stepped)
+                    result = train_to_file(trainer, out, resume, overwrite, stepped, progress.update, controls)
                 finally:
                     trainer.remove_adapter()  # the shared model is as it was, whatever happened
-                result.adapter.save(out)
-                checkpoint.unlink(missing_ok=True)
             finally:
                 progress.close()
         if cache.skipped_nobody:

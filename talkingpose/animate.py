@@ -287,6 +287,10 @@ def preflight(job: AnimateJob) -> None:
     check_frames(job.frames)
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
+    if job.lora is not None:
+        from .lora import check_strength
+
+        check_strength(job.lora_strength)
     if job.source is not None:
         _load_source(job)
     check_models_root(job.models_root)

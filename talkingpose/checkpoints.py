@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import motion_modules
+from . import durable, motion_modules
 from .errors import TalkingPoseError
 
 log = logging.getLogger("TalkingPose")
@@ -398,8 +398,7 @@ def convert_checkpoint(path: Path, out_file: Path, dtype=torch.float16) -> Path:
             combined[f"{part}.{key}"] = tensor
     out_file = Path(out_file)
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(out_file.stem + ".partial.safetensors")
-    save_file(combined, str(tmp), metadata={"format": "talkingpose", "dtype": str(dtype).removeprefix("torch.")})
-    load_networks(tmp, dtype=torch.float32 if dtype == torch.float32 else dtype)
-    tmp.replace(out_file)
+    with durable.replacing(out_file, keep_extension=True) as tmp:  # checked by loading it before it is kept
+        save_file(combined, str(tmp), metadata={"format": "talkingpose", "dtype": str(dtype).removeprefix("torch.")})
+        load_networks(tmp, dtype=torch.float32 if dtype == torch.float32 else dtype)
     return out_file

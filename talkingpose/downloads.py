@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+from . import durable
 from .errors import TalkingPoseError
 from .vae_clip import IMAGE_ENCODER_FILE, VAE_FILE, write_image_encoder_file
 
@@ -77,9 +78,9 @@ def fetch(repo: str, files: tuple[str, ...], dest: Path) -> list[Path]:
                     f"Could not download {name} from {repo} ({type(exc).__name__}: {exc}). Check the internet "
                     f"connection, or download it by hand into {dest}."
                 ) from exc
-            shutil.move(str(cached), target)
+            durable.commit(cached, target)  # the staging folder is inside dest: a rename, flushed first
             record[target.name] = sha256(target)
-            record_path.write_text(json.dumps(record, indent=1))
+            durable.write_text(record_path, json.dumps(record, indent=1))
         out.append(target)
     shutil.rmtree(dest / ".download", ignore_errors=True)
     return out

@@ -3,11 +3,18 @@
 Every file is first written under a temporary name unique to the writing process (its pid is in the name, so
 two processes saving the same path never share one), flushed to the disk, and only then renamed into place;
 the rename is atomic on POSIX file systems and on NTFS. A temporary file left by a process that was killed is
-removed by the next save of the same path, once no process of that pid is alive.
+removed by the next save of the same path, once no process of that pid is alive. The temporary file is created
+exclusively (`O_EXCL`), so a link planted under any name in the folder is never followed; every file of the
+engine and the nodes that must survive a crash is written here (tests/test_reliability.py checks that no other
+module renames a file into place).
+
+A save that must not replace a file the user did not ask to replace passes `replace=False`: it then stops with
+`FileExistsError`, leaving both the existing file and nothing of its own.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -31,8 +38,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _without_extension(name: str) -> str:
+    """`.NAME.PID.RANDOM.tmp.EXT` (a temporary that keeps its file type for a loader's check) → `….tmp`."""
+    if name.endswith(TEMPORARY_SUFFIX):
+        return name
+    stem, _, _ = name.rpartition(".")
+    return stem if stem.endswith(TEMPORARY_SUFFIX) else name
+
+
 def _writer_pid(name: str, prefix: str) -> int | None:
-    """The pid in a temporary file name `PREFIX PID.RANDOM.tmp`, or None if the name is not one."""
+    """The pid in a temporary file name `PREFIX PID.RANDOM.tmp` (or `….tmp.EXT`), or None if the name is not one."""
+    name = _without_extension(name)
     if not (name.startswith(prefix) and name.endswith(TEMPORARY_SUFFIX)):
         return None
     pid_text = name[len(prefix):].split(".", 1)[0]
@@ -66,7 +82,7 @@ def remove_stale_temporaries_in(folder: Path) -> list[Path]:
     """Deletes the temporary files of every file in `folder` whose writing process is gone."""
     def prefix_of(name: str) -> str:
         # `.NAME.PID.RANDOM.tmp`: NAME may itself hold dots, the last three parts never do
-        parts = name.rsplit(".", 3)
+        parts = _without_extension(name).rsplit(".", 3)
         return parts[0] + "." if len(parts) == 4 and name.startswith(".") else name
     return _remove_dead(Path(folder), prefix_of)
 
@@ -90,11 +106,13 @@ def _final_mode(path: Path) -> int:
         return 0o666 & ~_UMASK
 
 
-def temporary_sibling(path: Path) -> Path:
+def temporary_sibling(path: Path, keep_extension: bool = False) -> Path:
     """A new, empty file next to `path` that only this call owns (`.NAME.PID.RANDOM.tmp`), with the permissions
-    the finished file is to have."""
+    the finished file is to have. `keep_extension` ends the name in `path`'s extension too (`….tmp.safetensors`),
+    for content that a loader recognises by it and that is checked before it is kept."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=TEMPORARY_SUFFIX)
+    suffix = TEMPORARY_SUFFIX + (path.suffix if keep_extension else "")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_temporary_prefix(path)}{os.getpid()}.", suffix=suffix)
     try:
         if hasattr(os, "fchmod"):  # POSIX; Windows files have no such modes
             os.fchmod(fd, _final_mode(path))
@@ -126,15 +144,26 @@ def commit(temporary: Path, path: Path) -> Path:
     return Path(path)
 
 
+def refuse_existing(path: Path) -> None:
+    """FileExistsError when something (a file, a folder, a link, even a broken one) is at `path`."""
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "File exists", str(path))
+
+
 @contextlib.contextmanager
-def replacing(path: Path):
+def replacing(path: Path, replace: bool = True, keep_extension: bool = False):
     """`with replacing(path) as tmp:` write the new content to `tmp`; on a clean exit it becomes `path`, on any
-    error (a full disk, Ctrl-C) it is deleted and `path` is left as it was."""
+    error (a full disk, Ctrl-C) it is deleted and `path` is left as it was. With `replace=False` an existing
+    `path` is left as it is and FileExistsError raised (checked before the writing and again before the rename)."""
     path = Path(path)
+    if not replace:
+        refuse_existing(path)
     remove_stale_temporaries(path)
-    temporary = temporary_sibling(path)
+    temporary = temporary_sibling(path, keep_extension)
     try:
         yield temporary
+        if not replace:
+            refuse_existing(path)
         commit(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -142,9 +171,15 @@ def replacing(path: Path):
         raise
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
-    """Replaces `path` with `data` atomically and durably."""
-    with replacing(path) as temporary:
+def write_bytes(path: Path, data: bytes, replace: bool = True) -> Path:
+    """Replaces `path` with `data` atomically and durably (see `replacing` for `replace`)."""
+    with replacing(path, replace) as temporary:
         with open(temporary, "wb") as handle:
             handle.write(data)
     return Path(path)
+
+
+def write_text(path: Path, text: str, replace: bool = True) -> Path:
+    """`write_bytes` of `text` as UTF-8."""
+    return write_bytes(path, text.encode("utf-8"), replace)
+

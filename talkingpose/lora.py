@@ -110,17 +110,18 @@ class LoraAdapter:
             tensors[f"pose_guider.{k}"] = v
         return tensors
 
-    def save(self, path: Path) -> Path:
-        """Write atomically (a crash never leaves a half-written adapter under the final name)."""
-        from safetensors.torch import save_file
+    def save(self, path: Path, replace: bool = True) -> Path:
+        """Write through `durable` (a crash or a full disk never leaves a half-written adapter, under the final
+        name or any other); `replace=False` refuses an existing file with FileExistsError."""
+        from safetensors.torch import save
+
+        from . import durable
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": FORMAT, "rank": self.rank, "alpha": self.alpha, **self.info}
-        tmp = path.with_name(path.name + ".tmp")
         tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self._tensors().items()}
-        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-        tmp.replace(path)
+        durable.write_bytes(path, save(tensors, metadata={METADATA_KEY: json.dumps(meta)}), replace)
         self.path = path
         return path
 
@@ -302,11 +303,30 @@ def stack_signature(stack) -> str:
     return hashlib.sha256("|".join(active).encode()).hexdigest()[:12] if active else ""
 
 
+# Strength scales the trained low-rank update linearly (1: as trained, 0: the base model, negative: away from the
+# person). Beyond ±2 the update is more than twice what training found, which nothing was trained or tested for;
+# ComfyUI's min/max check lets NaN through and the command line takes any float, so both are checked here.
+STRENGTH_RANGE = (-2.0, 2.0)
+
+
+def check_strength(strength) -> float:
+    """`strength` as a float if it is a finite number within STRENGTH_RANGE; else a sentence."""
+    low, high = STRENGTH_RANGE
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if value != value:
+        raise TalkingPoseError("The LoRA strength is not a number; use e.g. 1.0 (trained), 0.0 (base model).")
+    if not low <= value <= high:
+        raise TalkingPoseError(f"The LoRA strength is {value:g}; use a value from {low:g} to {high:g} (1.0: as "
+                               "trained, 0.0: the base model).")
+    return value
+
+
 def apply_lora(networks, path, strength: float = 1.0) -> LoraAdapter:
     """Read an adapter file and make it the model's one active adapter at `strength`."""
-    strength = float(strength)
-    if strength != strength:
-        raise TalkingPoseError("The LoRA strength is not a number; use e.g. 1.0 (trained), 0.0 (base model).")
+    strength = check_strength(strength)
     adapter = read_adapter(path)
     activate(networks, [(adapter, strength)])
     return adapter

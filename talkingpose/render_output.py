@@ -1,7 +1,7 @@
 """The headless job's output and how a render survives a crash.
 
 * `check_output` runs before anything is computed: the output must be a file name in a writable folder, and an
-  interrupted render's kept frames are never deleted without `--overwrite`.
+  interrupted render's kept frames, or an existing output, are never deleted or replaced without `--overwrite`.
 * `commit_frame` keeps each finished frame and then the sampler state after it, each written durably (see
   `durable`): a state never runs ahead of the frames kept, so whatever moment a crash, a kill or a full disk
   strikes, the folder holds frames 0…n−1 and a state for some n' ≤ n.
@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from . import durable
-from .errors import TalkingPoseError
+from .errors import RunMismatch, TalkingPoseError
 from .sampler import SamplerState
 from .segmented_writer import STATE_NAME, SegmentedVideoWriter, partial_dir, state_file_name
 
@@ -43,6 +43,7 @@ def check_output(out: Path, resume: bool = False, overwrite: bool = False) -> No
         ) from exc
     partial = partial_dir(out)
     if not partial.exists():
+        _refuse_replacing(out, overwrite)
         return
     if not partial.is_dir() or (not SegmentedVideoWriter.is_own_folder(partial) and any(partial.iterdir())):
         raise TalkingPoseError(
@@ -55,6 +56,15 @@ def check_output(out: Path, resume: bool = False, overwrite: bool = False) -> No
             f"{partial} holds {kept} finished frames of an interrupted render of {out}. Continue it with the same "
             "command plus --resume, or start over with --overwrite (which deletes them)."
         )
+    if not kept:
+        _refuse_replacing(out, overwrite)
+
+
+def _refuse_replacing(out: Path, overwrite: bool) -> None:
+    # An interrupted render's kept frames are the permission its first run had; otherwise an existing output
+    # (or a link under its name) is replaced only when asked.
+    if os.path.lexists(out) and not overwrite:
+        raise TalkingPoseError(f"{out} already exists; choose another --out, or add --overwrite to replace it.")
 
 
 def _states(folder: Path) -> list[tuple[int, Path]]:
@@ -105,7 +115,7 @@ def resume_point(writer: SegmentedVideoWriter, job_settings: dict) -> SamplerSta
         differs = [f"{k}: {state.extra.get(k)!r} before, {v!r} now" for k, v in job_settings.items()
                    if state.extra.get(k) != v]
         if differs:
-            raise TalkingPoseError("Cannot resume: the run differs from the interrupted one (" + "; ".join(differs)
+            raise RunMismatch("Cannot resume: the run differs from the interrupted one (" + "; ".join(differs)
                                    + "). Use the same options, or start over with --overwrite.")
         if state.next_frame != frames:
             log.warning("Not resuming from %s: it holds frame %d.", path.name, state.next_frame)

@@ -153,16 +153,16 @@ def write_image_encoder_file(config_file: Path, weights_file: Path, out: Path) -
 
     from safetensors.torch import save_file
 
+    from . import durable
     from .checkpoints import read_state_dict
 
     config = json.loads(Path(config_file).read_text())
     state = {k: v.contiguous() for k, v in read_state_dict(weights_file).items() if not k.endswith("position_ids")}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.stem + ".partial.safetensors")
-    save_file(state, str(tmp), metadata={CLIP_CONFIG_METADATA: json.dumps(config)})
-    load_image_encoder(tmp)
-    tmp.replace(out)
+    with durable.replacing(out, keep_extension=True) as tmp:
+        save_file(state, str(tmp), metadata={CLIP_CONFIG_METADATA: json.dumps(config)})
+        load_image_encoder(tmp)
     return out
 
 

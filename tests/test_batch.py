@@ -344,3 +344,160 @@ def test_without_ray_the_commands_say_how_to_install_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=PACK_ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert "Ray, which is not installed" in result.stderr and "pip install" in result.stderr and "ray[default]" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ nothing lost
+def test_planted_links_at_the_temporary_names_change_nothing_outside_the_out_folder(ray_local, tmp_path):
+    """Issue 22, finding 3: `summary.json`, the done records and evaluate's files went through fixed `NAME.tmp`
+    names with a plain write, so a link planted there made the command overwrite the file it points to. Every
+    name the batch and evaluate ever used for a temporary file, and a killed writer's durable name, gets a link."""
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "vid1.mp4").symlink_to(DRIVING / "vid1.mp4")
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("outside the out folder")
+    out = tmp_path / "eval"
+    planted = [out / "jobs.jsonl.tmp", out / "metrics.json.tmp", out / "metrics.csv.tmp",
+               out / "videos" / "summary.json.tmp", out / "videos" / ".batch" / "vid1.mp4.json.tmp"]
+    killed_writer = out / "videos" / ".summary.json.999999999.abcdefgh.tmp"
+    for link in [*planted, killed_writer]:
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(elsewhere)
+    assert cli_main(["evaluate", "--dataset", str(dataset), "--poses-dir", str(POSES), "--out-dir", str(out),
+                     "--frames", "2", "--random-weights", "--size", "64x64", "--steps", "1", "--device", "cpu",
+                     "--workers", "1", "--cpus-per-worker", "1"]) == 0
+    assert elsewhere.read_text() == "outside the out folder"
+    assert all(link.is_symlink() and link.resolve() == elsewhere for link in planted)
+    assert not os.path.lexists(killed_writer)  # the link itself removed as a dead writer's file, not its target
+    assert json.loads((out / "metrics.json").read_text())["videos"][0]["frames"] == 2
+    assert json.loads((out / "videos" / "summary.json").read_text())["summary"]["done"] == 1
+
+
+def test_evaluate_never_replaces_its_files_without_overwrite(tmp_path, monkeypatch):
+    """Issue 22, finding 4: `evaluate` replaced jobs.jsonl, metrics.json and metrics.csv already in its out folder
+    (an earlier evaluation's, or the user's own). Refused before any render; the job list of an interrupted run of
+    the same evaluation is no obstacle, and --overwrite replaces."""
+    from talkingpose.batch import evaluate as evaluate_module
+
+    class Started(Exception):
+        """Ray would start here: the checks let the evaluation go on."""
+
+    def ray_session(address=None):
+        raise Started
+
+    monkeypatch.setattr(evaluate_module, "ray_session", ray_session)
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    (dataset / "vid1.mp4").symlink_to(DRIVING / "vid1.mp4")
+    out = tmp_path / "eval"
+    out.mkdir()
+    run = lambda **kw: evaluate_module.evaluate(dataset, out, OPTIONS, frames=2, **kw)  # noqa: E731
+    for name in ("metrics.json", "metrics.csv", "jobs.jsonl"):
+        (out / name).write_text("the user's own file")
+        with pytest.raises(TalkingPoseError, match=f"{out / name} already exists .*add --overwrite to replace it"):
+            run()
+        assert (out / name).read_text() == "the user's own file"
+        (out / name).unlink()
+    with pytest.raises(Started):
+        run()  # writes the job list, then starts Ray
+    written = (out / "jobs.jsonl").read_text()
+    with pytest.raises(Started):
+        run()  # a rerun after Ctrl-C: the same job list is there
+    (out / "metrics.json").write_text("an earlier evaluation")
+    with pytest.raises(Started):
+        run(overwrite=True)
+    assert (out / "jobs.jsonl").read_text() == written
+
+
+def test_job_lists_read_numbers_alike_in_csv_and_json_and_refuse_outs_inside_outs(tmp_path):
+    """Issue 22, finding 7: frames 1e9 was refused in CSV but taken in JSON Lines, JSON true was 1 frame, and a job
+    whose out lay inside another job's (n.mp4/i.mp4 beside n.mp4) rendered every frame, then failed."""
+    from talkingpose.batch.manifest import load_manifest
+
+    row = {"driving": str(DRIVING / "vid1.mp4"), "poses": str(POSES / "vid1.mp4")}
+    rows = [{**row, "out": "a.mp4", "frames": 1e9}, {**row, "out": "b.mp4", "frames": True},
+            {**row, "out": "c.mp4", "frames": 2.0}, {**row, "out": "d.mp4", "beta": float("nan")},
+            {**row, "out": "n.mp4", "frames": 2}, {**row, "out": "n.mp4/i.mp4", "frames": 2},
+            {**row, "out": "m.mp4/k.mp4", "frames": 2}, {**row, "out": "M.mp4", "frames": 2}]
+    jsonl = tmp_path / "jobs.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    specs, errors = load_manifest(jsonl, OPTIONS)
+    messages = {e.line: e.message for e in errors}
+    assert "frames 1000000000.0 is not a whole number (write it with digits only)" in messages[1]
+    assert "frames True is not a whole number" in messages[2]
+    assert "frames 2.0 is not a whole number" in messages[3]
+    assert "beta nan is not a finite number" in messages[4]
+    assert "out 'n.mp4/i.mp4' would be inside the output of line 5" in messages[6]
+    assert "out 'M.mp4' is a folder of the output of line 7" in messages[8]  # one name on NTFS and macOS
+    assert [s.out for s in specs] == ["n.mp4", "m.mp4/k.mp4"]
+    csv = tmp_path / "jobs.csv"
+    csv.write_text(f"out,driving,poses,frames\na.mp4,{row['driving']},{row['poses']},1e9\n")
+    assert "frames '1e9' is not a whole number" in load_manifest(csv, OPTIONS)[1][0].message
+
+
+def test_a_subfolder_that_is_a_link_fails_its_job_and_nothing_is_written_outside(tmp_path):
+    """Issue 22, finding 7: `out` sub/a.mp4 with `sub` a link rendered into the folder the link points to."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "sub").symlink_to(elsewhere)
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(f"out,driving,poses,frames\nsub/a.mp4,{DRIVING / 'vid1.mp4'},{POSES / 'vid1.mp4'},2\n")
+    (result,) = run_batch(manifest, out_dir, OPTIONS)
+    assert result.status == "failed" and f"{out_dir / 'sub'} is a link; outputs stay inside the output folder" in result.message
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_long_job_list_check_reports_progress_and_ctrl_c_points_to_no_summary(tmp_path, monkeypatch, capsys):
+    """Issue 22, finding 7: checking a 10,000-row list took 45 s without a word, and Ctrl-C during it pointed to a
+    summary.json that was never written. The progress lines go to stderr and survive a cp1252 pipe."""
+    from talkingpose.batch import manifest as manifest_module
+    from talkingpose.cli import batch as batch_command
+
+    rows = 8
+    jobs = _manifest(tmp_path / "jobs.csv", [(f"j{i}.mp4", "vid1", None, None, 2) for i in range(rows)])
+    checked = []
+    parse_row = manifest_module.parse_row
+
+    def interrupted_at_row_6(line, row, base, options):
+        checked.append(line)
+        if len(checked) == 6:
+            raise KeyboardInterrupt
+        return parse_row(line, row, base, options)
+
+    monkeypatch.setattr(manifest_module, "parse_row", interrupted_at_row_6)
+    monkeypatch.setattr(batch_command, "CHECK_REPORT_SECONDS", 0.0, raising=False)
+    out = tmp_path / "out"
+    assert cli_main(["batch", str(jobs), "--out-dir", str(out), "--random-weights"]) == 130
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if line.startswith("checking")] == [
+        f"checking the job list: {n} of {rows} rows" for n in range(1, 6)]
+    assert "summary.json" not in err and "run the same command again to continue." in err
+    assert not (out / "summary.json").exists()
+    err.encode("cp1252")  # what a Windows console pipe takes
+
+
+def test_the_worker_tells_a_run_of_other_settings_by_its_error_type(tmp_path):
+    """Issue 20, item 4: the worker recognised an unfinished render of other settings by the wording of the error
+    message; it now goes by the error's type (RunMismatch), with the same sentence."""
+    from talkingpose.batch.manifest import load_manifest
+    from talkingpose.batch.worker import RenderWorker
+
+    out_dir = tmp_path / "out"
+    job = animate.AnimateJob(out=out_dir / "a.mp4", driving=DRIVING / "vid1.mp4", poses=POSES / "vid1.mp4", width=64,
+                             height=64, frames=3, settings=SamplerSettings(steps=1, seed=1), random_weights="tiny",
+                             segment_frames=2, device="cpu")
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        animate.run(job, stop_after_two)
+    specs, errors = load_manifest(_manifest(tmp_path / "jobs.csv", [("a.mp4", "vid1", 2, None, 3)]), OPTIONS)
+    (event,) = RenderWorker(replace(OPTIONS, segment_frames=2), str(out_dir)).step([specs[0].__dict__])["events"]
+    assert event["kind"] == "failed"
+    assert event["message"].startswith(f"its unfinished render in {out_dir / 'a.mp4.partial'} was made with other "
+                                       "inputs or settings (Cannot resume: the run differs from the interrupted one")
+    assert "seed: 1 before, 2 now" in event["message"]

@@ -1,6 +1,10 @@
 """LoRA fine-tuning: exactness against the official training code (golden_train), the loss falling on a real
 clip, adapter strength, bit-exact resume, bad input, and the two commands."""
+import errno
 import json
+import os
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -452,3 +456,169 @@ def test_finetune_and_animate_with_the_lora_offline_with_random_weights(tmp_path
     assert main(["animate", "--driving", str(VIDEO), "--poses", str(POSES), "--out", str(tmp_path / "x.mp4"),
                  "--lora", str(tmp_path / "missing.safetensors"), "--random-weights"]) == 2
     assert "missing.safetensors does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ nothing lost
+def test_finetune_never_replaces_an_existing_file_without_overwrite(tmp_path, capsys):
+    """Issue 22, finding 1: `--out` named an earlier adapter (or any file, or a link to one) and the run replaced it."""
+    from talkingpose.cli import main
+
+    if not VIDEO.is_file():
+        pytest.skip(f"shared sample {VIDEO} not found")
+    out = tmp_path / "m.safetensors"
+    out.write_bytes(b"an earlier 1,000-step adapter")
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    elsewhere.write_bytes(b"the user's file")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(elsewhere)
+    args = ["finetune", "--video", str(VIDEO), "--poses", str(POSES), "--steps", "1", "--rank", "2", "--batch", "1",
+            "--size", "64x64", "--frames", "12", "--random-weights"]
+    for target in (out, link):
+        assert main([*args, "--out", str(target)]) == 2
+        assert f"{target} already exists; choose another --out, or add --overwrite to replace it." in capsys.readouterr().err
+    assert out.read_bytes() == b"an earlier 1,000-step adapter" and elsewhere.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.safetensors", "link.safetensors", "m.safetensors"]
+    assert main([*args, "--out", str(link), "--overwrite"]) == 0
+    assert lora.read_adapter(link).info["steps"] == 1 and not link.is_symlink()  # the link replaced, not followed
+    assert elsewhere.read_bytes() == b"the user's file"
+
+
+def _fail_writing(monkeypatch, fails):
+    """Durable writes run out of disk space half-way through their data where `fails(temporary name, how many such
+    writes came before)` says so (the partial temporary file is on the disk until the write cleans it up); returns
+    the list of the writes that failed."""
+    from talkingpose import durable
+
+    real_open, seen, failures = open, [], []
+
+    class HalfWritten:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            self.handle.flush()
+            failures.append(self.handle.name)
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "w" not in mode:
+            return handle
+        name = Path(path).name
+        earlier = sum(other == _file_of(name) for other in seen)
+        seen.append(_file_of(name))
+        return HalfWritten(handle) if fails(name, earlier) else handle
+
+    monkeypatch.setattr(durable, "open", failing_open, raising=False)
+    return failures
+
+
+def _file_of(temporary_name: str) -> str:
+    """`.NAME.PID.RANDOM.tmp` → NAME."""
+    return temporary_name[1:].rsplit(".", 3)[0]
+
+
+def _same_adapter(a, b):
+    for part in lora.UNETS:
+        assert a.unet_weights[part].keys() == b.unet_weights[part].keys()
+        for key, tensor in a.unet_weights[part].items():
+            assert torch.equal(b.unet_weights[part][key], tensor), key
+
+
+@pytest.mark.parametrize("point", ["checkpoint", "final"])
+def test_a_full_disk_at_each_save_point_is_a_sentence_and_resume_continues(clip_cache, tmp_path, monkeypatch, point):
+    """Issue 22, finding 5: a full disk while a checkpoint or the adapter was written printed a traceback, left
+    the partial temporary file (keeping the disk full) and lost the steps after the last checkpoint."""
+    from talkingpose.finetune.job import checkpoint_path, train_to_file
+
+    settings = FinetuneSettings(steps=5, rank=2, lr=2e-2, batch=2, width=SIZE, height=SIZE, frames=FRAMES, crops=2,
+                                checkpoint_every=2)
+
+    def trainer():
+        return LoraTrainer(golden_networks(), clip_cache, settings)
+
+    whole_out = tmp_path / "whole" / "whole.safetensors"
+    whole = train_to_file(trainer(), whole_out, resume=False, overwrite=False)
+    folder = tmp_path / "run"
+    out = folder / "person.safetensors"
+    checkpoint = checkpoint_path(out)
+    if point == "checkpoint":  # the checkpoint of step 2 is written, the one of step 4 meets the full disk
+        failures = _fail_writing(monkeypatch, lambda name, earlier: _file_of(name) == checkpoint.name and earlier == 1)
+        expected = (r"Could not save the checkpoint of step 4 to .*person.safetensors.checkpoint.pt \(No space left on "
+                    r"device\); nothing of it is left on the disk. The checkpoint of step 2 is kept: free some disk "
+                    r"space and continue with --resume")
+        kept_step = 2
+    else:  # every step is made, then the adapter file meets the full disk
+        failures = _fail_writing(monkeypatch, lambda name, earlier: _file_of(name) == out.name)
+        expected = (r"Could not write the adapter .*person.safetensors \(No space left on device\); nothing of it is "
+                    r"left on the disk. The finished training \(step 5\) is kept in .*person.safetensors.checkpoint.pt: "
+                    r"free some disk space and continue with the same command plus --resume, which only writes the file.")
+        kept_step = 5
+    with pytest.raises(TalkingPoseError, match=expected):
+        train_to_file(trainer(), out, resume=False, overwrite=False)
+    assert len(failures) == 1
+    assert sorted(p.name for p in folder.iterdir()) == [checkpoint.name]  # no partial file left behind
+    assert torch.load(checkpoint, weights_only=True)["step"] == kept_step
+    monkeypatch.undo()
+    resumed = train_to_file(trainer(), out, resume=True, overwrite=False)
+    assert sorted(p.name for p in folder.iterdir()) == [out.name]
+    assert resumed.losses == whole.losses and resumed.eval_after == whole.eval_after
+    _same_adapter(lora.read_adapter(whole_out), lora.read_adapter(out))
+
+
+def test_a_full_disk_in_the_finetune_command_is_a_sentence_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """The same through the command: exit status 2, the sentence, no traceback; `--resume` then finishes."""
+    from talkingpose.cli import main
+
+    if not VIDEO.is_file():
+        pytest.skip(f"shared sample {VIDEO} not found")
+    out = tmp_path / "m.safetensors"
+    args = ["finetune", "--video", str(VIDEO), "--poses", str(POSES), "--out", str(out), "--steps", "3", "--rank", "4",
+            "--batch", "2", "--size", "64x64", "--frames", "16", "--random-weights"]
+    _fail_writing(monkeypatch, lambda name, earlier: _file_of(name) == out.name)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err and "--resume" in err
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert lora.read_adapter(out).info["steps"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+@pytest.mark.parametrize("strength", ["inf", "nan", "-5", "1e9"])
+def test_a_lora_strength_that_is_not_finite_or_out_of_range_is_refused_before_any_work(trained, tmp_path, capsys,
+                                                                                      strength):
+    """Issue 22, finding 6: `--lora-strength inf` exited 0 with a black video; -5 and 1e9 passed without a word."""
+    from talkingpose.cli import main
+
+    if not VIDEO.is_file():
+        pytest.skip(f"shared sample {VIDEO} not found")
+    _, path = trained
+    out = tmp_path / "x.mp4"
+    assert main(["animate", "--driving", str(VIDEO), "--poses", str(POSES), "--out", str(out), "--size", "64x64",
+                 "--frames", "2", "--steps", "1", "--random-weights", "--lora", str(path), "--lora-strength", strength]) == 2
+    err = capsys.readouterr().err
+    assert ("not a number" if strength == "nan" else "use a value from -2 to 2") in err
+    assert not out.exists() and not (tmp_path / "x.mp4.partial").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+def test_adapter_files_get_the_permissions_of_the_other_outputs(trained, tmp_path, monkeypatch):
+    """Issue 22, finding 7: adapters were written 0600 while videos are 0644 (what a plain `open` gives)."""
+    from talkingpose import durable
+
+    result, _ = trained
+    monkeypatch.setattr(durable, "_UMASK", 0o022)
+    previous = os.umask(0o022)
+    try:
+        path = result.adapter.save(tmp_path / "person.safetensors")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    finally:
+        os.umask(previous)

@@ -188,3 +188,27 @@ def test_training_a_lora_d_model_and_loading_a_missing_file_are_refused(models_d
 def test_lora_list_says_how_to_get_one_when_the_folder_is_empty(tmp_path, monkeypatch):
     monkeypatch.setenv("TALKINGPOSE_MODELS", str(tmp_path))
     assert LoadTalkingPoseLoRA.INPUT_TYPES()["required"]["lora"][0] == [lora_nodes.NONE_INSTALLED]
+
+
+def test_train_node_never_replaces_an_adapter_without_overwrite_and_checks_the_name(models_dir, encoders, clip):
+    """Issue 22, finding 2: a shared workflow using the name `person` replaced the artist's own person.safetensors,
+    and a name over 255 bytes gave a raw OSError [Errno 36]."""
+    folder = models_dir / "talkingpose_lora"
+    folder.mkdir()
+    own = folder / "person.safetensors"
+    own.write_bytes(b"the artist's own adapter")
+    with pytest.raises(TalkingPoseError, match=r"person.safetensors already exists; choose another output_name, or "
+                                               r"switch overwrite on to replace it."):
+        _train(_model(), encoders, clip, steps=1)
+    assert own.read_bytes() == b"the artist's own adapter" and sorted(p.name for p in folder.iterdir()) == [own.name]
+    with pytest.raises(TalkingPoseError, match="keep each part under 200"):
+        _train(_model(), encoders, clip, name="x" * 256, steps=1)
+    path, _ = _train(_model(), encoders, clip, steps=1, overwrite=True)
+    assert lora.read_adapter(path).info["steps"] == 1
+
+
+def test_load_node_refuses_a_strength_that_is_not_a_number(models_dir):
+    """Issue 22, finding 6: ComfyUI's min/max check lets NaN through, and the sampler made all-NaN latents."""
+    for strength, message in ((float("nan"), "not a number"), (float("inf"), "from -2 to 2"), (5.0, "from -2 to 2")):
+        with pytest.raises(TalkingPoseError, match=message):
+            LoadTalkingPoseLoRA().load(_model(), "person.safetensors", strength)

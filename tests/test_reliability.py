@@ -359,3 +359,87 @@ def test_a_spliced_driving_video_is_rendered_whole_and_irregular_timing_is_repor
         animate.run(_job(tmp_path / "o.mp4", driving=spliced, frames=None))
     assert len(_decoded(tmp_path / "o.mp4")) == 20 and len(stand_in) == 20
     assert "not evenly spaced in time" in caplog.text and "constant 25.000 fps" in caplog.text
+
+
+def test_an_existing_output_or_link_is_replaced_only_with_overwrite(tmp_path, stand_in):
+    """Issue 22, finding 1: `animate --out` replaced an existing video (or the file a link points to) unasked."""
+    earlier = tmp_path / "earlier.mp4"
+    earlier.write_bytes(b"an earlier video")
+    elsewhere = tmp_path / "elsewhere.mp4"
+    elsewhere.write_bytes(b"the user's file")
+    link = tmp_path / "link.mp4"
+    link.symlink_to(elsewhere)
+    for out in (earlier, link):
+        for resume in (False, True):  # nothing to resume: --resume gives no permission either
+            with pytest.raises(TalkingPoseError, match=f"{out} already exists; choose another --out, or add "
+                                                       "--overwrite to replace it."):
+                animate.run(_job(out, frames=2, resume=resume))
+    assert stand_in == []  # refused before any work
+    assert earlier.read_bytes() == b"an earlier video" and elsewhere.read_bytes() == b"the user's file"
+    animate.run(_job(link, frames=2, overwrite=True))
+    assert not link.is_symlink() and len(_decoded(link)) == 2 and elsewhere.read_bytes() == b"the user's file"
+
+
+def _renames_into_place(source: str) -> list[int]:
+    """Lines of `source` that rename or move a file (os.replace/rename/renames, shutil.move, Path.replace/rename,
+    also imported by name). `str.replace` takes two arguments and `dataclasses.replace` is no method call, so
+    neither is counted."""
+    import ast
+
+    tree = ast.parse(source)
+    renamed = {(module, name) for module in ("os", "shutil") for name in ("replace", "rename", "renames", "move")}
+    imported = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                for alias in node.names if (node.module, alias.name) in renamed}
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in imported:
+            lines.append(node.lineno)
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if ((owner, func.attr) in renamed or func.attr in ("rename", "renames")
+                    or (func.attr == "replace" and len(node.args) == 1 and not node.keywords)):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_file_is_renamed_into_place_outside_durable():
+    """Issue 20, item 3: every file that must survive a crash goes through `durable` (a temporary name unique to
+    the process that never follows a link, flushed, renamed); a rename elsewhere would bypass it."""
+    assert _renames_into_place("import os, shutil\nfrom os import replace as r\nos.replace(a, b)\nshutil.move(a, b)\n"
+                               "p.replace(q)\np.rename(q)\nr(a, b)\ns.replace('a', 'b')\nreplace(frame, body=1)\n") == [3, 4, 5, 6, 7]
+    found = []
+    for folder in ("talkingpose", "nodes"):
+        for path in sorted((PACK_ROOT / folder).rglob("*.py")):
+            if path == PACK_ROOT / "talkingpose" / "durable.py":
+                continue
+            found += [f"{path.relative_to(PACK_ROOT)}:{line}" for line in _renames_into_place(path.read_text(encoding="utf-8"))]
+    assert found == [], "write these files through talkingpose/durable.py"
+
+
+def test_a_save_that_may_not_replace_leaves_the_existing_file_and_nothing_of_its_own(tmp_path):
+    target = tmp_path / "kept.json"
+    target.write_text("mine")
+    with pytest.raises(FileExistsError):
+        durable.write_text(target, "theirs", replace=False)
+    appeared = tmp_path / "appeared.json"
+    with pytest.raises(FileExistsError):  # made by someone else while the content was written
+        with durable.replacing(appeared, replace=False) as temporary:
+            temporary.write_text("theirs")
+            appeared.write_text("mine")
+    assert target.read_text() == "mine" and appeared.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["appeared.json", "kept.json"]
+
+
+def test_a_temporary_that_keeps_its_extension_is_cleaned_up_after_a_kill(tmp_path):
+    """Files checked by a loader before they are kept (convert, the image encoder's download) keep their extension
+    after `.tmp`; a killed writer's such file goes with the next save as any other temporary does."""
+    out = tmp_path / "model.safetensors"
+    temporary = durable.temporary_sibling(out, keep_extension=True)
+    assert temporary.name.startswith(f".model.safetensors.{os.getpid()}.") and temporary.name.endswith(".tmp.safetensors")
+    dead = tmp_path / ".model.safetensors.999999999.abcdefgh.tmp.safetensors"
+    dead.write_bytes(b"partial")
+    assert durable.remove_stale_temporaries(out) == [dead]
+    assert durable.remove_stale_temporaries_in(tmp_path) == [] and temporary.exists()

@@ -208,10 +208,11 @@ def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defau
     for name, value in documented.items():
         assert values[name] == spec[name][1]["default"] == value, name
         assert getattr(engine, "lr" if name == "learning_rate" else name) == value, name
-    assert values["resume"] is True and values["seed"] == 0
+    assert values["resume"] is True and values["seed"] == 0 and values["overwrite"] is False
     # No control value after the seed: the node declares control_after_generate False, so the frontend adds no
-    # control that would change the seed after a queue (resume needs the same settings).
-    assert train["widgets_values"][-2:] == [0, True]
+    # control that would change the seed after a queue (resume needs the same settings). overwrite is the last
+    # widget, so workflows saved before it keep their values' order.
+    assert train["widgets_values"][-3:] == [0, True, False]
     # The file it writes is the one the render workflow loads.
     render = to_api_prompt(load(WORKFLOW_DIR / "talkingpose_personalize_render.json"), defs)
     lora = next(n for n in render.values() if n["class_type"] == "TalkingPoseLoadLoRA")
@@ -291,6 +292,24 @@ def test_pose_extract_keeps_loading_workflows_saved_before_retargeting(defs):
     assert spec["output"][:2] == ["IMAGE", "POSE_KEYPOINT"]  # saved links address outputs by slot
 
 
+def test_a_train_workflow_saved_before_the_overwrite_widget_loads_and_does_not_overwrite(defs):
+    """overwrite is the Train TalkingPose LoRA node's last widget: a workflow saved without it keeps every other
+    value where it was, and gets overwrite off (the widget's default, and the function's)."""
+    import inspect
+
+    from nodes.lora_nodes import TrainTalkingPoseLoRA
+
+    workflow = load(TRAIN_WORKFLOW)
+    train = node(workflow, "TalkingPoseTrainLoRA")
+    train["inputs"] = [inp for inp in train["inputs"] if inp["name"] != "overwrite"]
+    train["widgets_values"] = train["widgets_values"][:-1]
+    assert validate_workflow(workflow, defs, exact=False) == []
+    inputs = to_api_prompt(workflow, defs, exact=False)[str(train["id"])]["inputs"]
+    assert inputs["overwrite"] is False and inputs["resume"] is True and inputs["seed"] == 0
+    assert inputs["output_name"] == "person" and inputs["steps"] == 1000
+    assert inspect.signature(TrainTalkingPoseLoRA.train).parameters["overwrite"].default is False
+
+
 # ------------------------------------------------------------------------------------------ the checker itself
 def broken(name, change):
     changed = copy.deepcopy(load(WORKFLOW_DIR / name))
@@ -352,7 +371,7 @@ def _dangling_link(w):
 def _train_seed_with_a_control_value(w):
     # Saved as if the frontend had given the seed a control_after_generate widget: the node declares it False.
     train = next(n for n in w["nodes"] if n["type"] == "TalkingPoseTrainLoRA")
-    train["widgets_values"].insert(-1, "fixed")
+    train["widgets_values"].insert(-2, "fixed")
 
 
 def _lora_not_a_file(w):

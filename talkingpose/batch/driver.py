@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import durable
 from ..errors import TalkingPoseError
 from .manifest import JobSpec, RenderOptions, load_manifest
 from .worker import DONE_FOLDER, RenderWorker, done_marker, read_done_marker
@@ -115,6 +116,12 @@ class Listener:
     def event(self, event: dict, worker: dict) -> None:
         """Every event of a worker, as it arrives."""
 
+    def checking(self, rows: int, total: int) -> None:
+        """`rows` of the job list's `total` rows are checked (after each row; checking opens the row's files)."""
+
+    def summary_written(self, path: Path) -> None:
+        """The run's summary is at `path` (not called when the run stopped before it was written)."""
+
 
 @dataclass
 class BatchOptions:
@@ -126,6 +133,9 @@ class BatchOptions:
 
 
 def _prepare_output(out_dir: Path) -> None:
+    if (out_dir / DONE_FOLDER).is_symlink():
+        raise TalkingPoseError(f"{out_dir / DONE_FOLDER} is a link; the batch keeps its records inside the output "
+                               "folder only. Remove the link, or choose another --out-dir.")
     try:
         (out_dir / DONE_FOLDER).mkdir(parents=True, exist_ok=True)
         probe = out_dir / DONE_FOLDER / f".write-test-{os.getpid()}"
@@ -139,6 +149,9 @@ def _prepare_output(out_dir: Path) -> None:
 def _earlier_output(out_dir: Path, spec: JobSpec, options: RenderOptions) -> JobResult | None:
     """A job finished by an earlier run is skipped; an output it would overwrite is never touched."""
     out = out_dir / spec.out
+    blocked = _blocked_folder(out_dir, spec.out)
+    if blocked is not None:
+        return JobResult(spec.out, spec.line, "failed", message=blocked)
     marker = read_done_marker(out_dir, spec)
     if marker is not None and out.is_file():
         if marker.get("record") == spec.record(options):
@@ -153,6 +166,21 @@ def _earlier_output(out_dir: Path, spec: JobSpec, options: RenderOptions) -> Job
         return JobResult(spec.out, spec.line, "failed", message=(
             f"{out} already exists and was not made by a batch run; it is left as it is. Move it away or give this "
             "job another out name."))
+    return None
+
+
+def _blocked_folder(out_dir: Path, out: str) -> str | None:
+    """Why the folders of `out` inside `out_dir` cannot hold it (a link leading elsewhere, a file in the way), or
+    None. Checked before any frame is made: a job whose folder is another file would otherwise render every frame
+    and fail only when it saves them."""
+    folder = out_dir
+    for part in Path(out).parent.parts:
+        folder = folder / part
+        if folder.is_symlink():
+            return (f"{folder} is a link; outputs stay inside the output folder. Remove the link, or give this job "
+                    "another out name.")
+        if folder.exists() and not folder.is_dir():
+            return (f"{folder} is a file, so it cannot be the folder of {out}. Give this job another out name.")
     return None
 
 
@@ -191,10 +219,7 @@ def write_summary(out_dir: Path, results: list[JobResult], info: dict) -> Path:
             "frames_per_second": frames / seconds if seconds else None,
             **{status: sum(r.status == status for r in results) for status in ("done", "skipped", "failed", "unfinished")}}
     path = Path(out_dir) / "summary.json"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"summary": info, "jobs": [r.as_dict() for r in results]}, indent=1))
-    temporary.replace(path)
-    return path
+    return durable.write_text(path, json.dumps({"summary": info, "jobs": [r.as_dict() for r in results]}, indent=1))
 
 
 def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: BatchOptions | None = None,
@@ -207,7 +232,7 @@ def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: Batc
     if batch.videos_per_worker < 1 or batch.retries < 0:
         raise TalkingPoseError("--videos-per-worker must be at least 1 and --retries at least 0.")
     out_dir = Path(out_dir).resolve()
-    specs, errors = load_manifest(Path(manifest), options)
+    specs, errors = load_manifest(Path(manifest), options, listener.checking)
     _prepare_output(out_dir)
     results: dict[int, JobResult] = {e.line: JobResult(e.out, e.line, "failed", message=e.message) for e in errors}
     todo = []
@@ -230,7 +255,7 @@ def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: Batc
             results.setdefault(spec.line, JobResult(spec.out, spec.line, "unfinished",
                                                     message="the run was stopped; run the same command again to continue"))
         ordered = [results[line] for line in sorted(results)]
-        write_summary(out_dir, ordered, {**info, "seconds": time.monotonic() - started})
+        listener.summary_written(write_summary(out_dir, ordered, {**info, "seconds": time.monotonic() - started}))
     return ordered
 
 

@@ -8,16 +8,21 @@ metrics are Ray tasks, one per video, computed with `metrics.compare_videos` —
 from __future__ import annotations
 
 import csv
+import errno
+import io
 import json
 import math
+import os
 from pathlib import Path
 
+from .. import durable
 from .. import metrics as video_metrics
 from ..errors import TalkingPoseError
 from .driver import BatchOptions, Listener, ray_session, run_batch
 from .manifest import RenderOptions
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm")
+MANIFEST = "jobs.jsonl"  # the job list handed to the batch, in the output folder
 
 
 def dataset_rows(dataset: Path, poses_dir: Path | None = None, frames: int | None = None) -> list[dict]:
@@ -57,18 +62,46 @@ def _finite(value):
     return None if value is None else (value if math.isfinite(value) else str(value))  # inf PSNR: identical frames
 
 
+def _same_job_list(manifest: Path, text: str) -> bool:
+    """Whether `manifest` is a plain file holding `text` (the job list of an interrupted run of this evaluation)."""
+    try:
+        return manifest.is_file() and not manifest.is_symlink() and manifest.read_text(encoding="utf-8") == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _check_own_files(out_dir: Path, manifest_text: str, overwrite: bool) -> None:
+    """Refuses, before any render, to replace a file of the three it writes that is already there (an earlier
+    evaluation's, or the user's own) unless asked; the job list of an interrupted run of the same evaluation is
+    the one it would write again, so a rerun goes on."""
+    if overwrite:
+        return
+    manifest = out_dir / MANIFEST
+    for path in (manifest, out_dir / "metrics.json", out_dir / "metrics.csv"):
+        if not os.path.lexists(path) or (path == manifest and _same_job_list(manifest, manifest_text)):
+            continue
+        raise TalkingPoseError(
+            f"{path} already exists (an earlier evaluation's with other videos or settings, or another file); it is "
+            f"left as it is. Choose another --out-dir, or add --overwrite to replace it (finished renders in "
+            f"{out_dir / 'videos'} are reused).")
+
+
 def evaluate(dataset: Path, out_dir: Path, options: RenderOptions, batch: BatchOptions | None = None,
              ray_address: str | None = None, poses_dir: Path | None = None, frames: int | None = None,
-             deltas: tuple[int, ...] = (2,), listener: Listener | None = None) -> dict:
+             deltas: tuple[int, ...] = (2,), listener: Listener | None = None, overwrite: bool = False) -> dict:
     """Render and measure every video of `dataset`; writes `out_dir/metrics.json` and `out_dir/metrics.csv`
-    (the videos go to `out_dir/videos/`, with the batch's summary.json) and returns the metrics.json content."""
+    (the videos go to `out_dir/videos/`, with the batch's summary.json) and returns the metrics.json content.
+    Those files, and the job list `out_dir/jobs.jsonl`, replace files already there only with `overwrite`."""
     deltas = (2, *[d for d in dict.fromkeys(video_metrics.check_delta(d) for d in deltas) if d != 2])
     out_dir = Path(out_dir)
     rows = dataset_rows(dataset, poses_dir, frames)
+    manifest_text = "".join(json.dumps(row) + "\n" for row in rows)
+    manifest = out_dir / MANIFEST
+    _check_own_files(out_dir, manifest_text, overwrite)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = out_dir / "jobs.jsonl"
-        manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        if not _same_job_list(manifest, manifest_text):
+            durable.write_text(manifest, manifest_text, replace=overwrite)
     except OSError as exc:
         raise TalkingPoseError(f"Cannot write to the output folder {out_dir} ({exc.strerror or exc}). "
                                "Choose a folder you can write to with --out-dir.") from None
@@ -93,8 +126,15 @@ def evaluate(dataset: Path, out_dir: Path, options: RenderOptions, batch: BatchO
         "failed": [{"video": r.job or f"line {r.line}", "status": r.status, "message": r.message}
                    for r in results if r.status not in ("done", "skipped")],
     }
-    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1))
-    _write_csv(out_dir / "metrics.csv", report)
+    try:
+        durable.write_text(out_dir / "metrics.json", json.dumps(report, indent=1), replace=overwrite)
+        _write_csv(out_dir / "metrics.csv", report, overwrite)
+    except OSError as exc:
+        raise TalkingPoseError(
+            f"Could not write the metrics to {out_dir} ({exc.strerror or exc}: {exc.filename}). The renders are kept in "
+            f"{out_dir / 'videos'}; run the same command again to measure them"
+            + (" (free some disk space first)." if exc.errno == errno.ENOSPC else ".")
+        ) from exc
     return report
 
 
@@ -130,9 +170,10 @@ def table_rows(report: dict) -> list[list[str]]:
     return rows
 
 
-def _write_csv(path: Path, report: dict) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns(report))
-        writer.writerows(table_rows(report))
+def _write_csv(path: Path, report: dict, overwrite: bool) -> None:
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(columns(report))
+    writer.writerows(table_rows(report))
+    durable.write_text(path, text.getvalue(), replace=overwrite)
 

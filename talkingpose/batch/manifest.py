@@ -132,14 +132,20 @@ def _blank(value) -> bool:
 
 
 def _number(value, kind, name: str, low, high, default):
+    """A row's number, read the same way from CSV text and from JSON values: a whole number is written with digits
+    only (JSON 1e9 or 3.0 is refused as the CSV text "1e9" is), true/false are not numbers, and every number is
+    finite."""
     if _blank(value):
         return default
     try:
-        number = kind(value)
-        if kind is int and isinstance(value, float) and value != number:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
             raise ValueError
-    except (TypeError, ValueError):
-        raise TalkingPoseError(f"{name} {value!r} is not a {'whole number' if kind is int else 'number'}") from None
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise TalkingPoseError(f"{name} {value!r} is not a {'whole number' if kind is int else 'number'}"
+                               + (" (write it with digits only)" if kind is int and isinstance(value, float) else "")) from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise TalkingPoseError(f"{name} {value!r} is not a finite number")
     if not (low <= number <= high):
         raise TalkingPoseError(f"{name} {number} is out of range ({low} to {high})")
     return number
@@ -186,21 +192,40 @@ def parse_row(line: int, row: dict, base: Path, options: RenderOptions) -> JobSp
     return JobSpec(**{**asdict(spec), "total": total})
 
 
-def load_manifest(path: Path, options: RenderOptions) -> tuple[list[JobSpec], list[RowError]]:
-    """The valid jobs and the rows' errors, in manifest order. Of rows with the same `out`, the first keeps it."""
+def _claim(out: str, label: str, line: int, owners: dict, folders: dict) -> None:
+    """Records `out` as line `line`'s; refuses a name another row has, or one that is another row's folder or has
+    another row's output as its folder (`n.mp4` and `n.mp4/i.mp4`)."""
+    key = PurePosixPath(out.casefold())  # one file on case-insensitive file systems
+    if key in owners:
+        raise TalkingPoseError(f"out {label!r} is already the output of line {owners[key]}; give each job its own name")
+    if key in folders:
+        raise TalkingPoseError(f"out {label!r} is a folder of the output of line {folders[key]}; give each job a "
+                               "name that is not another job's folder")
+    for folder in key.parents:
+        if folder in owners:
+            raise TalkingPoseError(f"out {label!r} would be inside the output of line {owners[folder]}; give each "
+                                   "job a name that is not inside another job's output")
+    owners[key] = line
+    for folder in key.parents:
+        folders.setdefault(folder, line)
+
+
+def load_manifest(path: Path, options: RenderOptions, progress=None) -> tuple[list[JobSpec], list[RowError]]:
+    """The valid jobs and the rows' errors, in manifest order. Of rows with the same `out`, the first keeps it.
+    `progress(rows checked, rows)` is called after each row (checking a row opens its files)."""
     path = Path(path)
-    specs, errors, owners = [], [], {}
-    for line, row in read_rows(path):
+    specs, errors, owners, folders = [], [], {}, {}
+    rows = read_rows(path)
+    for done, (line, row) in enumerate(rows, 1):
         label = str(row.get("out") or "").strip()
         try:
             if "__error__" not in row:
-                key = _out_name(row.get("out")).casefold()  # one file on case-insensitive file systems
-                if key in owners:
-                    raise TalkingPoseError(f"out {label!r} is already the output of line {owners[key]}; give each job its own name")
-                owners[key] = line
+                _claim(_out_name(row.get("out")), label, line, owners, folders)
             specs.append(parse_row(line, row, path.parent.resolve(), options))
         except TalkingPoseError as exc:
             errors.append(RowError(line, label, f"line {line}: {exc}"))
+        if progress is not None:
+            progress(done, len(rows))
     if not specs and not errors:
         raise TalkingPoseError(f"The job list {path} has no jobs.")
     return specs, errors

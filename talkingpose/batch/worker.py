@@ -20,7 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..errors import TalkingPoseError
+from .. import durable
+from ..errors import RunMismatch, TalkingPoseError
 from .manifest import JobSpec, RenderOptions, animate_job
 
 log = logging.getLogger("TalkingPose")
@@ -43,9 +44,7 @@ def read_done_marker(out_dir: Path, spec: JobSpec) -> dict | None:
 def _write_done_marker(out_dir: Path, spec: JobSpec, options: RenderOptions, model: str) -> None:
     path = done_marker(out_dir, spec.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"record": spec.record(options), "frames": spec.total, "model": model}, indent=1))
-    temporary.replace(path)
+    durable.write_text(path, json.dumps({"record": spec.record(options), "frames": spec.total, "model": model}, indent=1))
 
 
 def _message(exc: BaseException) -> str:
@@ -111,7 +110,7 @@ class RenderWorker:
         except Exception as exc:
             partial = job.out.with_name(job.out.name + ".partial")
             message = _message(exc)
-            if isinstance(exc, TalkingPoseError) and "differs from the interrupted one" in message:
+            if isinstance(exc, RunMismatch):
                 message = (f"its unfinished render in {partial} was made with other inputs or settings ({message}). "
                            f"Delete that folder to render this job from the start, or run with the earlier settings.")
             events.append({"out": spec.out, "kind": "failed", "message": message})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from .options import size
@@ -63,13 +64,28 @@ def batch_options(args):
                         videos_per_worker=args.videos_per_worker, retries=args.retries)
 
 
+CHECK_REPORT_SECONDS = 3.0  # a line about the job list's check at most this often (a long list takes minutes)
+
+
 class ProgressBar:
     """One bar over all frames of all jobs (frames/s, ETA) and a line per finished job. The bar starts with the
-    first frame, so the workers' start-up (loading the networks) does not count in its rate."""
+    first frame, so the workers' start-up (loading the networks) does not count in its rate. Before it, while the
+    job list is checked, a line every few seconds says how far the check is."""
 
     def __init__(self):
         self.bar = None
         self.total = 0
+        self.summary = None  # where this run's summary.json was written, once it was
+        self._check_reported = time.monotonic()
+
+    def checking(self, rows, total):
+        now = time.monotonic()
+        if now - self._check_reported >= CHECK_REPORT_SECONDS and rows < total:
+            print(f"checking the job list: {rows} of {total} rows", file=sys.stderr, flush=True)
+            self._check_reported = now
+
+    def summary_written(self, path):
+        self.summary = path
 
     def started(self, frames, jobs, workers):
         self.total, self.label = frames, f"batch ({jobs} jobs, {workers} workers)"
@@ -127,8 +143,9 @@ def run(args) -> int:
         results = run_batch(args.jobs, args.out_dir, render_options(args), batch_options(args), args.ray_address, bar)
     except KeyboardInterrupt:
         bar.close()
-        print("\nStopped. Finished jobs and frames are kept; run the same command again to continue "
-              f"(the state so far is in {args.out_dir / 'summary.json'}).", file=sys.stderr)
+        where = f" (the state so far is in {bar.summary})" if bar.summary else ""
+        print(f"\nStopped. Finished jobs and frames are kept; run the same command again to continue{where}.",
+              file=sys.stderr)
         return 130
     bar.close()
     print_table(results)

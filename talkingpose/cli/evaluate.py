@@ -19,6 +19,9 @@ def register(subparsers) -> None:
                                                    "(default DATASET/dwpose; videos without one get poses extracted)")
     ev.add_argument("--frames", type=int, help="render at most this many frames per video (metrics cover those frames)")
     ev.add_argument("--delta", type=int, nargs="+", default=[2], help="TJE frame distances δ (2 is always included)")
+    ev.add_argument("--overwrite", action="store_true",
+                    help="replace OUT/metrics.json, OUT/metrics.csv and OUT/jobs.jsonl when they are already there "
+                         "(finished renders are reused all the same)")
     add_render_options(ev)
     ev.set_defaults(func=run)
 
@@ -29,7 +32,7 @@ def run(args) -> int:
     bar = ProgressBar()
     try:
         report = evaluate(args.dataset, args.out_dir, render_options(args), batch_options(args), args.ray_address,
-                          args.poses_dir, args.frames, tuple(args.delta), bar)
+                          args.poses_dir, args.frames, tuple(args.delta), bar, args.overwrite)
     except KeyboardInterrupt:
         bar.close()
         print("\nStopped. Finished renders are kept; run the same command again to continue.", file=sys.stderr)

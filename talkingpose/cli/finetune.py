@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     ft.add_argument("--batch", type=int, default=4, help="frame pairs per step (default 4)")
     ft.add_argument("--frames", type=int, help="use the first N frames of the clip (default: all)")
     ft.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
+    ft.add_argument("--overwrite", action="store_true", help="replace the file at --out if there is one")
     ft.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
                     help="smoke run: fine-tune random weights of the real architecture (default preset tiny)")
     ft.add_argument("--train-pose-guider", action="store_true", help="also fine-tune the whole pose guider")
@@ -51,7 +52,7 @@ def run(args) -> int:
     )
     job = FinetuneJob(
         video=args.video, out=args.out, poses=args.poses, keypoints=args.keypoints, settings=settings, resume=args.resume,
-        models_root=args.models, model_name=args.model, random_weights=args.random_weights, device=args.device,
+        overwrite=args.overwrite, models_root=args.models, model_name=args.model, random_weights=args.random_weights, device=args.device,
         precision=args.precision,
     )
     bars = {}

@@ -1,7 +1,9 @@
 """The headless fine-tuning job: a person's clip (+ poses) → LoRA adapter file, resumable."""
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ class FinetuneJob:
     keypoints: Path | None = None  # a POSE_KEYPOINT JSON track of the clip
     settings: FinetuneSettings = field(default_factory=FinetuneSettings)
     resume: bool = False
+    overwrite: bool = False  # replace an existing file at `out`
     models_root: Path | None = None
     model_name: str | None = None
     random_weights: str | None = None  # preset: fine-tune random weights of the real architecture (smoke run)
@@ -37,6 +40,74 @@ class FinetuneJob:
 def checkpoint_path(out: Path) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".checkpoint.pt")
+
+
+@dataclass(frozen=True)
+class Controls:
+    """How the user asks for each thing, in the words of the caller (the command's options, a node's widgets)."""
+
+    out: str = "--out"
+    overwrite: str = "add --overwrite"
+    resume: str = "continue with the same command plus --resume"
+
+
+COMMAND_LINE = Controls()
+
+
+def check_output(out: Path, resume: bool, overwrite: bool, start_over: bool = False,
+                 controls: Controls = COMMAND_LINE) -> None:
+    """Before any work: the adapter file must end in .safetensors and replaces an existing file (or link) only
+    with `overwrite`; a checkpoint of an interrupted run is continued with `resume`, deleted with `start_over`
+    (the node's resume off), and otherwise refused, so a run never discards finished steps unasked."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise TalkingPoseError(f"The adapter file {out} must end in .safetensors.")
+    if out.is_dir():
+        raise TalkingPoseError(f"{out} is a folder; give the adapter's file name, e.g. {out / 'person.safetensors'}.")
+    if os.path.lexists(out) and not overwrite:
+        raise TalkingPoseError(f"{out} already exists; choose another {controls.out}, or {controls.overwrite} to "
+                               "replace it.")
+    checkpoint = checkpoint_path(out)
+    if checkpoint.is_file() and not resume:
+        if not start_over:
+            raise TalkingPoseError(
+                f"A checkpoint of an interrupted run is at {checkpoint}. Add --resume to continue it, or delete it to start over."
+            )
+        checkpoint.unlink()
+
+
+def train_to_file(trainer: LoraTrainer, out: Path, resume: bool, overwrite: bool,
+                  on_step: Callable[[int, int, float], None] | None = None,
+                  on_resumed: Callable[[int], None] | None = None, controls: Controls = COMMAND_LINE) -> FinetuneResult:
+    """The resume/save sequence of every caller (`finetune`, Train TalkingPose LoRA): continue the checkpoint
+    next to `out` when resuming, train (checkpoints on the way), write the adapter, then drop the checkpoint. When
+    the adapter cannot be written (a full disk, say), the finished training goes into the checkpoint instead, so
+    that resuming only writes the file; the sentence says what was kept."""
+    out = Path(out)
+    checkpoint = checkpoint_path(out)
+    if resume and checkpoint.is_file():
+        trainer.load_checkpoint(checkpoint)
+        log.info("Resuming %s at step %d of %d.", out, trainer.step, trainer.settings.steps)
+        if on_resumed is not None:
+            on_resumed(trainer.step)
+    result = trainer.train(checkpoint, on_step)
+    try:
+        result.adapter.save(out, replace=overwrite)
+    except OSError as exc:
+        reason = f"{out} appeared meanwhile" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+        try:
+            trainer.save_checkpoint(checkpoint, trainer.generator.get_state())
+        except TalkingPoseError as second:
+            raise TalkingPoseError(f"Could not write the adapter {out} ({reason}), nor a checkpoint of the finished "
+                                   f"training: {second}") from exc
+        fix = "free some disk space" if exc.errno == errno.ENOSPC else (
+            f"move it away (or {controls.overwrite})" if isinstance(exc, FileExistsError) else "fix that")
+        raise TalkingPoseError(
+            f"Could not write the adapter {out} ({reason}); nothing of it is left on the disk. The finished training "
+            f"(step {trainer.step}) is kept in {checkpoint}: {fix} and {controls.resume}, which only writes the file."
+        ) from exc
+    checkpoint.unlink(missing_ok=True)
+    return result
 
 
 def _pose_inputs(job: FinetuneJob, models_root: Path) -> Iterator[PoseInput]:
@@ -84,13 +155,7 @@ def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
             raise TalkingPoseError(f"The {what} {path} does not exist.")
     if job.poses is not None and job.keypoints is not None:
         raise TalkingPoseError("Give the poses either as a render video (--poses) or as keypoints (--keypoints), not both.")
-    if Path(job.out).suffix != ".safetensors":
-        raise TalkingPoseError(f"The adapter file {job.out} must end in .safetensors.")
-    checkpoint = checkpoint_path(job.out)
-    if checkpoint.is_file() and not job.resume:
-        raise TalkingPoseError(
-            f"A checkpoint of an interrupted run is at {checkpoint}. Add --resume to continue it, or delete it to start over."
-        )
+    check_output(job.out, job.resume, job.overwrite)
     root = models_root(job.models_root)
     with VideoReader(job.video) as reader:
         fps, frame_count = reader.fps, reader.frame_count
@@ -120,13 +185,8 @@ def run(job: FinetuneJob, progress: Progress | None = None) -> FinetuneResult:
         clip_info = {"video": Path(job.video).name, "fps": float(fps), "seconds": encoded.frames_read / float(fps),
                      "random_weights": job.random_weights or ""}
         trainer = LoraTrainer(networks, encoded, settings, clip_info=clip_info)
-        if job.resume and checkpoint.is_file():
-            trainer.load_checkpoint(checkpoint)
-            log.info("Resuming %s at step %d of %d.", job.out, trainer.step, settings.steps)
-        result = trainer.train(
-            checkpoint, None if progress is None else (lambda step, steps, loss: progress("train", step, steps, loss)),
+        return train_to_file(
+            trainer, job.out, job.resume, job.overwrite,
+            None if progress is None else (lambda step, steps, loss: progress("train", step, steps, loss)),
         )
-        result.adapter.save(job.out)
-        checkpoint.unlink(missing_ok=True)
-        return result
 

@@ -15,11 +15,13 @@ Determinism: every random draw of a step comes from one `torch.Generator`, whose
 adapter, the optimizer and the loss history; a run resumed from a checkpoint makes the same adapter, bit for
 bit on a CPU, as one that never stopped. A checkpoint is written every `checkpoint_every` steps and when the run
 is interrupted (Ctrl-C, Cancel, an error such as running out of memory) between two steps' updates; it is always
-written to a temporary file first, so the previous one survives a crash during the write.
+written through `durable`, so the previous one survives a crash or a full disk during the write.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import logging
 import math
 import time
@@ -30,7 +32,7 @@ from typing import Callable
 import torch
 
 from ..errors import TalkingPoseError
-from .. import lora
+from .. import durable, lora
 from .data import ClipCache
 from .recipe import OFFICIAL, Recipe, StepDraws, TrainingBatch, step_loss, training_scheduler
 
@@ -173,6 +175,7 @@ class LoraTrainer:
         self.losses: list[float] = []
         self.step = 0
         self.eval_before: float | None = None
+        self.checkpoint_step: int | None = None  # the step of the checkpoint on the disk (saved or resumed)
 
     # -------------------------------------------------------------------------------------------- adapters
     def _inject(self) -> list[torch.nn.Parameter]:
@@ -261,12 +264,27 @@ class LoraTrainer:
         }
 
     def save_checkpoint(self, path: Path, rng_state: torch.Tensor) -> Path:
+        """Serialised in memory, then written through `durable`: a full disk (or any write error) leaves the
+        previous checkpoint as it was and no partial file, and is a sentence saying what was kept."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(self.checkpoint_state(rng_state), tmp)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        torch.save(self.checkpoint_state(rng_state), buffer)
+        try:
+            durable.write_bytes(path, buffer.getvalue())
+        except OSError as exc:
+            raise TalkingPoseError(f"Could not save the checkpoint of step {self.step} to {path} ({exc.strerror or exc}); "
+                                   f"nothing of it is left on the disk. {self.kept_checkpoint(exc)}") from exc
+        self.checkpoint_step = self.step
         return path
+
+    def kept_checkpoint(self, exc: OSError) -> str:
+        """What a failed save leaves to continue from, and how."""
+        fix = "free some disk space" if exc.errno == errno.ENOSPC else "fix that"
+        if self.checkpoint_step is None:
+            return f"No checkpoint of this run is kept: {fix} and run the same command again (it starts at step 0)."
+        return (f"The checkpoint of step {self.checkpoint_step} is kept: {fix} and continue with --resume (in "
+                "ComfyUI: queue again with resume on).")
 
     def load_checkpoint(self, path: Path) -> None:
         path = Path(path)
@@ -299,6 +317,7 @@ class LoraTrainer:
         self.generator.set_state(state["rng"])
         self.losses = list(state["losses"])
         self.step = int(state["step"])
+        self.checkpoint_step = self.step
         self.eval_before = state["eval_before"]
 
     # -------------------------------------------------------------------------------------------- training
@@ -324,7 +343,7 @@ class LoraTrainer:
         if self.eval_before is None:
             self.eval_before = self.fixed_batch_loss()
         rng_state = self.generator.get_state()
-        updating = False
+        updating = saving = False
         try:
             while self.step < self.settings.steps:
                 holder: list[float] = []
@@ -340,11 +359,13 @@ class LoraTrainer:
                 rng_state = self.generator.get_state()
                 updating = False
                 if checkpoint is not None and self.step % self.settings.checkpoint_every == 0 and self.step < self.settings.steps:
+                    saving = True  # a save that failed is not tried again below
                     self.save_checkpoint(checkpoint, rng_state)
+                    saving = False
                 if on_step is not None:
                     on_step(self.step, self.settings.steps, holder[0])
         except BaseException as exc:
-            if checkpoint is not None and not updating and self.step > first_step:
+            if checkpoint is not None and not updating and not saving and self.step > first_step:
                 self.save_checkpoint(checkpoint, rng_state)
                 log.info("Stopped after step %d; checkpoint saved to %s.", self.step, checkpoint)
             if isinstance(exc, torch.OutOfMemoryError):

@@ -299,12 +299,11 @@ def save_pose_keypoints(path, pose_kps) -> Path:
         pose_kps = [pose_kps]
     for i, frame in enumerate(pose_kps):
         validate_frame_dict(frame, f"frame {i}")
+    from .. import durable
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(list(pose_kps), allow_nan=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return durable.write_text(path, json.dumps(list(pose_kps), allow_nan=False))
 
 
 def load_pose_keypoints(path) -> list[dict]:
