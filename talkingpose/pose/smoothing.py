@@ -213,12 +213,14 @@ class LookAhead:
 
     light: int
     strong: int | None
+    light_most: int | None = None  # the light fit's widest half-width at any strength
 
 
 # Chosen on synthetic tracks (tests/test_smoothing.py, figures in the README): at 25 fps a ±4-frame quartic keeps
 # 1–2 Hz gestures whole and the lips' 4 Hz motion at 90 %; a ±6-frame straight line averages a still point's jitter
 # over 13 frames. Strength s scales every half-width by 2s (0.25: the light fit is ±2 frames, a quadratic; 1: double).
-_LOOK_AHEAD = {"body": LookAhead(4, 6), "hands": LookAhead(4, 6), "face": LookAhead(4, None)}
+# The face stops at ±6 frames: wider, a quartic's response to 4 Hz turns negative (the lips would move the wrong way).
+_LOOK_AHEAD = {"body": LookAhead(4, 6), "hands": LookAhead(4, 6), "face": LookAhead(4, None, light_most=6)}
 _LIGHT_DEGREE, _STRONG_DEGREE = 4, 1
 # The blend: RMS speed of the light fit over ±_MOTION_HALF frames, in canvas short sides per frame; at or below
 # _STILL_SPEED the strong fit alone, at or above _MOVING_SPEED the light fit alone (about 0.8 and 2 px per frame on
@@ -232,7 +234,8 @@ def look_ahead_for(strength: float) -> dict[str, LookAhead]:
     strength = check_strength(strength)
     if strength == 0:
         raise ValueError("strength 0 means no filter")
-    return {part: LookAhead(round(2 * strength * s.light), None if s.strong is None else round(2 * strength * s.strong))
+    return {part: LookAhead(min(round(2 * strength * s.light), s.light_most or math.inf),
+                            None if s.strong is None else round(2 * strength * s.strong))
             for part, s in _LOOK_AHEAD.items()}
 
 
