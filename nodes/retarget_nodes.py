@@ -15,8 +15,9 @@ from .meta_batch import ChunkCarry, chunk_number
 CATEGORY = "TalkingPose"
 POSE_STATE = "TALKINGPOSE_POSE_STATE"
 STRENGTH_TOOLTIP = (
-    "One-Euro smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter of a still "
-    "person and follows a sudden move within a frame or two; higher values smooth more and lag more."
+    "Smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter and stays on the motion, "
+    "lips included (it looks a few frames ahead); higher values smooth more and flatten quick motion. Under a meta "
+    "batch a causal filter runs instead, so that chunks join exactly; it lags on fast gestures."
 )
 POSE_CARRY = ChunkCarry(
     "talkingpose_pose_states",
@@ -37,8 +38,10 @@ def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibrat
     if meta_batch is not None:
         chunk = chunk_number(meta_batch, prompt, unique_id)
         pose_state = POSE_CARRY.carried(meta_batch, unique_id, chunk, pose_state)
+    # A meta batch shows one chunk at a time: the causal filter, so that the chunks join exactly.
     poses, state = process_track(poses, source=source, mode=mode, strength=strength, space=space,
-                                 calibration_frames=calibration_frames, state=pose_state)
+                                 calibration_frames=calibration_frames, state=pose_state,
+                                 streaming=meta_batch is not None)
     if meta_batch is not None:
         POSE_CARRY.carry(meta_batch, unique_id, chunk, state, len(poses))
     return poses, state
@@ -141,16 +144,17 @@ def source_pose(source_image, source_pose_keypoint):
 
 
 class TalkingPoseSmoothKeypoints:
-    """One-Euro smoothing of a POSE_KEYPOINT track."""
+    """Smoothing of a POSE_KEYPOINT track (the whole track at once, or meta-batch chunks)."""
 
     CATEGORY = CATEGORY
     FUNCTION = "smooth"
     RETURN_TYPES = ("POSE_KEYPOINT", POSE_STATE)
     RETURN_NAMES = ("pose_keypoint", "pose_state")
     DESCRIPTION = (
-        "Take the frame-to-frame jitter out of a keypoint track (One-Euro filter: smooths hard at rest, follows fast "
-        "motion). Hidden joints are never dragged across a gap; they restart where they reappear. Strength 0 returns "
-        "the input unchanged."
+        "Take the frame-to-frame jitter out of a keypoint track without lagging behind the motion: each point is fitted "
+        "a few frames before and after (hard at rest, lightly when it moves); under a meta batch a causal One-Euro "
+        "filter runs instead, so that the chunks join exactly. Hidden joints are never dragged across a gap; they "
+        "restart where they reappear. Strength 0 returns the input unchanged."
     )
 
     @classmethod

@@ -99,3 +99,52 @@ def driving_track(frames=40, seed=0, **kwargs) -> list[PoseFrame]:
 def pixels(frame: PoseFrame, points: np.ndarray) -> np.ndarray:
     height, width = frame.canvas_hw
     return np.asarray(points) * (width, height)
+
+
+# ---------------------------------------------------------------------------------- a person talking, 25 fps
+FPS = 25
+TALK_CANVAS = (720, 1280)
+RIGHT_ARM = [3, 4] + list(range(18 + 21, 18 + 42))  # right elbow, wrist and hand (body + hands order)
+LEFT_ARM = [6, 7] + list(range(18, 18 + 21))
+LIPS = list(range(18 + 42 + 48, 18 + 42 + 68))  # face points 48-67
+
+
+def _points(frame: PoseFrame) -> np.ndarray:
+    """The 128 points (body, left hand, right hand, face) in pixels."""
+    return pixels(frame, np.concatenate([frame.body, frame.hands.reshape(-1, 2), frame.face]))
+
+
+def _frame(points: np.ndarray, like: PoseFrame) -> PoseFrame:
+    height, width = like.canvas_hw
+    p = points / (width, height)
+    return PoseFrame(like.canvas_hw, p[:18].copy(), like.body_score.copy(), p[18:60].reshape(2, 21, 2).copy(),
+                     like.hand_score.copy(), p[60:].copy(), like.face_score.copy())
+
+
+def talking_track(frames=250, wrist_speed=25.0, noise_px=2.5, lips_hz=0.0, lips_px=0.0, seed=0):
+    """(clean, noisy) tracks of a speaker on a 1280x720 canvas at 25 fps: both arms gesture at 1 Hz along a figure
+    of eight (the right wrist and hand at up to `wrist_speed` px per frame, the left at 0.6 of it, the elbows at half
+    the wrists' motion), the lower face's lips open `lips_px` px `lips_hz` times a second; every point gets
+    `noise_px` of Gaussian detection noise (std per coordinate). The rest of the person keeps still."""
+    rng = np.random.default_rng(seed)
+    still = person(neck=(640.0, 260.0), canvas_hw=TALK_CANVAS, hand_size=30.0, face_size=90.0)
+    rest = _points(still)
+    omega = 2 * np.pi / FPS
+    reach = wrist_speed / omega  # the right wrist's peak speed, at t = 0, is reach · omega
+    clean, noisy = [], []
+    for t in range(frames):
+        points = rest.copy()
+        for arm, phase, size in ((RIGHT_ARM, 0.0, 1.0), (LEFT_ARM, 1.3, 0.6)):
+            offset = size * reach * np.array([np.sin(omega * t + phase), 0.5 * np.sin(2 * (omega * t + phase))])
+            points[arm] += offset / np.sqrt(2)
+            points[arm[0]] -= 0.5 * offset / np.sqrt(2)  # the elbow moves half as far
+        points[LIPS, 1] += lips_px * 0.5 * (1 - np.cos(2 * np.pi * lips_hz * t / FPS))
+        clean.append(_frame(points, still))
+        noisy.append(_frame(points + rng.normal(0.0, noise_px, points.shape), still))
+    return clean, noisy
+
+
+def track_points(frames, which=None) -> np.ndarray:
+    """[T, points, 2] pixels of the given point indices (body, left hand, right hand, face order)."""
+    stacked = np.stack([_points(f) for f in frames])
+    return stacked if which is None else stacked[:, which]

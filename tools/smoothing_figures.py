@@ -1,6 +1,13 @@
-"""Print the smoothing figures of the README: jitter before/after and the lag on a sudden move, per strength and
-part, on the synthetic noisy tracks of tests/test_smoothing.py (a still or slowly swaying person, 1.5 px jitter,
-a 60 px jump at frame 100).
+"""Print the smoothing table of the README, per strength, for the whole-track smoother (the command line, a node
+that gets the whole video) and the causal One-Euro filter (meta-batch chunks, renders continued from a state), on
+the synthetic tracks of tests/test_smoothing.py and tests/pose_tracks.py:
+
+- a still person (512x512, 1.5 px jitter) who jumps 60 px at frame 100: body residual to the clean track and mean
+  |frame-to-frame acceleration| before -> after, frames until every body point is within 10% of the jump;
+- a speaker gesturing at 1 Hz (1280x720, 25 fps, wrist up to 25 px per frame, 2.5 px noise), both arms: jitter
+  (acceleration the clean motion does not have) as a share of the raw track's, mean distance to the clean track,
+  amplitude kept, lag in frames;
+- lips opening 5 px four times a second (no noise): amplitude kept, lag.
 
     python tools/smoothing_figures.py
 """
@@ -13,21 +20,33 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from talkingpose.pose import smooth_track  # noqa: E402
-from test_smoothing import jitter_figures, noisy_track  # noqa: E402
+from pose_tracks import LEFT_ARM, LIPS, RIGHT_ARM, talking_track  # noqa: E402
+from talkingpose.pose.smoothing import DEFAULT_STRENGTH, smooth_track, smooth_whole_track  # noqa: E402
+from test_smoothing import jitter_figures, motion_figures, noisy_track  # noqa: E402
+
+FILTERS = {"whole track": smooth_whole_track, "causal (meta batch)": lambda frames, s: smooth_track(frames, s)[0]}
 
 
 def main() -> int:
-    print("track   strength  part   residual px (before -> after)  mean |accel| px/frame^2  frames to follow the jump")
-    for sway in (0.0, 6.0):
-        clean, noisy = noisy_track(sway_px=sway)
-        for strength in (0.25, 0.5, 0.75, 1.0):
-            smoothed, _ = smooth_track(noisy, strength)
-            for part in ("body", "hands", "face"):
-                before, after, acc_before, acc_after, settle = jitter_figures(clean, noisy, smoothed, part)
-                track = "sway" if sway else "still"
-                print(f"{track:7s} {strength:8.2f}  {part:5s}  {before:5.2f} -> {after:5.2f} ({after / before:4.2f})"
-                      f"           {acc_before:5.2f} -> {acc_after:5.2f} ({acc_after / acc_before:4.2f})    {settle}")
+    still_clean, still_noisy = noisy_track()
+    talk_clean, talk_noisy = talking_track()
+    lips, _ = talking_track(wrist_speed=0.0, noise_px=0.0, lips_hz=4, lips_px=5)
+    _, raw_distance, _, _, _ = motion_figures(talk_clean, talk_noisy, talk_noisy, RIGHT_ARM + LEFT_ARM)
+    print(f"| strength | smoother | still: body jitter px (raw {jitter_figures(still_clean, still_noisy, still_noisy, 'body')[0]:.2f}) "
+          f"| still: mean acceleration (raw {jitter_figures(still_clean, still_noisy, still_noisy, 'body')[2]:.2f}) "
+          "| frames to follow the jump | gesture: jitter (of raw) "
+          f"| gesture: distance to truth px (raw {raw_distance:.2f}) | gesture: amplitude | gesture: lag (frames) "
+          "| lips 4 Hz: amplitude | lips: lag (frames) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for strength in (0.25, 0.5, 0.75, 1.0):
+        for name, smooth in FILTERS.items():
+            _, after, _, acc_after, settle = jitter_figures(still_clean, still_noisy, smooth(still_noisy, strength), "body")
+            jitter, _, distance, amplitude, lag = motion_figures(talk_clean, talk_noisy, smooth(talk_noisy, strength),
+                                                                 RIGHT_ARM + LEFT_ARM)
+            _, _, _, lips_amplitude, lips_lag = motion_figures(lips, lips, smooth(lips, strength), LIPS)
+            label = f"**{strength:g}** (default)" if strength == DEFAULT_STRENGTH else f"{strength:g}"
+            print(f"| {label} | {name} | {after:.2f} | {acc_after:.2f} | {settle} | {jitter:.2f} | {distance:.2f} "
+                  f"| {amplitude:.2f} | {lag:+.1f} | {lips_amplitude:.0%} | {lips_lag:+.1f} |")
     return 0
 
 

@@ -6,11 +6,14 @@
 - fit (`mode`): ``"off"`` leaves the poses where they are; ``"align"`` is one similarity transform per video
   (scale and shift from neck, shoulders and head, `align.py`); ``"full"`` retargets every bone to the source's
   length (`retarget.py`; the output lives in the source's canvas);
-- then the One-Euro filter at `strength` (0: off, `smoothing.py`).
+- then smoothing at `strength` (0: off, `smoothing.py`): a whole track with the zero-phase smoother, which looks
+  a few frames ahead; a track that arrives in chunks (`streaming`, or continued from a `state`) with the causal
+  One-Euro filter, which never needs a frame it has not seen.
 
-The per-video fit and the filter are carried in a `PoseTrackState`, so a video processed in chunks (VideoHelperSuite
-meta batches, renders resumed from a saved state) equals the video processed at once, provided the fit was measured
-on the same leading frames: a chunked render measures it on its first chunk (`calibration_frames`).
+The per-video fit and the causal filter are carried in a `PoseTrackState`, so a video processed in chunks
+(VideoHelperSuite meta batches, renders resumed from a saved state) equals the same video streamed at once, provided
+the fit was measured on the same leading frames: a chunked render measures it on its first chunk
+(`calibration_frames`).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from ..errors import TalkingPoseError
 from .align import Alignment, estimate_alignment
 from .keypoints import PoseFrame
 from .retarget import Retarget, check_one_canvas, estimate_retarget
-from .smoothing import PoseSmoother, SmootherState, check_strength
+from .smoothing import PoseSmoother, SmootherState, check_strength, smooth_whole_track
 
 log = logging.getLogger("TalkingPose")
 
@@ -82,13 +85,17 @@ def check_mode(mode: str) -> str:
 
 def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | None = None, mode: str = "off",
                   strength: float = 0.0, space: tuple[int, int] | None = None, calibration_frames: int = 0,
-                  state: PoseTrackState | None = None) -> tuple[list[PoseFrame | None], PoseTrackState]:
+                  state: PoseTrackState | None = None,
+                  streaming: bool = False) -> tuple[list[PoseFrame | None], PoseTrackState]:
     """Fit (see module doc) and smooth the next `frames` of a track.
 
     `source`: the source person's pose (needed by ``align`` and ``full``). `space`: (width, height) the renders are
     stretched to, in which ``align`` measures (default: the driving canvas). `calibration_frames`: how many of
     the leading frames measure the fit (0: all of `frames`). `state`: what the previous chunk of the same video
-    returned; its fit is reused and its filter continued.
+    returned; its fit is reused and its causal filter continued. `streaming`: more chunks of this video will follow
+    (a meta batch), so smooth with the causal filter from the first chunk on. Otherwise `frames` are the whole
+    track and the zero-phase smoother runs; the returned state then holds the causal filter as it stands after
+    these frames too, so that a render continued from it goes on without a restart.
     """
     check_mode(mode)
     strength = check_strength(strength)
@@ -117,9 +124,11 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
             state.retarget = estimate_retarget(source, window)
         frames = [state.retarget.apply(f) for f in frames]
     if strength > 0:
+        whole_track = not streaming and state.frames == 0 and state.smoother is None
         smoother = PoseSmoother(strength, state.smoother)
-        frames = [smoother(f) for f in frames]
+        streamed = [smoother(f) for f in frames]
         state.smoother = smoother.state
+        frames = smooth_whole_track(frames, strength) if whole_track else streamed
     state.frames += len(frames)
     return frames, state
 
