@@ -53,11 +53,16 @@ class GuidedStep:
     appearances' stacked keys/values (`sampler.stack_references`).
     """
 
-    def __init__(self, networks, scheduler, image_context: torch.Tensor, reference, cfg: float, height: int, width: int):
+    def __init__(self, networks, scheduler, image_context: torch.Tensor, reference, cfg: float, height: int, width: int,
+                 mode: str | None = None):
+        """`mode`: "graph" (CUDA graph replay), "static" (the graph's body on static buffers, run eagerly: what
+        tests compare on a CPU) or "eager"; by default "graph" where `uses_cuda_graph`, else "eager"."""
         self.networks = networks
         self.cfg = cfg
         self.device, self.dtype = networks.weights_device, networks.weights_dtype
-        self.use_graph = uses_cuda_graph(self.device, networks._compiled)
+        self.mode = mode or ("graph" if uses_cuda_graph(self.device, networks._compiled) else "eager")
+        if self.mode not in ("graph", "static", "eager"):
+            raise ValueError(f"mode {mode!r}")
         self.weights = self._weights_signature(networks)
         self.steps = len(scheduler.timesteps)
         self.guided = cfg > 1.0
@@ -87,7 +92,7 @@ class GuidedStep:
 
     def _weights_signature(self, networks) -> tuple:
         # Values (fingerprint: weights and LoRA), place and precision; for a graph also the weights' addresses.
-        addresses = tuple(p.data_ptr() for p in networks.denoising_unet.parameters()) if self.use_graph else ()
+        addresses = tuple(p.data_ptr() for p in networks.denoising_unet.parameters()) if self.mode == "graph" else ()
         return networks.fingerprint, networks.weights_device, networks.weights_dtype, addresses
 
     # ------------------------------------------------------------------------------------------------- the step
@@ -162,12 +167,12 @@ class GuidedStep:
 
     # ------------------------------------------------------------------------------------------------- one frame
     @torch.no_grad()
-    def denoise(self, start: torch.Tensor, pose_features: torch.Tensor, on_step=None, static: bool | None = None) -> torch.Tensor:
+    def denoise(self, start: torch.Tensor, pose_features: torch.Tensor, on_step=None) -> torch.Tensor:
         """All steps of one frame: start latents [n, C, h, w] and pose features [n, width, h, w] → final latents
-        (float32). `static` runs the graph-ready version (static buffers) without a graph, for tests."""
+        (float32)."""
         if self.guided:
             pose_features = torch.cat([pose_features, pose_features])
-        if not (self.use_graph or static):
+        if self.mode == "eager":
             latents = start.to(self.device, torch.float32)
             for i in range(self.steps):
                 latents = self._eager(latents, pose_features, i)
@@ -176,7 +181,7 @@ class GuidedStep:
             return latents
         if self._static is None:
             self._static = self._make_static()
-            if self.use_graph:
+            if self.mode == "graph":
                 self._graph = self._capture()
         s = self._static
         s["pose"].copy_(pose_features)

@@ -245,12 +245,12 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
     return step.denoise(start, networks.pose_features(pose_pixels), on_step)
 
 
-def prepare_step(networks, scheduler, appearances, cfg: float, reference=None) -> GuidedStep:
+def prepare_step(networks, scheduler, appearances, cfg: float, reference=None, mode: str | None = None) -> GuidedStep:
     """The guided step for these appearances, with the video's constants computed (see `guided_step`)."""
     if reference is None:
         reference = stack_references([a.reference for a in appearances])
     context = torch.cat([a.image_context for a in appearances])
-    return GuidedStep(networks, scheduler, context, reference, cfg, appearances[0].height, appearances[0].width)
+    return GuidedStep(networks, scheduler, context, reference, cfg, appearances[0].height, appearances[0].width, mode)
 
 
 def stack_references(references):
