@@ -10,6 +10,13 @@ dropped, so memory must stay flat whatever `--frames` is.
 `--videos K` renders K independent videos together (each with its own appearance and closed loop, batched
 through the UNet); `--frames` is then per video and frames/s counts all of them. FLOPs of one frame are
 counted with torch.utils.flop_counter; with `--peak-tflops` the JSON also has the model FLOP utilisation.
+
+`--count-ops` prints how many aten operations one guided step dispatches (`aten ops per guided step: N`, views
+not counted: they launch no kernel), without weights or a GPU: the networks are fake tensors (PyTorch's
+FakeTensorMode), so SD1.5 size takes seconds on a CPU. A fake tensor has no values, so the count also proves
+that nothing in the step reads a value back to the host (that would raise). On a GPU each of those operations
+is a kernel launch that the host must issue, which is what a single video waits for; the CUDA graph replays
+them as one.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -27,7 +35,7 @@ import torch
 from talkingpose import images, vae_clip
 from talkingpose.appearance import SD_LATENT_SCALE, encode_appearance
 from talkingpose.random_weights import PRESETS, random_networks
-from talkingpose.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler
+from talkingpose.sampler import SamplerSettings, denoise_batch, initial_noise, make_scheduler, prepare_step
 
 H200_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's datasheet figure, for --peak-tflops
 
@@ -73,6 +81,49 @@ def encode(nets, vae, clip, source, size, cfg_rows):
     return encode_appearance(nets, embeds, latent, size, size)
 
 
+def count_step_ops(preset: str = "sd15", size: int = 512, cfg: float = 3.5, steps: int = 30, dtype=torch.float16) -> tuple[int, int]:
+    """(aten operations, views among them) dispatched by one guided step of the sampler (the second: the first
+    also fills the video's buffers) at `size`², on fake tensors."""
+    from collections import Counter
+
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CountOps(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.namespace == "aten":
+                self.ops["view" if func.is_view else "op"] += 1
+            return func(*args, **(kwargs or {}))
+
+    nets = random_networks(preset, device="meta", dtype=dtype)
+    scheduler = make_scheduler()
+    scheduler.set_timesteps(steps)
+    with FakeTensorMode(allow_non_fake_inputs=True) as fake:
+        for module in nets.modules():
+            for name, param in module._parameters.items():
+                if param is not None:
+                    module._parameters[name] = torch.nn.Parameter(torch.empty_like(param, device="cpu"), requires_grad=False)
+            for name, buffer in module._buffers.items():
+                if buffer is not None:
+                    module._buffers[name] = torch.empty_like(buffer, device="cpu")
+        latent = torch.randn(1, nets.latent_channels, size // 8, size // 8)
+        context = torch.randn(1, 1, nets.cross_attention_dim, dtype=dtype)
+        reference = nets.reference_keys_values(latent, context)
+        pose = nets.pose_features(torch.rand(1, 3, size, size, dtype=dtype))
+    appearance = SimpleNamespace(reference=reference, image_context=context, width=size, height=size)
+    step = prepare_step(nets, scheduler, [appearance], cfg)  # its DDIM table is read from the real scheduler
+    with fake:
+        pose = torch.cat([pose, pose]) if cfg > 1 else pose
+        latent = step._eager(latent, pose, 0)
+        with CountOps() as counted:
+            step._eager(latent, pose, 1)
+    return counted.ops["op"], counted.ops["view"]
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -94,7 +145,13 @@ def main(argv=None):
     ap.add_argument("--compile", action="store_true", help="torch.compile the denoising UNet (falls back if unavailable)")
     ap.add_argument("--peak-tflops", type=float, help=f"device peak for MFU (H200 bf16 dense: {H200_BF16_DENSE_TFLOPS})")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--count-ops", action="store_true", help="print the aten operations of one guided step (fake tensors, no weights) and stop")
     args = ap.parse_args(argv)
+    if args.count_ops:
+        ops, views = count_step_ops(args.preset, args.size, args.cfg, args.steps, DTYPES[args.dtype])
+        print(f"aten ops per guided step: {ops}")
+        print(f"(plus {views} views; {args.preset} at {args.size}x{args.size}, {args.dtype}, cfg {args.cfg}, fake tensors)")
+        return {"aten_ops_per_guided_step": ops, "views": views}
 
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
     torch.manual_seed(0)
@@ -116,12 +173,16 @@ def main(argv=None):
     sync(device)
     encode_s = (time.perf_counter() - t_load) / k
 
+    step = prepare_step(nets, scheduler, appearances, settings.cfg)  # once per video, as the samplers do
+
     def one_frame(i, last):
+        nonlocal step
         if args.mode == "naive":
             appearances[:] = [encode(nets, vae, clip, np.roll(source, 17 * v, axis=1), args.size, rows) for v in range(k)]
+            step = prepare_step(nets, scheduler, appearances, settings.cfg)
         pose = torch.cat([images.pose_pixels(synthetic_pose(i + 3 * v, args.size), args.size, args.size) for v in range(k)])
         start = noise.expand(k, -1, -1, -1) if last is None else noise + settings.beta * (last - noise)
-        return denoise_batch(nets, scheduler, appearances, settings.cfg, start, pose)
+        return denoise_batch(nets, scheduler, appearances, settings.cfg, start, pose, step=step)
 
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -35,7 +35,7 @@ def appearance_encode_bytes(networks, width: int, height: int) -> int:
 def denoise_step_bytes(networks, appearance, cfg: float) -> int:
     """Activations of one denoising step beyond the weights: a UNet pass over one row, two under guidance, and
     the appearance's keys/values on the device."""
-    from .sampler import is_guided
+    from .guided_step import is_guided
 
     rows = 2 if is_guided(cfg) else 1
     return networks.forward_memory(rows, appearance.width, appearance.height) + appearance.bytes()

@@ -2,7 +2,10 @@
 
 Both UNets are stock diffusers `UNet2DConditionModel`s; the reference mechanism lives in attention processors
 (`reference_attention.py`) and the pose features enter through a forward hook on the denoising UNet's
-`conv_in`, so diffusers' own forward runs unchanged.
+`conv_in`, so diffusers' own forward runs unchanged. A prepared guided step (`guided_step.py`) also swaps, for
+the length of one pass, the modules whose outputs are known beforehand (the time embedding and each resnet's
+time projection, which depend on the step index only, and the norm that feeds only the cross-attention, whose
+output is the same for the whole video) for those outputs; `prepared_pass`.
 """
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ from torch import nn
 
 from .errors import TalkingPoseError
 from .reference_attention import (
+    ConstantCrossAttention,
+    PreparedSelfAttention,
     RecordSelfAttentionInput,
     ReferenceContext,
     ReferenceSelfAttention,
+    fused_query_key_value_weight,
     project_reference_tokens,
     self_attention_modules,
 )
@@ -35,6 +41,41 @@ class _AddPoseFeatures:
     def __call__(self, module, inputs, output):
         features = self.context.pose_features
         return output if features is None else output + features
+
+
+class _Precomputed(nn.Module):
+    """Stands in for a module during a prepared pass: returns the output computed for this step beforehand."""
+
+    def __init__(self):
+        super().__init__()
+        self.value = None
+
+    def forward(self, *args, **kwargs):
+        return self.value
+
+
+class _Skipped(nn.Module):
+    """Stands in for a module whose output only a constant consumer reads (its input passes through)."""
+
+    def forward(self, x, *args, **kwargs):
+        return x
+
+
+class PreparedPass:
+    """A video's constants for `TalkingPoseNetworks.prepared_pass`, and the step's time values it hands out."""
+
+    def __init__(self, self_attention: dict[str, PreparedSelfAttention], timed_resnets: list[str]):
+        self.self_attention = self_attention
+        self.cross_attention: dict[str, torch.Tensor] = {}  # filled by the first pass (ConstantCrossAttention)
+        self.skipped = _Skipped()
+        self.time_embedding = _Precomputed()
+        self.time_projections = {name: _Precomputed() for name in timed_resnets}
+
+    def set_step(self, time_embedding: torch.Tensor, time_projections: dict[str, torch.Tensor]) -> None:
+        """The time embedding ([1, E]) and resnet time projections ([1, C]) the next passes use."""
+        self.time_embedding.value = time_embedding
+        for name, module in self.time_projections.items():
+            module.value = time_projections[name]
 
 
 _PROCESSORS_REPLACED = (
@@ -67,6 +108,11 @@ class TalkingPoseNetworks(nn.Module):
         self._denoising_attention = self_attention_modules(denoising_unet)
         for name, attn in self._denoising_attention.items():
             attn.set_processor(ReferenceSelfAttention(name, self._context))
+        self._cross_attention = {name: module for name, module in denoising_unet.named_modules() if name.endswith(".attn2")}
+        for name, attn in self._cross_attention.items():
+            attn.set_processor(ConstantCrossAttention(name, self._context))
+        self._timed_resnets = {name: module for name, module in denoising_unet.named_modules()
+                               if getattr(module, "time_emb_proj", None) is not None}
         for name, attn in self_attention_modules(reference_unet).items():
             attn.set_processor(RecordSelfAttentionInput(name, self._recorded))
         # The hook holds the context, not `self`: a bound method here would make a reference cycle
@@ -201,6 +247,68 @@ class TalkingPoseNetworks(nn.Module):
         finally:
             ctx.keys_values, ctx.pose_features = {}, None
 
+    # ---------------------------------------------------------------------------------------------- prepared step
+    @torch.no_grad()
+    def time_embeddings(self, timesteps, rows: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """For each timestep, the UNet's time embedding and every resnet's time projection, computed by the UNet's
+        own modules exactly as its forward computes them for a batch of `rows`: ([steps, 1, E], {resnet: [steps,
+        1, C]}). They depend on the step only, so a video computes them once."""
+        unet = self.denoising_unet
+        sample = torch.empty((rows, 1), device=self.weights_device, dtype=self.weights_dtype)
+        embeddings, projections = [], {name: [] for name in self._timed_resnets}
+        for t in timesteps:
+            emb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=t), None)
+            embeddings.append(emb[:1])
+            for name, resnet in self._timed_resnets.items():
+                projections[name].append(resnet.time_emb_proj(emb if resnet.skip_time_act else resnet.nonlinearity(emb))[:1])
+        return torch.stack(embeddings), {name: torch.stack(p) for name, p in projections.items()}
+
+    def prepare_pass(self, reference: ReferenceKV | None, n_unconditional: int) -> "PreparedPass":
+        """The video's constants for `prepared_pass`: fused Q/K/V weights and reference buffers per self-attention
+        block (the cross-attention outputs are kept at the first pass)."""
+        self_attention = {name: PreparedSelfAttention(fused_query_key_value_weight(attn), n_unconditional,
+                                                      None if reference is None else reference[name])
+                          for name, attn in self._denoising_attention.items()}
+        return PreparedPass(self_attention, list(self._timed_resnets))
+
+    @contextmanager
+    def prepared_pass(self, prepared: "PreparedPass", pose_features: torch.Tensor):
+        """Inside the block, denoising UNet passes use the video's constants: the attention processors read the
+        prepared self- and cross-attention, and the time embedding and resnet time projections are the step's
+        precomputed ones (`PreparedPass.set_step`). The swapped modules are put back on leaving, also on errors."""
+        unet = self.denoising_unet
+        swaps = [(unet, "time_proj", prepared.time_embedding), (unet, "time_embedding", prepared.skipped)]
+        for name, resnet in self._timed_resnets.items():
+            swaps.append((resnet, "time_emb_proj", prepared.time_projections[name]))
+        for name in prepared.cross_attention:  # the norm feeds only the cross-attention, whose output is kept
+            swaps.append((unet.get_submodule(name.rpartition(".")[0]), "norm2", prepared.skipped))
+        saved = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in swaps]
+        skip_time_act = [(resnet, resnet.skip_time_act) for resnet in self._timed_resnets.values()]
+        ctx = self._context
+        try:
+            for owner, attribute, module in swaps:
+                setattr(owner, attribute, module)
+            for resnet, _ in skip_time_act:
+                resnet.skip_time_act = True  # the activation is inside the precomputed projection
+            ctx.prepared, ctx.cross_attention = prepared.self_attention, prepared.cross_attention
+            with self.conditioning(pose_features, None, 0):
+                yield
+        finally:
+            ctx.prepared, ctx.cross_attention = None, None
+            for owner, attribute, module in saved:
+                setattr(owner, attribute, module)
+            for resnet, value in skip_time_act:
+                resnet.skip_time_act = value
+
+    def check_reference_calls(self) -> None:
+        """Raise if the last pass ran fewer reference-attention processors than there are self-attention blocks."""
+        calls = self._context.calls
+        if calls != len(self._denoising_attention):
+            raise TalkingPoseError(
+                f"The reference attention ran in {calls} of the denoising UNet's {len(self._denoising_attention)} "
+                f"self-attention blocks in this step. {_PROCESSORS_REPLACED}"
+            )
+
     @torch.no_grad()
     def predict(
         self,
@@ -214,10 +322,5 @@ class TalkingPoseNetworks(nn.Module):
         """The denoising UNet's output for a batch whose first `n_unconditional` rows see no reference tokens."""
         with self.conditioning(pose_features, reference, n_unconditional):
             out = self._denoise(latents, timestep, encoder_hidden_states=image_context, return_dict=False)[0]
-            calls = self._context.calls
-        if calls != len(self._denoising_attention):
-            raise TalkingPoseError(
-                f"The reference attention ran in {calls} of the denoising UNet's {len(self._denoising_attention)} "
-                f"self-attention blocks in this step. {_PROCESSORS_REPLACED}"
-            )
+        self.check_reference_calls()
         return out

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from .errors import TalkingPoseError
+from .guided_step import GuidedStep
 
 # The official inference configuration (configs/inference/inference_v2.yaml).
 OFFICIAL_SCHEDULER = {
@@ -156,15 +157,20 @@ class ClosedLoopSampler:
         self.state = state
         self.scheduler = make_scheduler(scheduler_config)
         self.scheduler.set_timesteps(settings.steps)
+        self._step: GuidedStep | None = None
 
     def denoise(self, pose_pixels: torch.Tensor, on_step: StepCallback | None = None) -> torch.Tensor:
         """The next frame's final latent ([C, h, w], float32, scaled space); advances the state."""
-        # Where the memory manager put the networks for this frame (normally where they were: then no copy).
+        # Where the memory manager put the networks for this frame (normally where they were: then no copy, and
+        # the step prepared for the first frame is used again).
         self.appearance = self.appearance.to(self.networks.weights_device, self.networks.weights_dtype)
+        if self._step is None or not self._step.fits(self.networks):
+            self._step = prepare_step(self.networks, self.scheduler, [self.appearance], self.settings.cfg)
         latent = denoise_batch(
             self.networks, self.scheduler, [self.appearance], self.settings.cfg,
             self.state.start_latent()[None], pose_pixels,
             on_step=None if on_step is None else (lambda step: on_step(self.state.next_frame, step, self.settings.steps)),
+            step=self._step,
         )[0]
         self.state = self.state.advanced(latent)
         return latent
@@ -194,14 +200,19 @@ class BatchedClosedLoopSampler:
                          for a, s, state in zip(appearances, settings, states)]
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
-        # The videos' reference keys/values never change: stack them into one batch once, not every frame.
+        # The videos' reference keys/values and the step's constants never change: made once, not every frame.
         self._reference = stack_references([s.appearance.reference for s in self.samplers])
+        self._step = prepare_step(networks, self.scheduler, [s.appearance for s in self.samplers],
+                                  self.samplers[0].settings.cfg, self._reference)
 
     def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
         """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
         starts = torch.stack([s.state.start_latent() for s in self.samplers])
+        if not self._step.fits(self.networks):
+            self._step = prepare_step(self.networks, self.scheduler, [s.appearance for s in self.samplers],
+                                      self.samplers[0].settings.cfg, self._reference)
         latents = denoise_batch(self.networks, self.scheduler, [s.appearance for s in self.samplers],
-                                self.samplers[0].settings.cfg, starts, pose_pixels, on_step, reference=self._reference)
+                                self.samplers[0].settings.cfg, starts, pose_pixels, on_step, step=self._step)
         for sampler, latent in zip(self.samplers, latents):
             sampler.state = sampler.state.advanced(latent)
         return latents
@@ -219,44 +230,27 @@ def check_appearance(networks, appearance) -> None:
         )
 
 
-def is_guided(cfg: float) -> bool:
-    """Whether a step runs the unconditional row beside the conditional one (classifier-free guidance)."""
-    return cfg > 1.0
-
-
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,
-                  on_step=None, reference=None) -> torch.Tensor:
+                  on_step=None, reference=None, step: GuidedStep | None = None) -> torch.Tensor:
     """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
 
-    Rows are laid out as [unconditional × n, conditional × n] under guidance; unconditional rows get a zero
-    image context and no reference tokens, conditional row i gets appearance i. `reference` is the appearances'
-    stacked keys/values when the caller keeps them (`stack_references`); otherwise they are stacked here.
+    `reference` is the appearances' stacked keys/values when the caller keeps them (`stack_references`);
+    `step` the `GuidedStep` the caller keeps for the video (`guided_step`); either is made here when not given.
     """
     n = start.shape[0]
     if pose_pixels.shape[0] != n:
         raise ValueError(f"{pose_pixels.shape[0]} pose frames for {n} videos")
-    device, dtype = networks.weights_device, networks.weights_dtype
-    guided = is_guided(cfg)
-    pose_features = networks.pose_features(pose_pixels)
-    context = torch.cat([a.image_context for a in appearances]).to(device, dtype)
+    if step is None:
+        step = prepare_step(networks, scheduler, appearances, cfg, reference)
+    return step.denoise(start, networks.pose_features(pose_pixels), on_step)
+
+
+def prepare_step(networks, scheduler, appearances, cfg: float, reference=None, mode: str | None = None) -> GuidedStep:
+    """The guided step for these appearances, with the video's constants computed (see `guided_step`)."""
     if reference is None:
         reference = stack_references([a.reference for a in appearances])
-    if guided:
-        pose_features = torch.cat([pose_features, pose_features])
-        context = torch.cat([torch.zeros_like(context), context])
-    latents = start.to(device, torch.float32)
-    for step, t in enumerate(scheduler.timesteps):
-        model_input = latents.to(dtype)
-        if guided:
-            model_input = torch.cat([model_input, model_input])
-        v = networks.predict(model_input, t, context, pose_features, reference, n if guided else 0).float()
-        if guided:
-            v_uncond, v_cond = v.chunk(2)
-            v = v_uncond + cfg * (v_cond - v_uncond)
-        latents = scheduler.step(v, t, latents, eta=0.0).prev_sample
-        if on_step is not None:
-            on_step(step)
-    return latents
+    context = torch.cat([a.image_context for a in appearances])
+    return GuidedStep(networks, scheduler, context, reference, cfg, appearances[0].height, appearances[0].width, mode)
 
 
 def stack_references(references):

@@ -239,3 +239,72 @@ def test_every_seed_in_range_draws_its_own_noise_and_larger_ones_are_refused():
 def test_non_integer_seeds_are_refused(seed):
     with pytest.raises(TalkingPoseError, match="not a whole number"):
         SamplerSettings(seed=seed)
+
+
+@pytest.mark.parametrize("cfg", [3.5, 1.0])
+def test_prepared_step_equals_the_unet_forward_and_scheduler_step_bit_for_bit(tiny_pipeline, appearance, cfg):
+    """The step prepared once per video (time tables, kept cross-attention, fused Q/K/V, reference buffers, DDIM
+    coefficients on the device) against diffusers' UNet forward with the plain reference attention and
+    DDIMScheduler.step, as the sampler ran before: the same float32 numbers on a CPU."""
+    from talkingpose.sampler import prepare_step
+
+    nets = tiny_pipeline.networks
+    scheduler = tiny_pipeline.sampler(appearance, SamplerSettings(steps=4)).scheduler
+    pose = nets.pose_features(tiny_pipeline.pose_pixels(_poses(1)[0], appearance))
+    start = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(5))
+    guided = cfg > 1
+    context = torch.cat([torch.zeros_like(appearance.image_context), appearance.image_context]) if guided else appearance.image_context
+    latents = start
+    for t in scheduler.timesteps:
+        v = nets.predict(torch.cat([latents] * (2 if guided else 1)), t, context, torch.cat([pose] * (2 if guided else 1)),
+                         appearance.reference, 1 if guided else 0)
+        if guided:
+            v = v.chunk(2)[0] + cfg * (v.chunk(2)[1] - v.chunk(2)[0])
+        latents = scheduler.step(v, t, latents, eta=0.0).prev_sample
+    step = prepare_step(nets, scheduler, [appearance], cfg)
+    for _ in range(2):  # the first frame keeps the cross-attention outputs, the second uses them
+        torch.testing.assert_close(step.denoise(start, pose), latents, rtol=0, atol=0)
+
+
+def test_prepared_pass_puts_back_what_it_swapped_also_after_an_error(tiny_pipeline, appearance):
+    from talkingpose.sampler import prepare_step
+
+    nets = tiny_pipeline.networks
+    unet = nets.denoising_unet
+    before = {name: module for name, module in unet.named_modules()}
+    resnets = [m for m in unet.modules() if getattr(m, "time_emb_proj", None) is not None]
+    step = prepare_step(nets, tiny_pipeline.sampler(appearance, SamplerSettings(steps=2)).scheduler, [appearance], 3.5)
+    pose = nets.pose_features(tiny_pipeline.pose_pixels(_poses(1)[0], appearance))
+    step.denoise(torch.zeros(1, 4, SIZE // 8, SIZE // 8), pose)
+
+    class Stop(Exception):
+        pass
+
+    def stop(i):
+        raise Stop
+
+    handle = unet.mid_block.register_forward_hook(lambda *a: stop(0))
+    try:
+        with pytest.raises(Stop):
+            step.denoise(torch.zeros(1, 4, SIZE // 8, SIZE // 8), pose)
+    finally:
+        handle.remove()
+    assert {name: module for name, module in unet.named_modules()} == before
+    assert not any(r.skip_time_act for r in resnets)
+    assert nets._context.prepared is None and nets._context.cross_attention is None
+
+
+def test_sampler_prepares_its_step_again_when_the_networks_change_precision(tiny_pipeline, appearance):
+    nets = tiny_pipeline.networks
+    sampler = tiny_pipeline.sampler(appearance, SamplerSettings(steps=1))
+    pose = tiny_pipeline.pose_pixels(_poses(1)[0], appearance)
+    sampler.denoise(pose)
+    first = sampler._step
+    assert first.fits(nets)
+    try:
+        nets.to(torch.float64)
+        assert not first.fits(nets)
+        assert sampler.denoise(pose).dtype == torch.float32
+        assert sampler._step is not first and sampler._step.dtype == torch.float64
+    finally:
+        nets.to(torch.float32)
