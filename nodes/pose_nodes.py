@@ -15,13 +15,12 @@ import logging
 
 from . import paths
 from .backend import host
-from .retarget_nodes import STRENGTH_TOOLTIP, dwpose_extractor, fit_and_smooth, meta_inputs, source_pose
+from .retarget_nodes import ALIGNMENT_CHOICES, STRENGTH_TOOLTIP, dwpose_extractor, fit_and_smooth, meta_inputs, source_pose
 
 log = logging.getLogger("TalkingPose")
 
 CATEGORY = "TalkingPose"
 ON_ERROR_CHOICES = ("stop", "repeat previous pose", "empty pose")
-ALIGNMENT_CHOICES = ("similarity", "retarget")
 _SIZE = {"default": 512, "min": 0, "max": 8192, "step": 8}
 
 
@@ -60,7 +59,7 @@ class TalkingPoseExtract:
     DESCRIPTION = (
         "Extract DWPose (body, hands, face) from each frame and draw it exactly like the official TalkingPose "
         "pipeline. Needs yolox_l.onnx and dw-ll_ucoco_384.onnx (Hugging Face yzd-v/DWPose) in models/dwpose/. "
-        "Connect a source image to fit the driving person to the person in it: 'retarget' gives every bone the "
+        "Connect a source image to fit the driving person to the person in it: alignment 'retarget' gives every bone the "
         "source's length, 'similarity' moves and scales the whole skeleton (one transform for the whole video). "
         "A frame where nobody is found still gets the pose estimated on the whole frame (usually little or nothing "
         "visible is drawn); with several people, the most confident one is drawn."
@@ -147,7 +146,7 @@ class TalkingPoseExtract:
         out_w, out_h = _output_size(width, height, canvas_hw)
 
         source = source_pose(source_image, None) if source_image is not None else None
-        mode = ("full" if alignment == "retarget" else "align") if source is not None else "off"
+        mode = alignment if source is not None else "off"
         poses, state = fit_and_smooth(poses, source=source, mode=mode, strength=smoothing, space=(out_w, out_h),
                                       pose_state=pose_state, meta_batch=meta_batch, prompt=prompt, unique_id=unique_id)
         if state.alignment is not None:

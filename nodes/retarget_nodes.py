@@ -2,10 +2,10 @@
 Pose Extract, Draw Pose Keypoints and the POSE_KEYPOINT of other packs (comfyui_controlnet_aux's DWPose, pose
 editors). Pose Extract uses the same `fit_and_smooth` for its `alignment` and `smoothing` options.
 
-The per-video fit and the smoothing filter are a TALKINGPOSE_POSE_STATE: carried from chunk to chunk on a
+The per-video alignment and the smoothing filter are a TALKINGPOSE_POSE_STATE: carried from chunk to chunk on a
 VideoHelperSuite Meta Batch Manager as the Closed-Loop Sampler carries its loop, and saved with Save TalkingPose
-State, so a long render in chunks or over several queue runs equals one run over the whole video (the fit is
-measured on the first chunk).
+State, so a long render in chunks or over several queue runs equals one run over the whole video (the alignment
+is measured on the first chunk).
 """
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from .meta_batch import ChunkCarry, chunk_number
 
 CATEGORY = "TalkingPose"
 POSE_STATE = "TALKINGPOSE_POSE_STATE"
+# The `alignment` widget of Retarget Pose Keypoints and Pose Extract: the values of the engine's alignment
+# (talkingpose.pose.track.MODES) that need a source person; "off" is leaving the node out / the source unconnected.
+ALIGNMENT_CHOICES = ("similarity", "retarget")
 STRENGTH_TOOLTIP = (
     "Smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter and stays on the motion, "
     "lips included (it looks a few frames ahead); higher values smooth more and flatten quick motion. Under a meta "
@@ -21,7 +24,7 @@ STRENGTH_TOOLTIP = (
 )
 POSE_CARRY = ChunkCarry(
     "talkingpose_pose_states",
-    missing="Meta batch chunk {chunk} arrived, but the pose fit and smoothing have no state from chunk {previous} "
+    missing="Meta batch chunk {chunk} arrived, but the pose alignment and smoothing have no state from chunk {previous} "
             "(ComfyUI was restarted, or the earlier chunks ran without this node). Queue the workflow again from "
             "the start, or connect Load TalkingPose State's pose_state.",
     made="the poses of {frames} frames were made",
@@ -50,8 +53,9 @@ def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibrat
 def meta_inputs():
     return {
         "pose_state": (POSE_STATE, {"tooltip": "Continue a render: the state from Load TalkingPose State."}),
-        "meta_batch": ("VHS_BatchManager", {"tooltip": "VideoHelperSuite's Meta Batch Manager: the fit (measured "
-                                            "on the first chunk) and the smoothing continue across its chunks."}),
+        "meta_batch": ("VHS_BatchManager", {"tooltip": "VideoHelperSuite's Meta Batch Manager: the alignment "
+                                            "(measured on the first chunk) and the smoothing continue across its "
+                                            "chunks."}),
     }
 
 
@@ -66,7 +70,7 @@ class TalkingPoseRetargetKeypoints:
         "Retarget a driving POSE_KEYPOINT track onto the person of a source image (or a source POSE_KEYPOINT): every "
         "bone keeps the driver's direction and takes the source's length, hands and face are scaled to the source's, "
         "and the neck starts on the source's neck. The output is in the source's canvas; draw it with Draw Pose "
-        "Keypoints. 'similarity' instead moves and scales the whole skeleton once per video."
+        "Keypoints. alignment 'similarity' instead moves and scales the whole skeleton once per video."
     )
 
     @classmethod
@@ -75,7 +79,7 @@ class TalkingPoseRetargetKeypoints:
             "required": {
                 "pose_keypoint": ("POSE_KEYPOINT", {"tooltip": "The driving track (Pose Extract, Load Pose Keypoints, "
                                                    "comfyui_controlnet_aux's DWPose, a pose editor)."}),
-                "fit": (["retarget", "similarity"], {"default": "retarget", "tooltip": (
+                "alignment": (list(ALIGNMENT_CHOICES), {"default": "retarget", "tooltip": (
                     "retarget: every bone to the source's length; similarity: one scale and shift per video.")}),
                 "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                         "tooltip": STRENGTH_TOOLTIP}),
@@ -92,7 +96,7 @@ class TalkingPoseRetargetKeypoints:
             "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT"},
         }
 
-    def retarget(self, pose_keypoint, fit="retarget", smoothing=0.0, calibration_frames=0, source_image=None,
+    def retarget(self, pose_keypoint, alignment="retarget", smoothing=0.0, calibration_frames=0, source_image=None,
                  source_pose_keypoint=None, pose_state=None, meta_batch=None, unique_id=None, prompt=None):
         from talkingpose.errors import TalkingPoseError
         from talkingpose.pose import from_pose_keypoints, to_pose_keypoints
@@ -101,11 +105,10 @@ class TalkingPoseRetargetKeypoints:
         if not poses:
             raise TalkingPoseError("Retarget Pose Keypoints got no frames.")
         source = source_pose(source_image, source_pose_keypoint)
-        mode = {"retarget": "full", "similarity": "align"}.get(fit)
-        if mode is None:
-            raise TalkingPoseError(f"fit must be 'retarget' or 'similarity', got {fit!r}.")
+        if alignment not in ALIGNMENT_CHOICES:
+            raise TalkingPoseError(f"alignment must be one of {', '.join(ALIGNMENT_CHOICES)}, got {alignment!r}.")
         canvas = next((p.canvas_hw for p in poses), None)
-        poses, state = fit_and_smooth(poses, source=source, mode=mode, strength=smoothing,
+        poses, state = fit_and_smooth(poses, source=source, mode=alignment, strength=smoothing,
                                       space=(canvas[1], canvas[0]), calibration_frames=calibration_frames,
                                       pose_state=pose_state, meta_batch=meta_batch, prompt=prompt, unique_id=unique_id)
         return to_pose_keypoints(poses), state

@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import paths
 
 CATEGORY = "TalkingPose"
-POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose fit and smoothing filter of the same render
+POSE_STATE_KEY = "pose_state"  # in the state file's metadata: the pose alignment and smoothing filter of the same render
 SUFFIX = ".safetensors"
 
 
@@ -34,7 +34,7 @@ class SaveTalkingPoseState:
             },
             "optional": {
                 "pose_state": ("TALKINGPOSE_POSE_STATE", {"tooltip": "Pose Extract's (or Retarget/Smooth Pose "
-                               "Keypoints') pose_state of the same render: its fit to the source person and its "
+                               "Keypoints') pose_state of the same render: its alignment to the source person and its "
                                "smoothing continue from the file too."}),
             },
         }
@@ -90,7 +90,7 @@ class LoadTalkingPoseState:
     FUNCTION = "load"
     DESCRIPTION = ("Reads a saved sampler state. Connect next_frame to Load Video's skip_first_frames so the render "
                    "continues with the frame after the last one made, and pose_state (when it was saved) to Pose "
-                   "Extract's pose_state so the poses keep their fit and smoothing.")
+                   "Extract's pose_state so the poses keep their alignment and smoothing.")
 
     @classmethod
     def INPUT_TYPES(cls):

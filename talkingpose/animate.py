@@ -47,7 +47,7 @@ class AnimateJob:
     channels_last: bool = False  # speed options of the denoising networks; results unchanged
     compile: bool = False
     keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
-    retarget: str = "off"  # off, align (one scale + shift per video), full (every bone to the source's length)
+    alignment: str = "off"  # off, similarity (one scale + shift per video), retarget (every bone to the source's length)
     smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
     fps: float | None = None  # frame rate when no driving video gives one
     segment_frames: int = SEGMENT_FRAMES  # frames per encoded segment (every frame is kept at once anyway)
@@ -206,7 +206,7 @@ def _to_uint8(image: torch.Tensor) -> np.ndarray:
 
 
 def _uses_keypoints(job: AnimateJob) -> bool:
-    return job.keypoints is not None or job.retarget != "off" or job.smooth != 0
+    return job.keypoints is not None or job.alignment != "off" or job.smooth != 0
 
 
 def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
@@ -230,12 +230,12 @@ def _keypoint_track(job: AnimateJob, models_root: Path) -> list:
     else:
         track = extract_video_track(job.driving, get_extractor(), max_frames=job.frames)
     source = None
-    if job.retarget != "off":
+    if job.alignment != "off":
         if job.source is not None:
             source = load_source_pose(job.source, get_extractor)
         else:
             source = get_extractor()(next(iter(VideoReader(job.driving, max_frames=1))))
-    poses, state = process_track(track, source=source, mode=job.retarget, strength=job.smooth,
+    poses, state = process_track(track, source=source, mode=job.alignment, strength=job.smooth,
                                  space=(job.width, job.height))
     if state.retarget is not None:
         log.info("Retargeted to the source: body size ratio %.3f%s", state.retarget.body_ratio,
@@ -295,7 +295,7 @@ def preflight(job: AnimateJob) -> None:
         _load_source(job)
     check_models_root(job.models_root)
     root = runtime.models_root(job.models_root)
-    need_dwpose = job.poses is None and (job.keypoints is None or job.retarget != "off")
+    need_dwpose = job.poses is None and (job.keypoints is None or job.alignment != "off")
     if not job.random_weights:  # random weights bring random DWPose models (`_dwpose_root`)
         locate_weights(root, job.model_name, need_dwpose=need_dwpose)
     device = _device(job.device)
@@ -396,7 +396,7 @@ class JobRender:
             "model": pipe.networks.fingerprint, "random_weights": job.random_weights or "", "fit": job.fit,
         }
         if track is not None:
-            self.settings_record.update(keypoints=str(job.keypoints), retarget=job.retarget, smooth=job.smooth)
+            self.settings_record.update(keypoints=str(job.keypoints), alignment=job.alignment, smooth=job.smooth)
         self.writer = SegmentedVideoWriter(job.out, fps, (job.width, job.height), segment_frames=job.segment_frames,
                                            resume=job.resume)
         state = resume_point(self.writer, self.settings_record) if job.resume else None

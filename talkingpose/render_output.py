@@ -97,6 +97,18 @@ def commit_frame(writer: SegmentedVideoWriter, frame, state: SamplerState, job_s
         ) from exc
 
 
+def _upgraded_record(extra: dict) -> dict:
+    """A run's recorded settings in today's names: runs recorded before the pose option had one name kept it as
+    `retarget` with the values align/full, and stay resumable with today's `--alignment`."""
+    from .pose.track import upgrade_mode
+
+    if "retarget" not in extra or "alignment" in extra:
+        return extra
+    record = {k: v for k, v in extra.items() if k != "retarget"}
+    record["alignment"] = upgrade_mode(extra["retarget"])
+    return record
+
+
 def resume_point(writer: SegmentedVideoWriter, job_settings: dict) -> SamplerState | None:
     """The newest state that fits the kept frames (and is intact); frames after it are dropped. None: start at
     frame 0."""
@@ -112,8 +124,9 @@ def resume_point(writer: SegmentedVideoWriter, job_settings: dict) -> SamplerSta
         except TalkingPoseError as exc:
             log.warning("Not resuming from %s: %s", path.name, exc)
             continue
-        differs = [f"{k}: {state.extra.get(k)!r} before, {v!r} now" for k, v in job_settings.items()
-                   if state.extra.get(k) != v]
+        recorded = _upgraded_record(state.extra)
+        differs = [f"{k}: {recorded.get(k)!r} before, {v!r} now" for k, v in job_settings.items()
+                   if recorded.get(k) != v]
         if differs:
             raise RunMismatch("Cannot resume: the run differs from the interrupted one (" + "; ".join(differs)
                                    + "). Use the same options, or start over with --overwrite.")

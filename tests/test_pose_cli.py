@@ -1,8 +1,9 @@
-"""`cli.py pose extract|retarget|smooth|draw` as the README writes them, and `animate --keypoints/--retarget/--smooth`
+"""`cli.py pose extract|retarget|smooth|draw` as the README writes them, and `animate --keypoints/--alignment/--smooth`
 with random weights. DWPose runs on the synthetic golden models (their output does not depend on the pixels)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -73,7 +74,7 @@ def test_the_four_pose_commands_as_written(tmp_path, models, tracks):
         assert result.returncode == 0, result.stderr[-2000:]
     assert len(load_pose_keypoints(tmp_path / "track.json")) == 6
     expected, _ = process_track(from_pose_keypoints(load_pose_keypoints(driving)),
-                                source=from_pose_keypoints(load_pose_keypoints(source))[0], mode="full",
+                                source=from_pose_keypoints(load_pose_keypoints(source))[0], mode="retarget",
                                 strength=DEFAULT_STRENGTH)
     assert load_pose_keypoints(tmp_path / "retargeted.json") == json.loads(json.dumps(to_pose_keypoints(expected)))
     smoothed, _ = process_track(from_pose_keypoints(load_pose_keypoints(driving)), strength=0.3)
@@ -109,6 +110,38 @@ def test_pose_retarget_gives_source_lengths_and_driver_directions(tmp_path, trac
     # Through JSON (coordinates as written) the figures stay far inside the limits: measured 1e-15 and 1e-13°.
     assert worst_length <= 0.01 and worst_angle <= 0.5
     np.testing.assert_allclose(pixels(out[0], out[0].body)[1], (300.0, 180.0), atol=1e-9)
+
+
+def test_old_alignment_spellings_give_the_same_tracks(tmp_path, tracks):
+    """Command lines written before the option had one name (`pose retarget --mode full|align`) still run and
+    write the very same tracks as today's `--alignment retarget|similarity`."""
+    driving, source = tracks
+    for old, new in ((["--mode", "full"], ["--alignment", "retarget"]), (["--mode", "align"], ["--alignment", "similarity"])):
+        for args, name in ((old, "old.json"), (new, "new.json")):
+            assert main(["pose", "retarget", "--source", str(source), "--driving", str(driving), "--smooth", "0.3",
+                         "--out", str(tmp_path / name), *args]) == 0
+        assert (tmp_path / "old.json").read_bytes() == (tmp_path / "new.json").read_bytes()
+    drv = from_pose_keypoints(load_pose_keypoints(driving))
+    expected, _ = process_track(drv, source=from_pose_keypoints(load_pose_keypoints(source))[0], mode="similarity",
+                                strength=0.3, space=(drv[0].canvas_hw[1], drv[0].canvas_hw[0]))
+    assert load_pose_keypoints(tmp_path / "new.json") == json.loads(json.dumps(to_pose_keypoints(expected)))
+
+
+def test_animate_reads_the_old_retarget_option_as_alignment():
+    from talkingpose.cli import build_parser
+
+    def alignment(*args):
+        return build_parser().parse_args(["animate", "--out", "o.mp4", *args]).alignment
+
+    assert alignment() == "off"
+    for old, new in (("off", "off"), ("align", "similarity"), ("full", "retarget")):
+        assert alignment("--retarget", old) == alignment("--alignment", new) == new
+    assert alignment("--alignment", "full") == "retarget"  # an old value under the new name too
+    help_text = " ".join(_cli("animate", "--help").stdout.split())
+    assert "--alignment {off,similarity,retarget}" in help_text and "--retarget" not in help_text
+    assert not re.search(r"--mode\b", _cli("pose", "retarget", "--help").stdout)
+    result = _cli("animate", "--out", "o.mp4", "--alignment", "bones")
+    assert result.returncode == 2 and "invalid choice: 'bones' (choose from" in result.stderr
 
 
 def test_pose_retarget_with_a_source_image_runs_dwpose_on_it(tmp_path, models, tracks):
@@ -164,7 +197,7 @@ def test_animate_with_keypoints_retarget_and_smoothing_renders_on_random_weights
     source_png = tmp_path / "source.png"
     shutil.copy(SOURCE_IMAGE, source_png)
     out = tmp_path / "out.mp4"
-    assert main(["animate", "--keypoints", str(driving), "--source", str(source_png), "--retarget", "full", "--smooth",
+    assert main(["animate", "--keypoints", str(driving), "--source", str(source_png), "--alignment", "retarget", "--smooth",
                  "--random-weights", "--size", "64x64", "--steps", "1", "--frames", "5", "--fps", "10",
                  "--models", str(models), "--out", str(out)]) == 0
     with av.open(str(out)) as container:
@@ -174,19 +207,19 @@ def test_animate_with_keypoints_retarget_and_smoothing_renders_on_random_weights
 
 def test_animate_draws_the_retargeted_smoothed_track(tmp_path, models, tracks):
     driving, _ = tracks
-    job = animate.AnimateJob(out=tmp_path / "o.mp4", keypoints=driving, source=SOURCE_IMAGE, retarget="full",
+    job = animate.AnimateJob(out=tmp_path / "o.mp4", keypoints=driving, source=SOURCE_IMAGE, alignment="retarget",
                              smooth=0.5, width=64, height=64, settings=SamplerSettings(steps=1), random_weights="tiny")
     track = animate._keypoint_track(job, models)
     from talkingpose.pose import PoseExtractor
     from talkingpose.pose.track import load_source_pose
 
     source = load_source_pose(SOURCE_IMAGE, lambda: PoseExtractor.from_folders([models / "dwpose"]))
-    expected, _ = process_track(from_pose_keypoints(load_pose_keypoints(driving)), source=source, mode="full", strength=0.5)
+    expected, _ = process_track(from_pose_keypoints(load_pose_keypoints(driving)), source=source, mode="retarget", strength=0.5)
     renders = list(animate._pose_renders(job, 7, models, track))
     assert len(renders) == 24 - 7
     np.testing.assert_array_equal(renders[0], render_pose(expected[7], 512, 512))
     aligned = animate._keypoint_track(animate.AnimateJob(out=tmp_path / "a.mp4", keypoints=driving, source=SOURCE_IMAGE,
-                                                         retarget="align", width=64, height=64), models)
+                                                         alignment="similarity", width=64, height=64), models)
     assert not np.allclose(aligned[3].body, track[3].body)
 
 

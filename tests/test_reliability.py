@@ -443,3 +443,20 @@ def test_a_temporary_that_keeps_its_extension_is_cleaned_up_after_a_kill(tmp_pat
     dead.write_bytes(b"partial")
     assert durable.remove_stale_temporaries(out) == [dead]
     assert durable.remove_stale_temporaries_in(tmp_path) == [] and temporary.exists()
+
+
+def test_a_run_recorded_with_the_old_retarget_option_resumes_with_alignment(tmp_path):
+    """Runs interrupted before the pose option had one name recorded `retarget: full|align`; they resume under
+    today's `--alignment retarget|similarity`, and a real difference is still refused."""
+    from talkingpose.errors import RunMismatch
+    from talkingpose.render_output import resume_point
+    from talkingpose.segmented_writer import state_file_name
+
+    settings = {"steps": 1, "keypoints": "track.json", "smooth": 0.5}
+    state = SamplerState(torch.zeros(4, 8, 8), torch.ones(4, 8, 8), 3, SamplerSettings(), 64, 64)
+    state.extra = {**settings, "retarget": "full"}
+    state.save(tmp_path / state_file_name(3))
+    writer = SimpleNamespace(frames_written=3, frames_encoded=0, partial_dir=tmp_path, truncate=lambda n: None)
+    assert resume_point(writer, {**settings, "alignment": "retarget"}).next_frame == 3
+    with pytest.raises(RunMismatch, match=r"alignment: 'retarget' before, 'similarity' now"):
+        resume_point(writer, {**settings, "alignment": "similarity"})

@@ -2,12 +2,13 @@
 VideoHelperSuite meta-batch chunks and through Save/Load TalkingPose State."""
 from __future__ import annotations
 
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import SHARED
+from helpers import PACK_ROOT, SHARED
 from pose_tracks import SOURCE_LENGTHS, driving_track, person, pixels
 from nodes.pose_nodes import TalkingPoseDrawKeypoints, TalkingPoseExtract
 from nodes.retarget_nodes import TalkingPoseRetargetKeypoints, TalkingPoseSmoothKeypoints
@@ -104,7 +105,7 @@ def test_meta_batch_chunks_equal_one_shot_with_the_first_chunk_as_calibration(st
             unique_id="5", prompt=_prompt(manager, chunk))
         chunked += out
     assert chunked == one_shot and state.frames == 20
-    fitted, _ = process_track(from_pose_keypoints(track), source=SOURCE, mode="full", calibration_frames=8)
+    fitted, _ = process_track(from_pose_keypoints(track), source=SOURCE, mode="retarget", calibration_frames=8)
     streamed, _ = process_track(fitted, strength=strength, streaming=True)
     assert chunked == to_pose_keypoints(streamed)
     # Measured on the whole video instead, the fit differs: that is why a chunked render states its calibration.
@@ -172,3 +173,50 @@ def test_save_and_load_state_carry_the_pose_state(tmp_path, monkeypatch):
         SaveTalkingPoseState().save(early, "t", False, pose_state=pose_state)
     SaveTalkingPoseState().save(early, "u", False)
     assert LoadTalkingPoseState().load("u")[2] is None
+
+
+def test_a_pose_state_saved_with_the_old_alignment_spelling_continues_the_same():
+    """Pose states saved before the alignment had one spelling say `mode: full` / `align`; they load as
+    retarget / similarity and continue exactly as today's."""
+    source = to_pose_keypoints([SOURCE])
+    more = to_pose_keypoints(driving_track(10)[6:])
+    for alignment, old in (("retarget", "full"), ("similarity", "align")):
+        _, state = TalkingPoseRetargetKeypoints().retarget(to_pose_keypoints(driving_track(6)), alignment, 0.5, 0,
+                                                           source_pose_keypoint=source)
+        saved = state.to_dict()
+        assert saved["mode"] == alignment
+        old_state = PoseTrackState.from_dict({**saved, "mode": old})
+        assert old_state.to_dict() == saved
+        a, _ = TalkingPoseRetargetKeypoints().retarget(more, alignment, 0.5, 0, source_pose_keypoint=source,
+                                                       pose_state=old_state)
+        b, _ = TalkingPoseRetargetKeypoints().retarget(more, alignment, 0.5, 0, source_pose_keypoint=source,
+                                                       pose_state=state)
+        assert a == b
+
+
+# What the pose alignment was called before it had one name: the command line's `--retarget off|align|full` and
+# `pose retarget --mode full|align`, the Retarget node's `fit`, and "the (pose) fit" in the text around them.
+OLD_ALIGNMENT_SPELLINGS = re.compile(r"--retarget\b|--mode (full|align)\b|\{off,align,full\}|`fit`: retarget|"
+                                     r"\b(the|pose|its) fit\b|fit to the (photo|source)")
+
+
+def test_the_pose_alignment_has_one_name_in_nodes_and_docs():
+    """One name, `alignment`, and one set of values (the engine's MODES) for fitting the driving poses to the
+    source person; `fit` is left to Appearance Encode's stretch / crop / pad."""
+    from nodes import NODE_CLASS_MAPPINGS
+    from talkingpose.pose import MODES
+
+    named = {}
+    for key, cls in NODE_CLASS_MAPPINGS.items():
+        for section in cls.INPUT_TYPES().values():
+            for name, spec in section.items():
+                if name in ("alignment", "fit"):
+                    named[(key, name)] = spec[0]
+    assert named.pop(("TalkingPoseAppearanceEncode", "fit")) == ["stretch", "crop", "pad"]
+    assert set(named) == {("TalkingPoseExtract", "alignment"), ("TalkingPoseRetargetKeypoints", "alignment")}
+    assert all(set(choices) <= set(MODES) for choices in named.values()), named
+    texts = [PACK_ROOT / "README.md", *sorted((PACK_ROOT / "web" / "docs").glob("*.md")),
+             *sorted((PACK_ROOT / "example_workflows").glob("*.json")), *sorted((PACK_ROOT / "nodes").glob("*.py"))]
+    found = [f"{path.relative_to(PACK_ROOT)}: {m.group(0)!r}" for path in texts
+             for m in OLD_ALIGNMENT_SPELLINGS.finditer(path.read_text(encoding="utf-8"))]
+    assert not found, found

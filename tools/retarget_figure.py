@@ -36,8 +36,8 @@ def _label(image: np.ndarray, lines: list[str]) -> np.ndarray:
 def figure() -> np.ndarray:
     driving = driving_track(40)
     source = person(SOURCE_LENGTHS, neck=(300.0, 170.0), hand_size=15.0, face_size=45.0)
-    aligned, _ = process_track(driving, source=source, mode="align", space=(512, 512))
-    retargeted, state = process_track(driving, source=source, mode="full")
+    aligned, _ = process_track(driving, source=source, mode="similarity", space=(512, 512))
+    retargeted, state = process_track(driving, source=source, mode="retarget")
     panels = [
         (render_pose(source, PANEL, PANEL), ["source person (the photo's pose)", "broad shoulders, short arms"]),
         (render_pose(driving[FRAME], PANEL, PANEL), [f"driving frame {FRAME}, raw", "long arms, big head"]),

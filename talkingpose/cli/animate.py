@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import size
+from .options import add_alignment, size
 from .pose import DEFAULT, resolve_strength, strength
 from .progress import Progress
 
@@ -16,9 +16,9 @@ def register(subparsers) -> None:
     an.add_argument("--poses", type=Path, help="ready DWPose render video, used instead of extracting poses")
     an.add_argument("--keypoints", type=Path,
                     help="POSE_KEYPOINT JSON track (`pose extract`), used instead of --poses or extraction")
-    an.add_argument("--retarget", choices=["off", "align", "full"], default="off",
-                    help="fit the driving poses to the source person: off (as they are), align (one scale and shift "
-                         "per video), full (every bone to the source's length)")
+    add_alignment(an, ["off", "similarity", "retarget"], "off", legacy_flag="--retarget",
+                  help="fit the driving poses to the source person: off (as they are), similarity (one scale and "
+                       "shift per video), retarget (every bone to the source's length)")
     an.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
                     help="smooth the keypoints, 0 (off) to 1 (alone: the default strength, 0.5)")
     an.add_argument("--fps", type=float, help="frame rate with --keypoints and no --driving video (default 25)")
@@ -60,7 +60,7 @@ def run(args) -> int:
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
         overwrite=args.overwrite,
         device=args.device, precision=args.precision, fit=args.fit, channels_last=args.channels_last, compile=args.compile,
-        keypoints=args.keypoints, retarget=args.retarget, smooth=resolve_strength(args.smooth), fps=args.fps,
+        keypoints=args.keypoints, alignment=args.alignment, smooth=resolve_strength(args.smooth), fps=args.fps,
         lora=args.lora, lora_strength=args.lora_strength,
     )
     progress = Progress("animate")

@@ -17,6 +17,20 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def add_alignment(parser, choices: list[str], default: str, help: str, legacy_flag: str) -> None:
+    """`--alignment`, how the driving poses are fitted to the source person (the nodes' `alignment`), plus the
+    option's name before it had one name everywhere (`legacy_flag`), still accepted and hidden from the help. The
+    values before then (align, full) are accepted by both and read as today's (similarity, retarget)."""
+    def alignment(text: str) -> str:
+        from ..pose.track import upgrade_mode
+
+        return upgrade_mode(text)
+
+    parser.add_argument("--alignment", type=alignment, choices=choices, default=default, help=help)
+    parser.add_argument(legacy_flag, dest="alignment", type=alignment, choices=choices, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+
 def _nearest_existing(path: Path) -> Path:
     path = Path(path).absolute()
     while not path.exists() and path != path.parent:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import size
+from .options import add_alignment, size
 
 _MODELS_HELP = ("models root with dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/); DWPose runs only "
                 "for `extract` and for an image given as --source")
@@ -59,8 +59,9 @@ def register(subparsers) -> None:
     rt.add_argument("--out", type=Path, required=True, help="output .json (in the source's canvas)")
     rt.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
                     help="also smooth, 0 (off) to 1 (alone: the default strength, 0.5)")
-    rt.add_argument("--mode", choices=["full", "align"], default="full",
-                    help="full: every bone to the source's length (default); align: one scale and shift per video")
+    add_alignment(rt, ["retarget", "similarity"], "retarget", legacy_flag="--mode",
+                  help="retarget: every bone to the source's length (default); similarity: one scale and shift per "
+                       "video")
     rt.add_argument("--models", type=Path, help=_MODELS_HELP)
     rt.set_defaults(func=run_retarget)
 
@@ -124,9 +125,9 @@ def run_retarget(args) -> int:
     driving = _load_track(args.driving)
     source = load_source_pose(args.source, lambda: _extractor(args))
     space = None
-    if args.mode == "align":  # measured on the driving canvas, where the aligned poses stay
+    if args.alignment == "similarity":  # measured on the driving canvas, where the aligned poses stay
         space = (driving[0].canvas_hw[1], driving[0].canvas_hw[0])
-    frames, state = process_track(driving, source=source, mode=args.mode, strength=resolve_strength(args.smooth),
+    frames, state = process_track(driving, source=source, mode=args.alignment, strength=resolve_strength(args.smooth),
                                   space=space)
     if state.retarget is not None:
         print(f"body size ratio {state.retarget.body_ratio:.3f}; hands {state.retarget.hand_ratios[0]:.3f}/"

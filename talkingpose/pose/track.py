@@ -3,16 +3,17 @@
 `process_track` is the one path the Pose Extract node, the Retarget/Smooth nodes, `cli.py pose …` and
 `cli.py animate` share:
 
-- fit (`mode`): ``"off"`` leaves the poses where they are; ``"align"`` is one similarity transform per video
-  (scale and shift from neck, shoulders and head, `align.py`); ``"full"`` retargets every bone to the source's
-  length (`retarget.py`; the output lives in the source's canvas);
+- alignment (`mode`, one of `MODES`, the values of the nodes' `alignment` and the command line's `--alignment`):
+  ``"off"`` leaves the poses where they are; ``"similarity"`` is one similarity transform per video (scale and
+  shift from neck, shoulders and head, `align.py`); ``"retarget"`` gives every bone the source's length
+  (`retarget.py`; the output lives in the source's canvas);
 - then smoothing at `strength` (0: off, `smoothing.py`): a whole track with the zero-phase smoother, which looks
   a few frames ahead; a track that arrives in chunks (`streaming`, or continued from a `state`) with the causal
   One-Euro filter, which never needs a frame it has not seen.
 
-The per-video fit and the causal filter are carried in a `PoseTrackState`, so a video processed in chunks
+The per-video alignment and the causal filter are carried in a `PoseTrackState`, so a video processed in chunks
 (VideoHelperSuite meta batches, renders resumed from a saved state) equals the same video streamed at once, provided
-the fit was measured on the same leading frames: a chunked render measures it on its first chunk
+the alignment was measured on the same leading frames: a chunked render measures it on its first chunk
 (`calibration_frames`).
 """
 from __future__ import annotations
@@ -30,13 +31,16 @@ from .smoothing import PoseSmoother, SmootherState, check_strength, smooth_whole
 
 log = logging.getLogger("TalkingPose")
 
-MODES = ("off", "align", "full")
+MODES = ("off", "similarity", "retarget")
+# The spellings before the options were given one name (the command line's `--retarget align|full`, `pose retarget
+# --mode`): pose states and resumable renders saved then record them, and old command lines still use them.
+LEGACY_MODES = {"align": "similarity", "full": "retarget"}
 STATE_FORMAT = "talkingpose-pose-state/1"
 
 
 @dataclass
 class PoseTrackState:
-    """How far a track has been processed and with which per-video fit and filter state."""
+    """How far a track has been processed and with which per-video alignment and filter state."""
 
     mode: str
     strength: float
@@ -56,7 +60,8 @@ class PoseTrackState:
 
     @classmethod
     def from_dict(cls, data) -> "PoseTrackState":
-        if not isinstance(data, dict) or data.get("format") != STATE_FORMAT or data.get("mode") not in MODES:
+        if (not isinstance(data, dict) or data.get("format") != STATE_FORMAT
+                or upgrade_mode(data.get("mode")) not in MODES):
             raise TalkingPoseError("The saved pose state is damaged or not a TalkingPose pose state; start the render "
                                    "again from its first frame.")
         try:
@@ -74,12 +79,19 @@ class PoseTrackState:
         if frames < 0:
             raise TalkingPoseError("The saved pose state is damaged (negative frame count); start the render again "
                                    "from its first frame.")
-        return cls(data["mode"], strength, frames, alignment, retarget, smoother)
+        return cls(upgrade_mode(data["mode"]), strength, frames, alignment, retarget, smoother)
+
+
+def upgrade_mode(mode):
+    """An alignment in today's spelling (`LEGACY_MODES` mapped; anything else as it is)."""
+    return LEGACY_MODES.get(mode, mode) if isinstance(mode, str) else mode
 
 
 def check_mode(mode: str) -> str:
+    """The alignment in today's spelling; a clear error for anything else."""
+    mode = upgrade_mode(mode)
     if mode not in MODES:
-        raise TalkingPoseError(f"The pose fit must be one of {', '.join(MODES)}; got {mode!r}.")
+        raise TalkingPoseError(f"alignment must be one of {', '.join(MODES)}; got {mode!r}.")
     return mode
 
 
@@ -89,19 +101,19 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
                   streaming: bool = False) -> tuple[list[PoseFrame | None], PoseTrackState]:
     """Fit (see module doc) and smooth the next `frames` of a track.
 
-    `source`: the source person's pose (needed by ``align`` and ``full``). `space`: (width, height) the renders are
-    stretched to, in which ``align`` measures (default: the driving canvas). `calibration_frames`: how many of
-    the leading frames measure the fit (0: all of `frames`). `state`: what the previous chunk of the same video
-    returned; its fit is reused and its causal filter continued. `streaming`: more chunks of this video will follow
+    `source`: the source person's pose (needed by ``similarity`` and ``retarget``). `space`: (width, height) the
+    renders are stretched to, in which ``similarity`` measures (default: the driving canvas). `calibration_frames`: how many of
+    the leading frames measure the alignment (0: all of `frames`). `state`: what the previous chunk of the same
+    video returned; its alignment is reused and its causal filter continued. `streaming`: more chunks of this video will follow
     (a meta batch), so smooth with the causal filter from the first chunk on. Otherwise `frames` are the whole
     track and the zero-phase smoother runs; the returned state then holds the causal filter as it stands after
     these frames too, so that a render continued from it goes on without a restart.
     """
-    check_mode(mode)
+    mode = check_mode(mode)
     strength = check_strength(strength)
     if state is not None and (state.mode, state.strength) != (mode, strength):
         raise TalkingPoseError(
-            f"The pose state was made with fit '{state.mode}' and smoothing {state.strength:g}; this run asks for "
+            f"The pose state was made with alignment '{state.mode}' and smoothing {state.strength:g}; this run asks for "
             f"'{mode}' and {strength:g}. Use the same settings to continue the render, or start it again."
         )
     # A copy: the caller's state (a node's cached output, a loaded file) must stay as it was.
@@ -109,8 +121,8 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
     frames = list(frames)
     window = frames[:calibration_frames] if calibration_frames and calibration_frames > 0 else frames
     if mode != "off" and source is None:
-        raise TalkingPoseError(f"The pose fit '{mode}' needs the source person's pose; give a source image or pose.")
-    if mode == "align":
+        raise TalkingPoseError(f"alignment '{mode}' needs the source person's pose; give a source image or pose.")
+    if mode == "similarity":
         if state.alignment is None:
             canvas = check_one_canvas(window)
             if space is None:
@@ -119,7 +131,7 @@ def process_track(frames: Sequence[PoseFrame | None], *, source: PoseFrame | Non
                 space = (canvas[1], canvas[0])
             state.alignment = estimate_alignment(source, window, space)
         frames = [state.alignment.apply(f) for f in frames]
-    elif mode == "full":
+    elif mode == "retarget":
         if state.retarget is None:
             state.retarget = estimate_retarget(source, window)
         frames = [state.retarget.apply(f) for f in frames]
