@@ -263,3 +263,56 @@ def vae_encode_posterior(vae, pixels):
 def vae_decode(vae, raw_latents):
     """ComfyUI's VAE Decode for raw latents → IMAGE [n, H, W, 3] in [0, 1]."""
     return vae.decode(raw_latents)
+
+
+# ------------------------------------------------------------------------------------------------ V3 node schema
+def v3_node(v1_class, node_id: str, display_name: str):
+    """`v1_class` declared on ComfyUI's V3 node schema, through the versioned `comfy_api.v0_0_2` (present from
+    ComfyUI v0.3.4x on, in v0.8.0 and v0.33.0 alike): the same node id, input names, types, options and widget
+    order, so saved workflows load unchanged; running it runs the V1 class's function. None when this ComfyUI is
+    too old for the schema (the caller keeps the V1 class, which every ComfyUI loads)."""
+    import importlib.util
+
+    if importlib.util.find_spec("comfy_api") is None or importlib.util.find_spec("comfy_api.v0_0_2") is None:
+        return None
+    from comfy_api.v0_0_2 import io
+
+    def input_of(name: str, spec, optional: bool):
+        kind, options = spec[0], dict(spec[1]) if len(spec) > 1 else {}
+        common = dict(optional=optional, tooltip=options.pop("tooltip", None))
+        if isinstance(kind, (list, tuple)):
+            return io.Combo.Input(name, options=list(kind), default=options.get("default"), **common)
+        widget = {"INT": io.Int, "FLOAT": io.Float, "BOOLEAN": io.Boolean, "STRING": io.String}.get(kind)
+        if widget is None:
+            return io.Custom(kind).Input(name, **common)
+        return widget.Input(name, **common, **options)
+
+    def output_of(kind: str, name: str):
+        known = {"IMAGE": io.Image, "FLOAT": io.Float, "STRING": io.String, "INT": io.Int}.get(kind)
+        return (known or io.Custom(kind)).Output(display_name=name)
+
+    declared = v1_class.INPUT_TYPES()
+    if set(declared) - {"required", "optional"}:
+        raise ValueError(f"{node_id} has hidden inputs, which this conversion does not carry; keep it V1.")
+    inputs = [input_of(name, spec, section == "optional")
+              for section in ("required", "optional") for name, spec in declared.get(section, {}).items()]
+    names = getattr(v1_class, "RETURN_NAMES", None) or v1_class.RETURN_TYPES
+    schema = io.Schema(node_id=node_id, display_name=display_name, category=v1_class.CATEGORY,
+                       description=getattr(v1_class, "DESCRIPTION", ""), inputs=inputs,
+                       outputs=[output_of(k, n) for k, n in zip(v1_class.RETURN_TYPES, names)],
+                       is_output_node=bool(getattr(v1_class, "OUTPUT_NODE", False)))
+
+    class Node(io.ComfyNode):
+        @classmethod
+        def define_schema(cls):
+            return schema
+
+        @classmethod
+        def execute(cls, **kwargs):
+            result = getattr(v1_class(), v1_class.FUNCTION)(**kwargs)
+            if isinstance(result, dict):  # {"ui": …, "result": …}
+                return io.NodeOutput(*result.get("result", ()), ui=result.get("ui"))
+            return io.NodeOutput(*result)
+
+    Node.__name__ = Node.__qualname__ = node_id
+    return Node

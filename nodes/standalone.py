@@ -171,3 +171,8 @@ def vae_decode(vae, raw_latents):
     from talkingpose import vae_clip
 
     return vae_clip.decode_latents(vae, raw_latents).movedim(1, -1)
+
+
+def v3_node(v1_class, node_id: str, display_name: str):
+    """No ComfyUI, no V3 schema: the tests drive the V1 classes themselves."""
+    return None

@@ -401,6 +401,24 @@ def test_comfyui_host_has_what_the_shipped_workflows_rely_on(comfy, defs):
     assert BROKEN_MODEL_NAME in defs["TalkingPoseModelLoader"]["input"]["required"]["model"][0]
 
 
+def test_comfyui_host_serves_the_v3_nodes_as_their_v1_declarations(defs):
+    """The nodes moved to the V3 schema (nodes.V3_NODES) are served with every input option of their V1
+    declaration (types, defaults, limits, tooltips, combo values) and the V1 outputs, so saved workflows load into
+    them as before."""
+    from nodes import V3_NODES
+
+    described = pack_definitions(NODE_CLASS_MAPPINGS)
+    for node_type in V3_NODES:
+        served = defs[node_type]
+        for section, inputs in described[node_type]["input"].items():
+            for name, spec in inputs.items():
+                kind, options = served["input"][section][name][0], served["input"][section][name][1:]
+                assert kind == spec[0], (node_type, name)
+                for key, value in (spec[1] if len(spec) > 1 else {}).items():
+                    assert options and options[0].get(key) == value, (node_type, name, key)
+        assert served["output_node"] == described[node_type]["output_node"], node_type
+
+
 def test_comfyui_host_check_tells_additions_from_breaks(comfy, defs):
     """The same check on this host's definitions changed as a later ComfyUI might: additions pass, breaks fail."""
     workflow = load_workflow("talkingpose_core_nodes.json")
