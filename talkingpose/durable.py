@@ -4,15 +4,29 @@ Every file is first written under a temporary name unique to the writing process
 two processes saving the same path never share one), flushed to the disk, and only then renamed into place;
 the rename is atomic on POSIX file systems and on NTFS. A temporary file left by a process that was killed is
 removed by the next save of the same path, once no process of that pid is alive.
+
+On Windows a file another program has open (a video player, ComfyUI's preview, an antivirus scan) cannot be
+replaced: the rename is retried for a few seconds, then the new content is kept next to the file under a name
+the error gives, and the old file is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
+
+from .errors import TalkingPoseError
+
 TEMPORARY_SUFFIX = ".tmp"
+# How long a rename onto a file that another program holds open is retried (an antivirus scan lets go within a
+# second or two; a player does not until it is closed), and the pauses between tries.
+REPLACE_RETRY_SECONDS = 3.0
+_REPLACE_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -20,13 +34,16 @@ def _temporary_prefix(path: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    # Only looks: psutil reads the process table (/proc, OpenProcess on Windows). os.kill(pid, 0), the POSIX way
+    # to ask, terminates the process on Windows, and so would kill whatever program now has the pid written in an
+    # old temporary file's name.
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        psutil.Process(pid)
+    except psutil.NoSuchProcess:
         return False
-    except (PermissionError, OverflowError, ValueError, OSError):
+    except (psutil.Error, OverflowError, ValueError, OSError):
         return True  # someone else's process, or we cannot tell: leave its file alone
     return True
 
@@ -117,11 +134,56 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
+class FileHeldOpen(TalkingPoseError):
+    """`path` could not be replaced because another program holds it open; the new content is in `kept`."""
+
+    def __init__(self, path: Path, kept: Path):
+        self.path, self.kept = Path(path), Path(kept)
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            why, fix = "it is read-only", "make it writable"
+        else:
+            why = "another program holds it open (a video player, ComfyUI's preview or an antivirus scan, say)"
+            fix = "close that program"
+        super().__init__(
+            f"Could not replace {self.path}: {why}. The old file is unchanged and the new content is kept as "
+            f"{self.kept}; {fix}, then delete the old file and rename {self.kept.name} to {self.path.name} (or run "
+            "again).")
+
+
+def _kept_name(path: Path) -> Path:
+    """A free name next to `path` for new content that could not take its place: `NAME.new.SUFFIX`, `NAME.new2...`"""
+    number = 1
+    while True:
+        kept = path.with_name(f"{path.stem}.new{number if number > 1 else ''}{path.suffix}")
+        if not os.path.lexists(kept):
+            return kept
+        number += 1
+
+
+def _replace(temporary: Path, path: Path) -> None:
+    """os.replace, retried for a few seconds while the target is held open (Windows refuses with
+    PermissionError); then the temporary is renamed to a free name (it would otherwise be deleted as stale once
+    this process ends) and FileHeldOpen says where it is."""
+    deadline = time.monotonic() + REPLACE_RETRY_SECONDS
+    for attempt in itertools.count():
+        try:
+            os.replace(temporary, path)
+            return
+        except PermissionError:
+            pause = _REPLACE_PAUSES[min(attempt, len(_REPLACE_PAUSES) - 1)]
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+    kept = _kept_name(Path(path))
+    os.replace(temporary, kept)
+    raise FileHeldOpen(path, kept)
+
+
 def commit(temporary: Path, path: Path) -> Path:
     """Flushes `temporary` to the disk and renames it to `path` (replacing it atomically)."""
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    _replace(temporary, path)
     _fsync_directory(Path(path).parent)
     return Path(path)
 
