@@ -167,7 +167,7 @@ def write_image_encoder_file(config_file: Path, weights_file: Path, out: Path) -
 
 
 def decode_latents(vae, raw_latents: torch.Tensor) -> torch.Tensor:
-    """Raw (unscaled) latents [n, 4, h, w] → images [n, 3, H, W] in [0, 1], float32 on the CPU, one latent at a
+    """Raw (unscaled) latents [n, 4, h, w] -> images [n, 3, H, W] in [0, 1], float32 on the CPU, one latent at a
     time so decode memory stays flat (the standalone VAE Decode of both the pipeline and the node path)."""
     out = []
     with torch.no_grad():
@@ -220,7 +220,7 @@ class TalkingPosePipeline:
         return ClosedLoopSampler(self.networks, appearance, settings, state, scheduler_config)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [n, 4, h, w] → images [n, 3, H, W] in [0, 1] (float32, on the CPU)."""
+        """Scaled latents [n, 4, h, w] -> images [n, 3, H, W] in [0, 1] (float32, on the CPU)."""
         return decode_latents(self.vae, latents / self.latent_scale)
 
 

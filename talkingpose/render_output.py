@@ -4,7 +4,7 @@
   interrupted render's kept frames are never deleted without `--overwrite`.
 * `commit_frame` keeps each finished frame and then the sampler state after it, each written durably (see
   `durable`): a state never runs ahead of the frames kept, so whatever moment a crash, a kill or a full disk
-  strikes, the folder holds frames 0…n−1 and a state for some n' ≤ n.
+  strikes, the folder holds frames 0…n-1 and a state for some n' <= n.
 * `resume_point` picks the newest usable state and drops frames after it (they are made again, identically).
 * `finalize` joins the frames into the output; after a failure it is simply run again.
 """

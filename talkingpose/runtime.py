@@ -219,7 +219,7 @@ def vae_encode_posterior(vae, pixels):
 
 
 def vae_decode(vae, raw_latents):
-    """VAE Decode of raw latents [n, 4, h, w] → IMAGE [n, H, W, 3] in [0, 1] (float32, CPU)."""
+    """VAE Decode of raw latents [n, 4, h, w] -> IMAGE [n, H, W, 3] in [0, 1] (float32, CPU)."""
     from .pipeline import decode_latents
 
     return decode_latents(vae, raw_latents).movedim(1, -1)

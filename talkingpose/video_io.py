@@ -8,7 +8,7 @@
   to, so every finished frame is kept in `<out>.partial/` at once (raw, then in segments of fixed frame ranges),
   which survives a crash; at the end the segments are joined without re-encoding, and the audio added.
 
-Colour: frames are converted RGB→YUV and back by FFmpeg's swscale with its default (BT.601) matrix and the
+Colour: frames are converted RGB->YUV and back by FFmpeg's swscale with its default (BT.601) matrix and the
 colour space left unspecified, which is also what decoders assume for an untagged file, so colours round-trip.
 """
 from __future__ import annotations
@@ -406,7 +406,7 @@ class SegmentedVideoWriter:
 
     * Each frame is saved losslessly (`frame_NNNNNNN.rgb`, raw RGB, written under a temporary name and renamed) as soon as
       it arrives, so a kill loses at most the frame being made.
-    * Every `segment_frames` frames (frames k·n … (k+1)·n−1, whatever the run that made them) are encoded into
+    * Every `segment_frames` frames (frames k·n … (k+1)·n-1, whatever the run that made them) are encoded into
       `segment_KKKKK.mp4`, when the frame after them arrives, and their raw files removed. The boundaries do not depend on where a run stopped and
       the encoder is deterministic, so the segments, and the joined file, do not either.
     * `finalize()` encodes the remaining frames, joins everything without re-encoding (segments have no

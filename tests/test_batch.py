@@ -33,7 +33,7 @@ DRIVING = SHARED / "samples" / "driving"
 POSES = SHARED / "samples" / "dwpose"
 # on the CPU also where a GPU is present (the references are rendered in this process, the workers get no GPU)
 OPTIONS = RenderOptions(width=64, height=64, steps=1, random_weights="tiny", seed=42, device="cpu")
-# name, clip, seed, beta, frames: three jobs of different length, seed and β
+# name, clip, seed, beta, frames: three jobs of different length, seed and beta
 JOBS = [("a.mp4", "vid1", 7, None, 3), ("b.mp4", "vid2", None, 0.2, 5), ("c.mp4", "vid3", 11, None, 3)]
 
 

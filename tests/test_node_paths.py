@@ -225,7 +225,7 @@ def test_keypoint_errors_do_not_repeat_the_file_content(comfy_dirs):
 
 # ------------------------------------------------------------------------------------------------ the rules
 def test_plain_names_pass_unchanged():
-    for name in ("state", "talkingpose/state", "a b/c-d_e.f", "日本/名前", "x" * paths.MAX_PART_BYTES, " padded "):
+    for name in ("state", "talkingpose/state", "a b/c-d_e.f", "\u65e5\u672c/\u540d\u524d", "x" * paths.MAX_PART_BYTES, " padded "):
         assert paths.check_name(name, "file name", writes=True) == name.strip()
 
 

@@ -157,7 +157,7 @@ def _out_name(value) -> str:
 
 
 def parse_row(line: int, row: dict, base: Path, options: RenderOptions) -> JobSpec:
-    """One row → its JobSpec; a TalkingPoseError names what is wrong with it."""
+    """One row -> its JobSpec; a TalkingPoseError names what is wrong with it."""
     from ..animate import check_inputs
 
     if "__error__" in row:

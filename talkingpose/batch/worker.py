@@ -68,8 +68,8 @@ class RenderWorker:
                                           random_weights=options.random_weights, device=options.device,
                                           precision=options.precision)
         self.identity = {"pid": os.getpid(), "host": socket.gethostname()}
-        self._open: dict = {}  # out name → (JobSpec, JobRender)
-        self._opened_at: dict = {}  # out name → when this process opened it
+        self._open: dict = {}  # out name -> (JobSpec, JobRender)
+        self._opened_at: dict = {}  # out name -> when this process opened it
         self._group: tuple = ()  # the renders sharing `_batched_sampler`
         self._batched_sampler = None
 

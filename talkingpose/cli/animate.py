@@ -1,4 +1,4 @@
-"""`animate`: source image + driving video → animated mp4."""
+"""`animate`: source image + driving video -> animated mp4."""
 from __future__ import annotations
 
 import sys
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     an.add_argument("--frames", type=int, help="stop after this many frames")
     an.add_argument("--steps", type=int, default=30)
     an.add_argument("--cfg", type=float, default=3.5)
-    an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain β (0-1; the paper's 0.05)")
+    an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta (0-1; the paper's 0.05)")
     an.add_argument("--seed", type=int, default=42)
     an.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch", help="aspect-ratio handling")
     an.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/)")

@@ -13,7 +13,7 @@ def add_render_options(parser) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=42, help="seed of jobs without their own")
-    parser.add_argument("--beta", type=float, default=0.05, help="closed-loop gain β of jobs without their own (0-1)")
+    parser.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta of jobs without their own (0-1)")
     parser.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch", help="aspect-ratio handling")
     parser.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/), as seen by the workers")
     parser.add_argument("--model", help="which model under talkingpose/ (default: the first found)")

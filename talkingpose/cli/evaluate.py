@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     ev.add_argument("--poses-dir", type=Path, help="ready DWPose renders NAME.mp4 or keypoint tracks NAME.json "
                                                    "(default DATASET/dwpose; videos without one get poses extracted)")
     ev.add_argument("--frames", type=int, help="render at most this many frames per video (metrics cover those frames)")
-    ev.add_argument("--delta", type=int, nargs="+", default=[2], help="TJE frame distances δ (2 is always included)")
+    ev.add_argument("--delta", type=int, nargs="+", default=[2], help="TJE frame distances delta (2 is always included)")
     add_render_options(ev)
     ev.set_defaults(func=run)
 

@@ -1,4 +1,4 @@
-"""`finetune`: a person's clip → a LoRA adapter (a "character file" for `animate --lora`)."""
+"""`finetune`: a person's clip -> a LoRA adapter (a "character file" for `animate --lora`)."""
 from __future__ import annotations
 
 import sys
@@ -78,7 +78,7 @@ def run(args) -> int:
         for bar in bars.values():
             bar.close()
     summary = result.adapter.info["loss"]
-    print(f"wrote {args.out}: {result.adapter.info['steps']} steps, loss {summary['mean_first_tenth']:.4f} → "
-          f"{summary['mean_last_tenth']:.4f} (mean of first/last tenth); fixed batch {result.eval_before:.4f} → "
+    print(f"wrote {args.out}: {result.adapter.info['steps']} steps, loss {summary['mean_first_tenth']:.4f} -> "
+          f"{summary['mean_last_tenth']:.4f} (mean of first/last tenth); fixed batch {result.eval_before:.4f} -> "
           f"{result.eval_after:.4f}; {result.seconds:.0f} s" + (" (SMOKE RUN with random weights)" if args.random_weights else ""))
     return 0

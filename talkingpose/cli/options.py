@@ -9,7 +9,7 @@ from ..errors import TalkingPoseError
 
 
 def size(text: str) -> tuple[int, int]:
-    """`WIDTHxHEIGHT` → (width, height)."""
+    """`WIDTHxHEIGHT` -> (width, height)."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:

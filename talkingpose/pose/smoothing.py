@@ -4,9 +4,9 @@ The One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) is a low-pass filter whos
 speed: a point at rest is smoothed hard (jitter goes), a point that moves fast is followed closely (no lag on a
 sudden move). Per point and frame, with everything measured in frames and in short sides of the canvas:
 
-    v      = low-pass(x − x_prev, d_cutoff)          (the raw motion, so zero-mean jitter averages out)
+    v      = low-pass(x - x_prev, d_cutoff)          (the raw motion, so zero-mean jitter averages out)
     cutoff = min_cutoff + beta · |v|
-    x̂      = x̂_prev + α(cutoff) · (x − x̂_prev),   α(f) = 1 / (1 + 1 / (2π f))
+    x^     = x^_prev + alpha(cutoff) · (x - x^_prev),   alpha(f) = 1 / (1 + 1 / (2 pi f))
 
 The speed |v| is that of the point (its x and y share one cutoff), so a diagonal move is followed like a horizontal
 one. Body, hands and face have their own settings: hands move fastest, and the mouth's small quick motions carry
@@ -161,7 +161,7 @@ class PoseSmoother:
             )
         state.canvas_hw = tuple(frame.canvas_hw)
         height, width = frame.canvas_hw
-        unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised → short sides
+        unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised -> short sides
         raw = np.concatenate([frame.body, frame.hands.reshape(-1, 2), frame.face]) * unit
         visible = np.concatenate([frame.body_visible, frame.hands_visible.reshape(-1), frame.face_visible])
 
