@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-from . import durable
+from . import durable, file_names
 from .errors import TalkingPoseError
 from .sampler import SamplerState
 from .video_io import SegmentedVideoWriter, partial_dir
@@ -32,6 +32,8 @@ def check_output(out: Path, resume: bool = False, overwrite: bool = False) -> No
     out = Path(out)
     if resume and overwrite:
         raise TalkingPoseError("--resume continues the kept frames and --overwrite deletes them: give one of the two.")
+    file_names.check_path(out, "--out")
+    file_names.check_length(out, file_names.RENDER_EXTRA, "output", "--out (its folder or its name)")
     if out.is_dir():
         raise TalkingPoseError(f"--out {out} is a folder; give the video's file name, e.g. {out / 'animated.mp4'}.")
     folder = out.parent

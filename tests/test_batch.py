@@ -3,6 +3,7 @@
 Ray starts once for this module; its temporary folder is removed afterwards and no Ray process may be left.
 """
 import json
+import re
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import torch
 
 from talkingpose import animate
 from talkingpose.batch.driver import BatchOptions, Listener, init_ray, run_batch
-from talkingpose.batch.manifest import RenderOptions, animate_job
+from talkingpose.batch.manifest import RenderOptions, animate_job, load_manifest
 from talkingpose.cli import main as cli_main
 from talkingpose.errors import TalkingPoseError
 from talkingpose.metrics import psnr_8bit
@@ -344,3 +345,46 @@ def test_without_ray_the_commands_say_how_to_install_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=PACK_ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert "Ray, which is not installed" in result.stderr and "pip install" in result.stderr and "ray[default]" in result.stderr
+
+
+def test_output_names_windows_cannot_hold_or_that_differ_only_in_case_are_row_errors(tmp_path):
+    """A job list travels between machines: `CON.mp4` is the console device on Windows and `Clip.mp4`/`clip.mp4`
+    are one file there (and on macOS), so such rows fail alone, on every system, before anything is rendered."""
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    good = {"driving": str(DRIVING / "vid1.mp4"), "poses": str(POSES / "vid1.mp4"), "frames": 2}
+    rows = [{**good, "out": "Clip.mp4"}, {**good, "out": "clip.MP4"}, {**good, "out": "con.mp4"},
+            {**good, "out": "takes/aux.1.mp4"}, {**good, "out": "take 2 /a.mp4"}, {**good, "out": "what?.mp4"}]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    specs, errors = load_manifest(manifest, OPTIONS)
+    assert [s.out for s in specs] == ["Clip.mp4"]
+    assert [(e.line, e.message) for e in errors] == [
+        (2, "line 2: out 'clip.MP4' is already the output of line 1; give each job its own name"),
+        (3, "line 3: The output name 'con.mp4' cannot be used: 'con.mp4' is a name Windows keeps for a device (CON, "
+            "PRN, AUX, NUL, COM1-COM9, LPT1-LPT9, with any extension), so nothing would be saved; choose another name."),
+        (4, "line 4: The output name 'takes/aux.1.mp4' cannot be used: 'aux.1.mp4' is a name Windows keeps for a "
+            "device (CON, PRN, AUX, NUL, COM1-COM9, LPT1-LPT9, with any extension), so nothing would be saved; "
+            "choose another name."),
+        (5, "line 5: The output name 'take 2 /a.mp4' cannot be used: 'take 2 ' ends in a dot or a space, which "
+            "Windows drops from file names; remove it."),
+        (6, "line 6: The output name 'what?.mp4' cannot be used: 'what?.mp4' holds '?', which Windows does not allow "
+            "in file names; use letters, digits, spaces, '-', '_' and '.'."),
+    ]
+
+
+def test_on_windows_a_job_whose_frames_would_pass_max_path_fails_alone_before_any_work(tmp_path, monkeypatch):
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    from talkingpose import file_names
+
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    out_dir = tmp_path / "out"
+    deep = "/".join(["d" * 60] * 3) + "/long.mp4"
+    manifest = _manifest(tmp_path / "jobs.csv", [(deep, "vid1", None, None, 2)])
+    results = run_batch(manifest, out_dir, OPTIONS, BatchOptions(workers=1))  # no job left: Ray is never started
+    assert [(r.status, r.job) for r in results] == [("failed", deep)]
+    assert re.fullmatch(rf"line 2: The output {re.escape(str(out_dir / deep))} would need paths of \d+ characters "
+                        r"\(the files written for it\); Windows allows 259\. Shorten --out-dir or the row's `out` by "
+                        r"at least \d+ characters\.", results[0].message), results[0].message
+    assert not (out_dir / ("d" * 60)).exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkingpose import file_names
 from talkingpose.cli import main
 
 from helpers import SHARED
@@ -263,3 +264,41 @@ def test_download_checks_every_destination_before_the_first_download(work, capsy
     code, err = run_cli(capsys, "download", "--models", work / "models", "--what", "talkingpose", "vae")
     assert code == 2 and "The vae folder" in err and "is a file, not a folder" in err
     assert not (work / "models" / "talkingpose").exists()
+
+
+# ------------------------------------------------------------------------------------------------ Windows names
+@pytest.mark.parametrize("argv, sentence", [
+    (("animate", "--driving", "{w}/tiny.mp4", "--random-weights", "--out", "{w}/CON.mp4"),
+     r"argument --out: The path .*CON\.mp4 cannot be used: 'CON\.mp4' is a name Windows keeps for a device"),
+    (("animate", "--driving", "{w}/tiny.mp4", "--random-weights", "--out", "{w}/take 2./out.mp4"),
+     r"'take 2\.' ends in a dot or a space, which Windows drops from file names; remove it"),
+    (("pose", "smooth", "--driving", "{w}/t.json", "--out", "{w}/a|b.json"), r"'a\|b\.json' holds '\|'"),
+    (("finetune", "--video", "{w}/tiny.mp4", "--out", "{w}/lpt1.safetensors"), r"'lpt1\.safetensors' is a name"),
+    (("convert", "{w}", "{w}/com9.x.safetensors"), r"'com9\.x\.safetensors' is a name"),
+    (("metrics", "--real", "{w}/tiny.mp4", "--generated", "{w}/tiny.mp4", "--json", "{w}/aux/m.json"),
+     r"'aux' is a name Windows keeps"),
+    (("batch", "{w}/jobs.csv", "--out-dir", "{w}/out?"), r"argument --out-dir: The folder .* holds '\?'"),
+    (("evaluate", "--dataset", "{w}", "--out-dir", "{w}/prn"), r"argument --out-dir: The folder .*'prn' is a name"),
+])
+def test_on_windows_output_names_it_cannot_hold_are_refused_before_any_work(work, capsys, monkeypatch, argv, sentence):
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    code, err = run_cli(capsys, *(a.format(w=work) for a in argv))
+    assert code == 2 and re.search(sentence, err), err
+    _untouched(work)
+
+
+def test_on_windows_an_output_whose_kept_frames_would_pass_max_path_is_refused_before_any_work(work, capsys,
+                                                                                              monkeypatch):
+    """The deepest file a render writes is a state file's temporary inside `<out>.partial/`, 50 characters below
+    the output's own path and its temporary: that is what must fit in Windows' 259."""
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    folder = work / ("f" * (259 - len(str(work)) - 1 - 60))  # room for a 60-character name, less than the frames need
+    out = folder / "clip.mp4"
+    code, err = run_cli(capsys, "animate", "--driving", work / "tiny.mp4", "--random-weights", "--out", out)
+    assert code == 2 and not folder.exists(), err
+    length = len(str(out)) + len(".partial/state-0000000.safetensors") + len("..0000000000.xxxxxxxx.tmp")
+    assert (f"error: The output {out} would need paths of {length} characters (the files written for it); Windows "
+            f"allows 259. Shorten --out (its folder or its name) by at least {length - 259} characters.") in err
+    monkeypatch.setattr(file_names, "on_windows", lambda: False)  # elsewhere no such limit
+    assert run_cli(capsys, "animate", "--driving", work / "tiny.mp4", "--random-weights", "--size", "64x64",
+                   "--steps", "1", "--frames", "1", "--out", out)[0] == 0

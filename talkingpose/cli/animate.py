@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import size
+from .options import output_file, size
 from .pose import DEFAULT, resolve_strength, strength
 from .progress import Progress
 
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     an.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
                     help="smooth the keypoints, 0 (off) to 1 (alone: the default strength, 0.5)")
     an.add_argument("--fps", type=float, help="frame rate with --keypoints and no --driving video (default 25)")
-    an.add_argument("--out", type=Path, required=True, help="output mp4")
+    an.add_argument("--out", type=output_file, required=True, help="output mp4")
     an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
     an.add_argument("--frames", type=int, help="stop after this many frames")
     an.add_argument("--steps", type=int, default=30)

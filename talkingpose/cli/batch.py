@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import size
+from .options import output_folder, size
 
 
 def add_render_options(parser) -> None:
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
                                            "(default: frame 0 of the driving video), seed, beta, frames. Running the "
                                            "same command again skips finished jobs and continues unfinished ones.")
     ba.add_argument("jobs", type=Path, help="CSV or JSON Lines file, one job a row; relative paths are relative to it")
-    ba.add_argument("--out-dir", type=Path, required=True, help="where the videos and summary.json go")
+    ba.add_argument("--out-dir", type=output_folder, required=True, help="where the videos and summary.json go")
     add_render_options(ba)
     ba.set_defaults(func=run)
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .batch import ProgressBar, add_render_options, batch_options, render_options
+from .options import output_folder
 
 
 def register(subparsers) -> None:
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
                     "(via batch, on Ray) are compared with the real videos. Writes OUT/metrics.json, OUT/metrics.csv "
                     "and the videos in OUT/videos/. Running it again reuses the finished renders.")
     ev.add_argument("--dataset", type=Path, required=True, help="folder of driving videos")
-    ev.add_argument("--out-dir", type=Path, required=True)
+    ev.add_argument("--out-dir", type=output_folder, required=True)
     ev.add_argument("--poses-dir", type=Path, help="ready DWPose renders NAME.mp4 or keypoint tracks NAME.json "
                                                    "(default DATASET/dwpose; videos without one get poses extracted)")
     ev.add_argument("--frames", type=int, help="render at most this many frames per video (metrics cover those frames)")

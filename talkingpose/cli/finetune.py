@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import size
+from .options import output_file, size
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     poses = ft.add_mutually_exclusive_group()
     poses.add_argument("--poses", type=Path, help="the clip's DWPose render video (default: extract with DWPose)")
     poses.add_argument("--keypoints", type=Path, help="the clip's POSE_KEYPOINT track (JSON, e.g. Save Pose Keypoints)")
-    ft.add_argument("--out", type=Path, required=True, help="adapter file to write (.safetensors)")
+    ft.add_argument("--out", type=output_file, required=True, help="adapter file to write (.safetensors)")
     ft.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     ft.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16; alpha = rank)")
     ft.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")

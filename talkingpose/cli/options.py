@@ -5,6 +5,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from .. import file_names
 from ..errors import TalkingPoseError
 
 
@@ -15,6 +16,28 @@ def size(text: str) -> tuple[int, int]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"size '{text}' is not WIDTHxHEIGHT, e.g. 512x512") from None
     return width, height
+
+
+def output_file(text: str) -> Path:
+    """An output file argument: on Windows, refused at once when Windows cannot hold one of its names or a save of
+    it would pass MAX_PATH (see talkingpose.file_names)."""
+    path = Path(text)
+    try:
+        file_names.check_path(path, "path")
+        file_names.check_length(path, file_names.TEMPORARY_EXTRA, "path", "the path (its folder or its name)")
+    except TalkingPoseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """An output folder argument: on Windows, refused at once when Windows cannot hold one of its names."""
+    path = Path(text)
+    try:
+        file_names.check_path(path, "folder")
+    except TalkingPoseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
 
 
 def _nearest_existing(path: Path) -> Path:
