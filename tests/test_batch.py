@@ -388,3 +388,18 @@ def test_on_windows_a_job_whose_frames_would_pass_max_path_fails_alone_before_an
                         r"\(the files written for it\); Windows allows 259\. Shorten --out-dir or the row's `out` by "
                         r"at least \d+ characters\.", results[0].message), results[0].message
     assert not (out_dir / ("d" * 60)).exists()
+
+
+def test_a_workers_output_never_ends_a_job_whatever_it_prints(ray_local):
+    """Ray writes a worker's output to log files it opens as UTF-8 (strict): a file name with an undecodable byte
+    (Linux) would end the job, and with RAY_LOG_TO_STDERR so would a Greek letter on a cp1252 console (Windows).
+    A render worker's streams escape what they cannot encode."""
+    from talkingpose.batch.worker import RenderWorker
+
+    def speak(worker):
+        print("clip-\u03b2 \u2192 \udcff")  # a Greek letter, an arrow, an undecodable byte of a Linux file name
+        return sys.stdout.encoding, sys.stdout.errors, sys.stderr.errors
+
+    worker = ray_local.remote(RenderWorker).options(num_cpus=0).remote(OPTIONS, "/nonexistent")
+    assert ray_local.get(worker.__ray_call__.remote(speak)) == ("utf-8", "backslashreplace", "backslashreplace")
+    ray_local.kill(worker)

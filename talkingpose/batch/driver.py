@@ -58,11 +58,7 @@ def init_ray(address: str | None = None, **kwargs):
     if address:
         _check_reachable(address)
     package = Path(__file__).resolve().parent.parent
-    # Workers write their output as UTF-8 (escaping nothing but what UTF-8 cannot hold) whatever the machine's code
-    # page: Ray passes it on to the driver as UTF-8, and on Windows a cp1252 stdout would end a job at the first
-    # character it lacks.
-    runtime_env = {"py_modules": [str(package)],
-                   "env_vars": {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONIOENCODING": "utf-8:backslashreplace"}}
+    runtime_env = {"py_modules": [str(package)], "env_vars": {"HF_HUB_DISABLE_PROGRESS_BARS": "1"}}
     try:
         ray.init(address=address or None, runtime_env=runtime_env, include_dashboard=False if not address else None,
                  logging_level="WARNING", **kwargs)

@@ -60,7 +60,11 @@ class RenderWorker:
 
     def __init__(self, options: RenderOptions, out_dir: str):
         from ..animate import load_job_pipeline
+        from ..console import make_streams_safe
 
+        # Ray writes a worker's output to log files it opens as UTF-8, or, with RAY_LOG_TO_STDERR, to the raylet's
+        # console in the machine's code page: nothing printed may end a job either way.
+        make_streams_safe()
         self.options = options
         self.out_dir = Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
