@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from ..console import make_streams_safe
@@ -60,6 +61,10 @@ def missing_requirement(exc: ModuleNotFoundError) -> str:
 def main(argv=None, prog: str = "talkingpose") -> int:
     make_streams_safe()  # first: --help and argparse's own errors print too
     args = build_parser(prog).parse_args(argv)
+    if hasattr(signal, "SIGBREAK"):
+        # Windows: Ctrl-Break ends a process at once by default; as Ctrl-C, it stops the command cleanly instead
+        # (finished frames kept and the --resume sentence printed).
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     configure_logging()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the loaders' own bars hide ours
     from ..errors import TalkingPoseError
