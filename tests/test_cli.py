@@ -208,12 +208,12 @@ def test_ctrl_break_stops_animate_like_ctrl_c_and_resume_finishes(tmp_path):
     argv = ["animate", "--driving", str(DRIVING), "--poses", str(POSES), "--random-weights", "--size", "64x64",
             "--steps", "1", "--frames", "4", "--device", "cpu", "--out", str(out)]
     stopped = subprocess.run([sys.executable, "-c", _STOPPABLE, *argv], cwd=PACK_ROOT, capture_output=True,
-                             text=True, timeout=300)
+                             text=True)
     assert stopped.returncode == 130, stopped.stderr[-2000:]
     assert "Stopped. Finished frames are kept; continue with the same command plus --resume." in stopped.stderr
     assert "Traceback" not in stopped.stderr and not out.exists()
     resumed = subprocess.run([sys.executable, "cli.py", *argv, "--resume"], cwd=PACK_ROOT, capture_output=True,
-                             text=True, timeout=300)
+                             text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     reports = [line for line in resumed.stderr.splitlines() if line.startswith("animate ")]
     assert reports[0].startswith("animate 2/4 frames")  # it continued after the two kept frames
