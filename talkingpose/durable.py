@@ -134,20 +134,17 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
-class FileHeldOpen(TalkingPoseError):
-    """`path` could not be replaced because another program holds it open; the new content is in `kept`."""
-
-    def __init__(self, path: Path, kept: Path):
-        self.path, self.kept = Path(path), Path(kept)
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            why, fix = "it is read-only", "make it writable"
-        else:
-            why = "another program holds it open (a video player, ComfyUI's preview or an antivirus scan, say)"
-            fix = "close that program"
-        super().__init__(
-            f"Could not replace {self.path}: {why}. The old file is unchanged and the new content is kept as "
-            f"{self.kept}; {fix}, then delete the old file and rename {self.kept.name} to {self.path.name} (or run "
-            "again).")
+def _held_open(path: Path, kept: Path) -> TalkingPoseError:
+    """The sentence for a file that could not be replaced; the new content is in `kept`. (A plain
+    TalkingPoseError, so that it pickles across processes like every other.)"""
+    if path.exists() and not os.access(path, os.W_OK):
+        why, fix = "it is read-only", "make it writable"
+    else:
+        why = "another program holds it open (a video player, ComfyUI's preview or an antivirus scan, say)"
+        fix = "close that program"
+    return TalkingPoseError(
+        f"Could not replace {path}: {why}. The old file is unchanged and the new content is kept as {kept}; {fix}, "
+        f"then delete the old file and rename {kept.name} to {path.name} (or run again).")
 
 
 def _kept_name(path: Path) -> Path:
@@ -163,7 +160,7 @@ def _kept_name(path: Path) -> Path:
 def _replace(temporary: Path, path: Path) -> None:
     """os.replace, retried for a few seconds while the target is held open (Windows refuses with
     PermissionError); then the temporary is renamed to a free name (it would otherwise be deleted as stale once
-    this process ends) and FileHeldOpen says where it is."""
+    this process ends) and the error says where it is."""
     deadline = time.monotonic() + REPLACE_RETRY_SECONDS
     for attempt in itertools.count():
         try:
@@ -176,7 +173,7 @@ def _replace(temporary: Path, path: Path) -> None:
             time.sleep(pause)
     kept = _kept_name(Path(path))
     os.replace(temporary, kept)
-    raise FileHeldOpen(path, kept)
+    raise _held_open(Path(path), kept)
 
 
 def commit(temporary: Path, path: Path) -> Path:
