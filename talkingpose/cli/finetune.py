@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 from .options import output_file, size
@@ -17,7 +18,9 @@ def register(subparsers) -> None:
     poses = ft.add_mutually_exclusive_group()
     poses.add_argument("--poses", type=Path, help="the clip's DWPose render video (default: extract with DWPose)")
     poses.add_argument("--keypoints", type=Path, help="the clip's POSE_KEYPOINT track (JSON, e.g. Save Pose Keypoints)")
-    ft.add_argument("--out", type=output_file, required=True, help="adapter file to write (.safetensors)")
+    # beside: the checkpoint next to the adapter (finetune.job.checkpoint_path; not imported here: it brings torch)
+    ft.add_argument("--out", type=partial(output_file, beside=".checkpoint.pt"), required=True,
+                    help="adapter file to write (.safetensors)")
     ft.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     ft.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16; alpha = rank)")
     ft.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")

@@ -18,13 +18,15 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def output_file(text: str) -> Path:
+def output_file(text: str, beside: str = "") -> Path:
     """An output file argument: on Windows, refused at once when Windows cannot hold one of its names or a save of
-    it would pass MAX_PATH (see talkingpose.file_names)."""
+    it (or of the file `NAME + beside` the command writes next to it) would pass MAX_PATH (see
+    talkingpose.file_names)."""
     path = Path(text)
     try:
         file_names.check_path(path, "path")
-        file_names.check_length(path, file_names.TEMPORARY_EXTRA, "path", "the path (its folder or its name)")
+        file_names.check_length(path, len(beside) + file_names.TEMPORARY_EXTRA, "path",
+                                "the path (its folder or its name)")
     except TalkingPoseError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return path
