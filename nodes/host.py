@@ -261,7 +261,7 @@ def vae_encode_posterior(vae, pixels):
 
 
 def vae_decode(vae, raw_latents):
-    """ComfyUI's VAE Decode for raw latents → IMAGE [n, H, W, 3] in [0, 1]."""
+    """ComfyUI's VAE Decode for raw latents -> IMAGE [n, H, W, 3] in [0, 1]."""
     return vae.decode(raw_latents)
 
 

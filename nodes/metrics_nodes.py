@@ -1,4 +1,4 @@
-"""Video Metrics: TJE, PSNR and SSIM between two IMAGE batches, to tune β on one's own footage."""
+"""Video Metrics: TJE, PSNR and SSIM between two IMAGE batches, to tune beta on one's own footage."""
 from __future__ import annotations
 
 CATEGORY = "TalkingPose"
@@ -20,7 +20,7 @@ class TalkingPoseVideoMetrics:
             "required": {
                 "real": ("IMAGE", {"tooltip": "The driving video's frames (self-reenactment) or any reference."}),
                 "generated": ("IMAGE",),
-                "delta": ("INT", {"default": 2, "min": 1, "max": 100, "tooltip": "TJE frame distance δ (the paper uses 2)."}),
+                "delta": ("INT", {"default": 2, "min": 1, "max": 100, "tooltip": "TJE frame distance \u03b4 (the paper uses 2)."}),
             }
         }
 
@@ -33,7 +33,7 @@ class TalkingPoseVideoMetrics:
         result = compare_frames(as_frames(real), as_frames(generated), delta=delta,
                                 metrics=("tje", "psnr_8bit", "ssim"), labels=("The real batch", "The generated batch"))
         tje = float("nan") if result.tje is None else result.tje
-        report = (f"{result.n_frames} frame pairs · TJE(δ={delta}) {tje:.4f} · PSNR {result.psnr_8bit:.2f} dB · "
+        report = (f"{result.n_frames} frame pairs · TJE(\u03b4={delta}) {tje:.4f} · PSNR {result.psnr_8bit:.2f} dB · "
                   f"SSIM {result.ssim:.4f}")
         return {"ui": {"text": [report]}, "result": (tje, result.psnr_8bit, result.ssim, report)}
 

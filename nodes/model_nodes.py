@@ -20,8 +20,8 @@ SAMPLER_CARRY = ChunkCarry(
 CATEGORY = "TalkingPose"
 NONE_INSTALLED = "none installed (see README: Weights)"
 BETA_TOOLTIP = (
-    "Closed-loop gain β. Every frame starts from the shared noise z_T moved a fraction β toward the previous "
-    "frame's result: z_T + β·(ẑ0 − z_T). 0 makes each frame independent (flicker: FVD 553 in the paper), 0.05 "
+    "Closed-loop gain \u03b2. Every frame starts from the shared noise z_T moved a fraction \u03b2 toward the previous "
+    "frame's result: z_T + \u03b2\u00b7(\u1e910 \u2212 z_T). 0 makes each frame independent (flicker: FVD 553 in the paper), 0.05 "
     "is the paper's choice (FVD 203), larger values carry more of the previous frame and start to smear motion "
     "and accumulate drift (0.2 was already worse)."
 )

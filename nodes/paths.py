@@ -3,9 +3,11 @@
 A workflow someone shares is untrusted input, so its file names are too: save nodes write only inside ComfyUI's
 output folder and load nodes read only from its input and output folders, as ComfyUI's own Save Image and Load
 Image do. A name is refused with a sentence (never echoing a file's content) when it is absolute, climbs out with
-`..`, holds NUL, a line break or another control character, or is too long for a file system; after joining, the
-fully resolved path (links followed) must still lie inside the folder. The command line has no such limit: it
-takes whatever path its user types.
+`..`, holds NUL, a line break or another control character, is too long for a file system, or is one Windows
+cannot hold (CON, NUL, COM1..., a name ending in a dot or a space, < > : " | ? *; refused on every system, since
+workflows travel between them; ComfyUI's %date:...% variables are checked once expanded); after joining, the
+fully resolved path (links followed) must still lie inside the folder, and on Windows within MAX_PATH. The command
+line has no such limit: it takes whatever path its user types.
 
 Loaders' values follow ComfyUI's annotation: `name [input]` is in the input folder, `name [output]` or a plain
 name in the output folder (where the matching save node writes, and what older workflows meant).
@@ -16,6 +18,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from talkingpose import file_names
+
 from .backend import host
 
 # Bytes per folder or file name: room for the numbering and suffixes ("_00001.json.tmp") below the usual
@@ -23,6 +27,7 @@ from .backend import host
 MAX_PART_BYTES = 200
 MAX_NAME_CHARS = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VARIABLE = re.compile(r"%[^%]*%")  # ComfyUI's save-prefix variables (%date:yyyy-MM-dd%, %width%, ...)
 
 
 def _error(message: str):
@@ -58,7 +63,14 @@ def check_name(name, what: str, writes: bool) -> str:
     if len(longest.encode("utf-8")) > MAX_PART_BYTES:
         raise _error(f"The {what} has a folder or file name of {len(longest)} characters; file systems allow about "
                      f"255 bytes, so keep each part under {MAX_PART_BYTES}.")
+    if writes:
+        file_names.check_relative_name(_VARIABLE.sub("", name), what)
     return name
+
+
+def _check_fits_windows(path: Path, what: str) -> Path:
+    file_names.check_length(path, file_names.TEMPORARY_EXTRA, what, "the name (or the path of ComfyUI's output folder)")
+    return path
 
 
 def _inside(path: Path, folders: list[Path], name: str, what: str) -> Path:
@@ -79,7 +91,7 @@ def output_file(name: str, suffix: str, what: str) -> Path:
     """A save node's fixed file in the output folder: `<output>/<name><suffix>`."""
     name = with_suffix(check_name(name, what, writes=True), suffix)
     out = host.output_directory()
-    return _inside(out / name, [out], name, what)
+    return _check_fits_windows(_inside(out / name, [out], name, what), what)
 
 
 def numbered_output_file(prefix: str, suffix: str, what: str) -> Path:
@@ -90,6 +102,9 @@ def numbered_output_file(prefix: str, suffix: str, what: str) -> Path:
     out = host.output_directory()
     _inside(out / prefix, [out], prefix, what)
     folder, stem = host.save_prefix(prefix)
+    expanded = Path(os.path.relpath(folder / stem, out)).as_posix()
+    file_names.check_relative_name(_VARIABLE.sub("", expanded), what)  # what ComfyUI's variables became
+    _check_fits_windows(folder / f"{stem}_00000{suffix}", what)
     folder.mkdir(parents=True, exist_ok=True)
     _inside(folder, [out], prefix, what)
     start = f"{stem}_"

@@ -1,7 +1,7 @@
 """Save / Load TalkingPose State: resume a long render that was interrupted, crashed or split over queue runs.
 
 A state file is a small safetensors file (z_T, the last latent, the next frame index) with the settings it
-belongs to; the sampler refuses a state whose seed, size, β, steps, cfg, model or source differ, and says which.
+belongs to; the sampler refuses a state whose seed, size, beta, steps, cfg, model or source differ, and says which.
 """
 from __future__ import annotations
 

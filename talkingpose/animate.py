@@ -1,4 +1,4 @@
-"""The headless animate job: source image + driving video → mp4, streamed one frame at a time.
+"""The headless animate job: source image + driving video -> mp4, streamed one frame at a time.
 
 Frames are decoded, posed, sampled, decoded and encoded one after another, so memory stays flat for any
 length. Each finished frame is kept in `<out>.partial/` with the sampler state after it (see `render_output`);
@@ -375,7 +375,7 @@ class JobRender:
     output. `run` drives one at a time; batch workers drive several through one batched sampler, giving each
     its row's sampler in `sampler` (the state stays the job's own).
 
-    `next_pose()` → the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
+    `next_pose()` -> the next frame's pose pixels, or None when every frame is made; `commit(latent)` decodes and
     writes that frame and saves the sampler state with it, so that after Ctrl-C or an error `resume` continues
     from the last frame made; `finish()` writes the final video. `inputs` is `check_inputs(job)` when the
     caller has it already.

@@ -10,16 +10,30 @@ module renames a file into place).
 
 A save that must not replace a file the user did not ask to replace passes `replace=False`: it then stops with
 `FileExistsError`, leaving both the existing file and nothing of its own.
+
+On Windows a file another program has open (a video player, ComfyUI's preview, an antivirus scan) cannot be
+replaced: the rename is retried for a few seconds, then the new content is kept next to the file under a name
+the error gives, and the old file is left as it was.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
+
+from .errors import TalkingPoseError
+
 TEMPORARY_SUFFIX = ".tmp"
+# How long a rename onto a file that another program holds open is retried (an antivirus scan lets go within a
+# second or two; a player does not until it is closed), and the pauses between tries.
+REPLACE_RETRY_SECONDS = 3.0
+_REPLACE_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 def _temporary_prefix(path: Path) -> str:
@@ -27,13 +41,16 @@ def _temporary_prefix(path: Path) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    # Only looks: psutil reads the process table (/proc, OpenProcess on Windows). os.kill(pid, 0), the POSIX way
+    # to ask, terminates the process on Windows, and so would kill whatever program now has the pid written in an
+    # old temporary file's name.
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        psutil.Process(pid)
+    except psutil.NoSuchProcess:
         return False
-    except (PermissionError, OverflowError, ValueError, OSError):
+    except (psutil.Error, OverflowError, ValueError, OSError):
         return True  # someone else's process, or we cannot tell: leave its file alone
     return True
 
@@ -135,11 +152,53 @@ def _fsync_directory(folder: Path) -> None:
         os.close(fd)
 
 
+def _held_open(path: Path, kept: Path) -> TalkingPoseError:
+    """The sentence for a file that could not be replaced; the new content is in `kept`. (A plain
+    TalkingPoseError, so that it pickles across processes like every other.)"""
+    if path.exists() and not os.access(path, os.W_OK):
+        why, fix = "it is read-only", "make it writable"
+    else:
+        why = "another program holds it open (a video player, ComfyUI's preview or an antivirus scan, say)"
+        fix = "close that program"
+    return TalkingPoseError(
+        f"Could not replace {path}: {why}. The old file is unchanged and the new content is kept as {kept}; {fix}, "
+        f"then delete the old file and rename {kept.name} to {path.name} (or run again).")
+
+
+def _kept_name(path: Path) -> Path:
+    """A free name next to `path` for new content that could not take its place: `NAME.new.SUFFIX`, `NAME.new2...`"""
+    number = 1
+    while True:
+        kept = path.with_name(f"{path.stem}.new{number if number > 1 else ''}{path.suffix}")
+        if not os.path.lexists(kept):
+            return kept
+        number += 1
+
+
+def _replace(temporary: Path, path: Path) -> None:
+    """os.replace, retried for a few seconds while the target is held open (Windows refuses with
+    PermissionError); then the temporary is renamed to a free name (it would otherwise be deleted as stale once
+    this process ends) and the error says where it is."""
+    deadline = time.monotonic() + REPLACE_RETRY_SECONDS
+    for attempt in itertools.count():
+        try:
+            os.replace(temporary, path)
+            return
+        except PermissionError:
+            pause = _REPLACE_PAUSES[min(attempt, len(_REPLACE_PAUSES) - 1)]
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+    kept = _kept_name(Path(path))
+    os.replace(temporary, kept)
+    raise _held_open(Path(path), kept)
+
+
 def commit(temporary: Path, path: Path) -> Path:
     """Flushes `temporary` to the disk and renames it to `path` (replacing it atomically)."""
     with open(temporary, "rb+") as handle:
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    _replace(temporary, path)
     _fsync_directory(Path(path).parent)
     return Path(path)
 

@@ -66,7 +66,7 @@ def flatten_onto_white(image):
 
     Takes a PIL image (RGBA, LA, PA, or a palette with transparency) or an H×W×4 array/tensor (uint8, or floats in
     [0, 1] as ComfyUI's IMAGE); anything without alpha is returned unchanged. The blend is computed in float32
-    on [0, 1] values (`rgb·a + (1 − a)`), so a file read here and the same file given to the ComfyUI node as an
+    on [0, 1] values (`rgb·a + (1 - a)`), so a file read here and the same file given to the ComfyUI node as an
     RGBA IMAGE give the same pixels.
     """
     if isinstance(image, Image.Image):

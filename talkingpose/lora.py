@@ -9,7 +9,7 @@ An adapter file is one `.safetensors`:
   weights, the training recipe and settings, the clip it was trained on, steps and a loss summary.
 
 Adapters are injected with peft (diffusers' PEFT integration) next to the base weights, which stay untouched:
-strength s scales the low-rank update (`W x + s·(α/r)·B A x`), and strength 0 — or no adapter — switches the
+strength s scales the low-rank update (`W x + s·(alpha/r)·B A x`), and strength 0 — or no adapter — switches the
 adapters off, so the base model's exact output comes back. Several adapters can sit on one model (ComfyUI may
 hold several LoRA'd variants of one loaded model); `activate` selects the ones a variant uses right before it
 runs. While adapters are active, `networks.fingerprint` carries their identity and strengths, so appearances
@@ -82,7 +82,7 @@ class LoraAdapter:
 
     rank: int
     alpha: float
-    unet_weights: dict[str, dict[str, torch.Tensor]]  # part → peft state dict (module.lora_A.weight, …)
+    unet_weights: dict[str, dict[str, torch.Tensor]]  # part -> peft state dict (module.lora_A.weight, …)
     pose_guider: dict[str, torch.Tensor] | None = None  # fully fine-tuned pose guider, if trained
     info: dict = field(default_factory=dict)  # base_fingerprint, base_probe, recipe, settings, clip, steps, loss
     path: Path | None = None

@@ -8,7 +8,8 @@ picture); half precision halves them.
 from __future__ import annotations
 
 import logging
-import os
+
+import psutil
 
 from .errors import TalkingPoseError
 
@@ -42,17 +43,13 @@ def denoise_step_bytes(networks, appearance, cfg: float) -> int:
 
 
 def _system_memory() -> tuple[int | None, int | None]:
-    """(total, available) RAM in bytes, or None where this system does not say."""
+    """(total, available) RAM in bytes, or None where this system does not say. psutil reads them on every OS
+    (the kernel's MemAvailable on Linux, GlobalMemoryStatusEx on Windows)."""
     try:
-        with open("/proc/meminfo") as handle:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in handle if line.split()[1:]}
-        return info.get("MemTotal"), info.get("MemAvailable")
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), None
-    except (ValueError, OSError, AttributeError):
+        memory = psutil.virtual_memory()
+    except (OSError, RuntimeError, AttributeError):
         return None, None
+    return memory.total, memory.available
 
 
 def device_memory(device) -> tuple[int | None, int | None, str]:
@@ -75,10 +72,14 @@ def check_fits(width: int, height: int, device, dtype, architecture: str = "sd15
     total, available, what = device_memory(device)
     gib = 2**30
     if total is not None and need > total:
-        largest = int(((total - WEIGHT_BYTES[architecture]) / BYTES_PER_PIXEL[architecture]) ** 0.5) // 8 * 8
+        room = total - WEIGHT_BYTES[architecture]
+        largest = int((room / BYTES_PER_PIXEL[architecture]) ** 0.5) // 8 * 8 if room > 0 else 0
+        advice = (f"Use a smaller size (up to about {largest}x{largest} fits)." if largest >= 64 else
+                  f"No size fits: the weights alone need about {WEIGHT_BYTES[architecture] / gib:.1f} GiB; use a "
+                  "machine with more memory.")
         raise TalkingPoseError(
             f"--size {width}x{height} needs about {need / gib:.1f} GiB of memory, more than the {total / gib:.1f} GiB "
-            f"{what} of this machine. Use a smaller size (up to about {largest}x{largest} fits)."
+            f"{what} of this machine. {advice}"
         )
     if available is not None and need > available:
         log.warning("--size %dx%d needs about %.1f GiB; only %.1f GiB of %s is free now.", width, height,

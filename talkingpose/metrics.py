@@ -1,6 +1,6 @@
 """Video metrics of the TalkingPose paper: temporal jitter error (TJE), PSNR (float and 8-bit) and SSIM.
 
-Everything streams: a video pair is read one frame at a time and only the last δ+1 frames of each video are
+Everything streams: a video pair is read one frame at a time and only the last delta+1 frames of each video are
 held (for TJE), so any length fits in memory.
 
 How a real and a generated video are paired (the same for all metrics, as the official `tools/tje_error.py`
@@ -8,14 +8,14 @@ does it for TJE): frame t of one with frame t of the other, until the shorter vi
 fixes the size, and any frame of another size (normally the generated ones) is resized to it with
 `cv2.INTER_AREA`. Grey frames count as three equal channels and an alpha channel is dropped.
 
-TJE(δ) of a video pair, on 8-bit frames R (real) and G (generated), one term per t = δ … n−1:
+TJE(delta) of a video pair, on 8-bit frames R (real) and G (generated), one term per t = delta … n-1:
 
-    term_t = mean over the 3 channels of the channel's mean over pixels of | |R_t − R_{t−δ}| − |G_t − G_{t−δ}| |
-    TJE    = mean of term_t;  undefined (None) when the pair has fewer than δ+1 frames.
+    term_t = mean over the 3 channels of the channel's mean over pixels of | |R_t - R_{t-delta}| - |G_t - G_{t-delta}| |
+    TJE    = mean of term_t;  undefined (None) when the pair has fewer than delta+1 frames.
 
 It is computed with the same OpenCV operations as the official script (saturating uint8 `absdiff`, `cv2.mean`,
 channel means added in B, G, R order), so it matches it to the last bit on the same frames. The official script
-has no default δ (it is a required argument); its README runs it with δ = 2, which is the default here. Our
+has no default delta (it is a required argument); its README runs it with delta = 2, which is the default here. Our
 videos are decoded with PyAV, which on the sample videos gives the very same pixels as the OpenCV decoder the
 official script uses.
 
@@ -30,7 +30,7 @@ squared error of the whole video); a frame pair that is identical has PSNR = inf
 
 MSE is taken over all pixels and channels of a frame.
 
-SSIM: Wang et al. 2004 with an 11×11 Gaussian window of σ = 1.5, K1 = 0.01, K2 = 0.03, data range 255 on 8-bit
+SSIM: Wang et al. 2004 with an 11×11 Gaussian window of sigma = 1.5, K1 = 0.01, K2 = 0.03, data range 255 on 8-bit
 frames, population (not sample) covariances, computed on each RGB channel and averaged over the channels; the
 SSIM map is averaged over the pixels at least 5 pixels from the border (where the window fits). This is
 scikit-image's `structural_similarity(real, gen, channel_axis=2, gaussian_weights=True, sigma=1.5,
@@ -57,13 +57,13 @@ DEFAULT_TJE_DELTA = 2
 ALL_METRICS = ("tje", "psnr_float", "psnr_8bit", "ssim")
 
 _SSIM_SIGMA = 1.5
-_SSIM_RADIUS = 5  # skimage: int(truncate 3.5 · σ + 0.5) → an 11×11 window
+_SSIM_RADIUS = 5  # skimage: int(truncate 3.5 · sigma + 0.5) -> an 11×11 window
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03
 
 
 def check_delta(delta) -> int:
     if isinstance(delta, bool) or not isinstance(delta, (int, np.integer)) or delta < 1:
-        raise TalkingPoseError(f"The TJE frame distance δ must be a whole number of at least 1; got {delta!r}.")
+        raise TalkingPoseError(f"The TJE frame distance delta must be a whole number of at least 1; got {delta!r}.")
     return int(delta)
 
 
@@ -178,7 +178,7 @@ def _check_same_shape(real: np.ndarray, gen: np.ndarray) -> None:
 
 
 class TemporalJitter:
-    """Streaming TJE for one video pair: `add` same-size 8-bit RGB frame pairs in order; holds δ+1 of each."""
+    """Streaming TJE for one video pair: `add` same-size 8-bit RGB frame pairs in order; holds delta+1 of each."""
 
     def __init__(self, delta: int = DEFAULT_TJE_DELTA):
         self.delta = check_delta(delta)
@@ -188,7 +188,7 @@ class TemporalJitter:
         self.n_terms = 0
 
     def add(self, real: np.ndarray, gen: np.ndarray) -> float | None:
-        """Takes frame t of both videos; returns term_t, or None while t < δ."""
+        """Takes frame t of both videos; returns term_t, or None while t < delta."""
         self._real.append(real)
         self._gen.append(gen)
         if len(self._real) <= self.delta:
@@ -211,7 +211,7 @@ class TemporalJitter:
 @dataclass
 class VideoMetrics:
     """Figures for one video pair. Per-frame metrics are means over the `n_frames` compared frames; metrics
-    not asked for are None. `tje` is None also when there are fewer than δ+1 frames."""
+    not asked for are None. `tje` is None also when there are fewer than delta+1 frames."""
 
     n_frames: int
     delta: int

@@ -24,7 +24,7 @@ log = logging.getLogger("TalkingPose")
 
 MOTION_MODULE_PATTERN = re.compile(r"(^|\.)motion_modules\.")
 _MODULE_PREFIX = re.compile(r"^((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.")
-# Official key names → diffusers' (the block's two temporal attentions, their norms and the feed-forward norm).
+# Official key names -> diffusers' (the block's two temporal attentions, their norms and the feed-forward norm).
 _RENAMES = ((".attention_blocks.0.", ".attn1."), (".attention_blocks.1.", ".attn2."), (".norms.0.", ".norm1."),
             (".norms.1.", ".norm2."), (".ff_norm.", ".norm3."))
 
@@ -67,7 +67,7 @@ def keep_active(modules: dict[str, dict[str, torch.Tensor]], source: str) -> dic
 
 def target_block(prefix: str, unet) -> str:
     """The UNet submodule after which the official UNet runs a motion module: the transformer block in blocks with
-    attention (down: resnet → attention → motion; mid: attention → motion → resnet; up: as down), the resnet
+    attention (down: resnet -> attention -> motion; mid: attention -> motion -> resnet; up: as down), the resnet
     in blocks without."""
     block_path, _, index = prefix.rpartition(".motion_modules.")
     block = unet.get_submodule(block_path)

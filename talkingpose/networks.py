@@ -116,7 +116,7 @@ class TalkingPoseNetworks(nn.Module):
         for name, attn in self_attention_modules(reference_unet).items():
             attn.set_processor(RecordSelfAttentionInput(name, self._recorded))
         # The hook holds the context, not `self`: a bound method here would make a reference cycle
-        # (networks → UNet → conv_in → hook → networks), which keeps the weights alive after ComfyUI drops the
+        # (networks -> UNet -> conv_in -> hook -> networks), which keeps the weights alive after ComfyUI drops the
         # model until a full garbage collection ("Potential memory leak detected with model ...").
         denoising_unet.conv_in.register_forward_hook(_AddPoseFeatures(self._context))
 
@@ -219,7 +219,7 @@ class TalkingPoseNetworks(nn.Module):
             self._recorded.clear()
 
     def project_reference(self, tokens: dict[str, torch.Tensor]) -> ReferenceKV:
-        """Reference tokens → the denoising blocks' keys and values for them."""
+        """Reference tokens -> the denoising blocks' keys and values for them."""
         return project_reference_tokens(self._denoising_attention, tokens)
 
     @torch.no_grad()
@@ -229,7 +229,7 @@ class TalkingPoseNetworks(nn.Module):
 
     @torch.no_grad()
     def pose_features(self, pose_pixels: torch.Tensor) -> torch.Tensor:
-        """Pose renders in [0, 1], [N, 3, H, W] → features at latent resolution, [N, unet_width, H/8, W/8]."""
+        """Pose renders in [0, 1], [N, 3, H, W] -> features at latent resolution, [N, unet_width, H/8, W/8]."""
         return self.pose_guider(pose_pixels.to(self.weights_device, self.weights_dtype))
 
     @contextmanager

@@ -62,7 +62,7 @@ class TalkingPosePipeline:
         return ClosedLoopSampler(self.networks, appearance, settings, state, scheduler_config)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents [n, 4, h, w] → images [n, 3, H, W] in [0, 1] (float32, on the CPU)."""
+        """Scaled latents [n, 4, h, w] -> images [n, 3, H, W] in [0, 1] (float32, on the CPU)."""
         return decode_latents(self.vae, latents / self.latent_scale)
 
 

@@ -4,7 +4,7 @@
   interrupted render's kept frames, or an existing output, are never deleted or replaced without `--overwrite`.
 * `commit_frame` keeps each finished frame and then the sampler state after it, each written durably (see
   `durable`): a state never runs ahead of the frames kept, so whatever moment a crash, a kill or a full disk
-  strikes, the folder holds frames 0…n−1 and a state for some n' ≤ n.
+  strikes, the folder holds frames 0…n-1 and a state for some n' <= n.
 * `resume_point` picks the newest usable state and drops frames after it (they are made again, identically).
 * `finalize` joins the frames into the output; after a failure it is simply run again.
 """
@@ -14,7 +14,7 @@ import logging
 import os
 from pathlib import Path
 
-from . import durable
+from . import durable, file_names
 from .errors import RunMismatch, TalkingPoseError
 from .sampler import SamplerState
 from .segmented_writer import STATE_NAME, SegmentedVideoWriter, partial_dir, state_file_name
@@ -30,6 +30,8 @@ def check_output(out: Path, resume: bool = False, overwrite: bool = False) -> No
     out = Path(out)
     if resume and overwrite:
         raise TalkingPoseError("--resume continues the kept frames and --overwrite deletes them: give one of the two.")
+    file_names.check_path(out, "--out")
+    file_names.check_length(out, file_names.RENDER_EXTRA, "output", "--out (its folder or its name)")
     if out.is_dir():
         raise TalkingPoseError(f"--out {out} is a folder; give the video's file name, e.g. {out / 'animated.mp4'}.")
     folder = out.parent

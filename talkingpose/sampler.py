@@ -1,5 +1,5 @@
 """The closed-loop sampler: one frame after another, each starting from the shared noise nudged toward the
-previous frame's result, `z_T + β·(ẑ0,k − z_T)`.
+previous frame's result, `z_T + beta·(z0_hat,k - z_T)`.
 
 Frames are pulled from any iterable and handed out as soon as they are done, so memory does not depend on the
 video's length. The whole loop state (z_T, the last latent, the next frame index and the settings) fits in a
@@ -52,7 +52,7 @@ class SamplerSettings:
             raise TalkingPoseError(f"steps is {self.steps}; it must be a whole number of at least 1 (the paper uses 30).")
         if not 0.0 <= self.beta <= 1.0:
             raise TalkingPoseError(
-                f"β (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
+                f"beta (closed-loop gain) is {self.beta}; it must be between 0 and 1 (0.05 is the paper's choice)."
             )
         if not math.isfinite(self.cfg) or self.cfg < 0:
             raise TalkingPoseError(f"cfg is {self.cfg}; use a guidance scale of 0 or more (the paper uses 3.5).")
@@ -76,7 +76,7 @@ class SamplerState:
     """Everything needed to continue a closed-loop render; a few hundred kilobytes at 512×512."""
 
     noise: torch.Tensor  # z_T, [C, h, w] float32
-    last_latent: torch.Tensor | None  # ẑ0 of the last finished frame, or None before the first
+    last_latent: torch.Tensor | None  # z0_hat of the last finished frame, or None before the first
     next_frame: int
     settings: SamplerSettings
     width: int
@@ -186,7 +186,7 @@ class BatchedClosedLoopSampler:
     """Several independent videos rendered together: each keeps its own z_T and closed loop, and one UNet batch
     carries all of them (rows are independent, so each video's frames are those it would get alone).
 
-    All videos share steps, cfg and output size; seed and β may differ per video. `states` continues videos
+    All videos share steps, cfg and output size; seed and beta may differ per video. `states` continues videos
     from their saved states (None for a video that starts here), so a set of videos can be regrouped — e.g. a
     finished video's slot given to a new one — without touching the others' loops.
     """
@@ -206,7 +206,7 @@ class BatchedClosedLoopSampler:
                                   self.samplers[0].settings.cfg, self._reference)
 
     def denoise(self, pose_pixels: torch.Tensor, on_step=None) -> torch.Tensor:
-        """One frame for every video: pose_pixels [K, 3, H, W] → latents [K, C, h, w]; advances every state."""
+        """One frame for every video: pose_pixels [K, 3, H, W] -> latents [K, C, h, w]; advances every state."""
         starts = torch.stack([s.state.start_latent() for s in self.samplers])
         if not self._step.fits(self.networks):
             self._step = prepare_step(self.networks, self.scheduler, [s.appearance for s in self.samplers],
@@ -232,7 +232,7 @@ def check_appearance(networks, appearance) -> None:
 
 def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Tensor, pose_pixels: torch.Tensor,
                   on_step=None, reference=None, step: GuidedStep | None = None) -> torch.Tensor:
-    """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] → [n, C, h, w], float32).
+    """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] -> [n, C, h, w], float32).
 
     `reference` is the appearances' stacked keys/values when the caller keeps them (`stack_references`);
     `step` the `GuidedStep` the caller keeps for the video (`guided_step`); either is made here when not given.

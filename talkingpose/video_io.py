@@ -6,7 +6,7 @@
   MPEG-4 part 2 otherwise; yuv420p) and carries the audio track of another file (the driving video) over.
 * The resumable writer of the headless command, built on these, is `segmented_writer.SegmentedVideoWriter`.
 
-Colour: frames are converted RGB→YUV and back by FFmpeg's swscale with its default (BT.601) matrix and the
+Colour: frames are converted RGB->YUV and back by FFmpeg's swscale with its default (BT.601) matrix and the
 colour space left unspecified, which is also what decoders assume for an untagged file, so colours round-trip.
 """
 from __future__ import annotations

@@ -41,10 +41,10 @@ def hand_points(wrist: np.ndarray, direction: float, size: float) -> np.ndarray:
 
 
 def face_points(nose: np.ndarray, size: float) -> np.ndarray:
-    """68 points (iBUG layout) with the nose tip (30) on `nose`: jaw width (0↔16) = size, outer eye corners
-    (36↔45) = 0.6·size, nose bridge to chin (27↔8) = 0.9·size."""
+    """68 points (iBUG layout) with the nose tip (30) on `nose`: jaw width (0<->16) = size, outer eye corners
+    (36<->45) = 0.6·size, nose bridge to chin (27<->8) = 0.9·size."""
     u = np.linspace(-1.0, 1.0, 17)
-    jaw = np.stack([0.5 * u, 0.45 - 0.7 * u ** 2], -1)  # 0 and 16 at (∓0.5, -0.25), chin (8) at (0, 0.45)
+    jaw = np.stack([0.5 * u, 0.45 - 0.7 * u ** 2], -1)  # 0 and 16 at (-/+0.5, -0.25), chin (8) at (0, 0.45)
     brows = np.stack([np.linspace(-0.4, 0.4, 10), np.full(10, -0.4)], -1)
     bridge = np.stack([np.zeros(4), np.linspace(-0.45, -0.15, 4)], -1)  # 27..30 would end above the tip...
     bridge[3] = (0.0, 0.0)  # ...so 30 is the tip itself

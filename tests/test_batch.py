@@ -3,6 +3,7 @@
 Ray starts once for this module; its temporary folder is removed afterwards and no Ray process may be left.
 """
 import json
+import re
 import os
 import shutil
 import signal
@@ -20,7 +21,7 @@ import torch
 
 from talkingpose import animate
 from talkingpose.batch.driver import BatchOptions, Listener, init_ray, run_batch
-from talkingpose.batch.manifest import RenderOptions, animate_job
+from talkingpose.batch.manifest import RenderOptions, animate_job, load_manifest
 from talkingpose.cli import main as cli_main
 from talkingpose.errors import TalkingPoseError
 from talkingpose.metrics import psnr_8bit
@@ -33,7 +34,7 @@ DRIVING = SHARED / "samples" / "driving"
 POSES = SHARED / "samples" / "dwpose"
 # on the CPU also where a GPU is present (the references are rendered in this process, the workers get no GPU)
 OPTIONS = RenderOptions(width=64, height=64, steps=1, random_weights="tiny", seed=42, device="cpu")
-# name, clip, seed, beta, frames: three jobs of different length, seed and β
+# name, clip, seed, beta, frames: three jobs of different length, seed and beta
 JOBS = [("a.mp4", "vid1", 7, None, 3), ("b.mp4", "vid2", None, 0.2, 5), ("c.mp4", "vid3", 11, None, 3)]
 
 
@@ -501,3 +502,61 @@ def test_the_worker_tells_a_run_of_other_settings_by_its_error_type(tmp_path):
     assert event["message"].startswith(f"its unfinished render in {out_dir / 'a.mp4.partial'} was made with other "
                                        "inputs or settings (Cannot resume: the run differs from the interrupted one")
     assert "seed: 1 before, 2 now" in event["message"]
+
+
+def test_output_names_windows_cannot_hold_or_that_differ_only_in_case_are_row_errors(tmp_path):
+    """A job list travels between machines: `CON.mp4` is the console device on Windows and `Clip.mp4`/`clip.mp4`
+    are one file there (and on macOS), so such rows fail alone, on every system, before anything is rendered."""
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    good = {"driving": str(DRIVING / "vid1.mp4"), "poses": str(POSES / "vid1.mp4"), "frames": 2}
+    rows = [{**good, "out": "Clip.mp4"}, {**good, "out": "clip.MP4"}, {**good, "out": "con.mp4"},
+            {**good, "out": "takes/aux.1.mp4"}, {**good, "out": "take 2 /a.mp4"}, {**good, "out": "what?.mp4"}]
+    manifest = tmp_path / "jobs.jsonl"
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    specs, errors = load_manifest(manifest, OPTIONS)
+    assert [s.out for s in specs] == ["Clip.mp4"]
+    assert [(e.line, e.message) for e in errors] == [
+        (2, "line 2: out 'clip.MP4' is already the output of line 1; give each job its own name"),
+        (3, "line 3: The output name 'con.mp4' cannot be used: 'con.mp4' is a name Windows keeps for a device (CON, "
+            "PRN, AUX, NUL, COM1-COM9, LPT1-LPT9, with any extension), so nothing would be saved; choose another name."),
+        (4, "line 4: The output name 'takes/aux.1.mp4' cannot be used: 'aux.1.mp4' is a name Windows keeps for a "
+            "device (CON, PRN, AUX, NUL, COM1-COM9, LPT1-LPT9, with any extension), so nothing would be saved; "
+            "choose another name."),
+        (5, "line 5: The output name 'take 2 /a.mp4' cannot be used: 'take 2 ' ends in a dot or a space, which "
+            "Windows drops from file names; remove it."),
+        (6, "line 6: The output name 'what?.mp4' cannot be used: 'what?.mp4' holds '?', which Windows does not allow "
+            "in file names; use letters, digits, spaces, '-', '_' and '.'."),
+    ]
+
+
+def test_on_windows_a_job_whose_frames_would_pass_max_path_fails_alone_before_any_work(tmp_path, monkeypatch):
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    from talkingpose import file_names
+
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    out_dir = tmp_path / "out"
+    deep = "/".join(["d" * 60] * 3) + "/long.mp4"
+    manifest = _manifest(tmp_path / "jobs.csv", [(deep, "vid1", None, None, 2)])
+    results = run_batch(manifest, out_dir, OPTIONS, BatchOptions(workers=1))  # no job left: Ray is never started
+    assert [(r.status, r.job) for r in results] == [("failed", deep)]
+    assert re.fullmatch(rf"line 2: The output {re.escape(str(out_dir / deep))} would need paths of \d+ characters "
+                        r"\(the files written for it\); Windows allows 259\. Shorten --out-dir or the row's `out` by "
+                        r"at least \d+ characters\.", results[0].message), results[0].message
+    assert not (out_dir / ("d" * 60)).exists()
+
+
+def test_a_workers_output_never_ends_a_job_whatever_it_prints(ray_local):
+    """Ray writes a worker's output to log files it opens as UTF-8 (strict): a file name with an undecodable byte
+    (Linux) would end the job, and with RAY_LOG_TO_STDERR so would a Greek letter on a cp1252 console (Windows).
+    A render worker's streams escape what they cannot encode."""
+    from talkingpose.batch.worker import RenderWorker
+
+    def speak(worker):
+        print("clip-\u03b2 \u2192 \udcff")  # a Greek letter, an arrow, an undecodable byte of a Linux file name
+        return sys.stdout.encoding, sys.stdout.errors, sys.stderr.errors
+
+    worker = ray_local.remote(RenderWorker).options(num_cpus=0).remote(OPTIONS, "/nonexistent")
+    assert ray_local.get(worker.__ray_call__.remote(speak)) == ("utf-8", "backslashreplace", "backslashreplace")
+    ray_local.kill(worker)

@@ -179,3 +179,42 @@ def test_cli_offers_overwrite_and_refuses_it_with_resume(tmp_path):
     result = subprocess.run([sys.executable, "cli.py", "animate", "--driving", str(DRIVING), "--out", str(tmp_path / "x.mp4"),
                              "--resume", "--overwrite"], cwd=PACK_ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "give one of the two" in result.stderr and "Traceback" not in result.stderr
+
+
+
+_STOPPABLE = """
+import os, signal, sys
+signal.SIGBREAK = signal.SIGUSR1  # Windows' Ctrl-Break signal, played by one that Linux has
+from talkingpose.cli import main, progress
+
+report = progress.Progress.__call__
+
+def press_ctrl_break_after_two_frames(self, done, total):
+    report(self, done, total)
+    if done == 2:
+        os.kill(os.getpid(), signal.SIGBREAK)
+
+progress.Progress.__call__ = press_ctrl_break_after_two_frames
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_break_stops_animate_like_ctrl_c_and_resume_finishes(tmp_path):
+    """On Windows Ctrl-Break (SIGBREAK) ends a process at once unless handled; animate treats it as Ctrl-C: it
+    stops with the --resume sentence and exit code 130, and --resume makes the rest."""
+    if not DRIVING.is_file():
+        pytest.skip(f"shared sample {DRIVING} not found")
+    out = tmp_path / "cut.mp4"
+    argv = ["animate", "--driving", str(DRIVING), "--poses", str(POSES), "--random-weights", "--size", "64x64",
+            "--steps", "1", "--frames", "4", "--device", "cpu", "--out", str(out)]
+    stopped = subprocess.run([sys.executable, "-c", _STOPPABLE, *argv], cwd=PACK_ROOT, capture_output=True,
+                             text=True)
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "Stopped. Finished frames are kept; continue with the same command plus --resume." in stopped.stderr
+    assert "Traceback" not in stopped.stderr and not out.exists()
+    resumed = subprocess.run([sys.executable, "cli.py", *argv, "--resume"], cwd=PACK_ROOT, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    reports = [line for line in resumed.stderr.splitlines() if line.startswith("animate ")]
+    assert reports[0].startswith("animate 2/4 frames")  # it continued after the two kept frames
+    assert _probe(out)[0] == 4

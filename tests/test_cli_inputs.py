@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkingpose import file_names
 from talkingpose.cli import main
 
 from helpers import SHARED
@@ -70,8 +71,8 @@ def _animate(work: Path, *extra):
     (("--cfg", "-1"), r"cfg is -1.0; use a guidance scale of 0 or more"),
     (("--cfg", "inf"), r"cfg is inf; use a guidance scale of 0 or more"),
     (("--cfg", "nan"), r"cfg is nan; use a guidance scale of 0 or more"),
-    (("--beta", "1.5"), r"β \(closed-loop gain\) is 1.5; it must be between 0 and 1"),
-    (("--beta", "-0.1"), r"β \(closed-loop gain\) is -0.1; it must be between 0 and 1"),
+    (("--beta", "1.5"), r"beta \(closed-loop gain\) is 1.5; it must be between 0 and 1"),
+    (("--beta", "-0.1"), r"beta \(closed-loop gain\) is -0.1; it must be between 0 and 1"),
     (("--seed", "-1"), r"seed -1 is out of range"),
     (("--poses", "{w}/notes.mp4"), r"Could not read .*notes\.mp4 as a video"),
     (("--poses", "{w}/folder"), r"pose video .*folder is a folder"),
@@ -188,7 +189,7 @@ def test_sixteen_bit_grey_source_is_not_clipped_to_white(tmp_path):
 @pytest.mark.parametrize("argv, sentence", [
     (("--real", "{w}/absent.mp4", "--generated", "{w}/tiny.mp4"), r"Video file not found: .*absent\.mp4"),
     (("--real", "{w}/notes.mp4", "--generated", "{w}/tiny.mp4"), r"Could not read .*notes\.mp4 as a video"),
-    (("--real", "{w}/tiny.mp4", "--generated", "{w}/tiny.mp4", "--delta", "0"), r"δ must be a whole number of at least 1"),
+    (("--real", "{w}/tiny.mp4", "--generated", "{w}/tiny.mp4", "--delta", "0"), r"delta must be a whole number of at least 1"),
     (("--real", "{w}/tiny.mp4", "--generated", "{w}/tiny.mp4", "--metrics", "fvd"), r"Unknown or no metrics \['fvd'\]"),
     (("--real", "{w}/folder", "--generated", "{w}/tiny.mp4"), r"must both be videos or both be folders"),
     (("--real", "{w}/folder", "--generated", "{w}/folder"), r"No videos matching '\*\.mp4'"),
@@ -263,3 +264,41 @@ def test_download_checks_every_destination_before_the_first_download(work, capsy
     code, err = run_cli(capsys, "download", "--models", work / "models", "--what", "talkingpose", "vae")
     assert code == 2 and "The vae folder" in err and "is a file, not a folder" in err
     assert not (work / "models" / "talkingpose").exists()
+
+
+# ------------------------------------------------------------------------------------------------ Windows names
+@pytest.mark.parametrize("argv, sentence", [
+    (("animate", "--driving", "{w}/tiny.mp4", "--random-weights", "--out", "{w}/CON.mp4"),
+     r"argument --out: The path .*CON\.mp4 cannot be used: 'CON\.mp4' is a name Windows keeps for a device"),
+    (("animate", "--driving", "{w}/tiny.mp4", "--random-weights", "--out", "{w}/take 2./out.mp4"),
+     r"'take 2\.' ends in a dot or a space, which Windows drops from file names; remove it"),
+    (("pose", "smooth", "--driving", "{w}/t.json", "--out", "{w}/a|b.json"), r"'a\|b\.json' holds '\|'"),
+    (("finetune", "--video", "{w}/tiny.mp4", "--out", "{w}/lpt1.safetensors"), r"'lpt1\.safetensors' is a name"),
+    (("convert", "{w}", "{w}/com9.x.safetensors"), r"'com9\.x\.safetensors' is a name"),
+    (("metrics", "--real", "{w}/tiny.mp4", "--generated", "{w}/tiny.mp4", "--json", "{w}/aux/m.json"),
+     r"'aux' is a name Windows keeps"),
+    (("batch", "{w}/jobs.csv", "--out-dir", "{w}/out?"), r"argument --out-dir: The folder .* holds '\?'"),
+    (("evaluate", "--dataset", "{w}", "--out-dir", "{w}/prn"), r"argument --out-dir: The folder .*'prn' is a name"),
+])
+def test_on_windows_output_names_it_cannot_hold_are_refused_before_any_work(work, capsys, monkeypatch, argv, sentence):
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    code, err = run_cli(capsys, *(a.format(w=work) for a in argv))
+    assert code == 2 and re.search(sentence, err), err
+    _untouched(work)
+
+
+def test_on_windows_an_output_whose_kept_frames_would_pass_max_path_is_refused_before_any_work(work, capsys,
+                                                                                              monkeypatch):
+    """The deepest file a render writes is a state file's temporary inside `<out>.partial/`, 50 characters below
+    the output's own path and its temporary: that is what must fit in Windows' 259."""
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    folder = work / ("f" * (259 - len(str(work)) - 1 - 60))  # room for a 60-character name, less than the frames need
+    out = folder / "clip.mp4"
+    code, err = run_cli(capsys, "animate", "--driving", work / "tiny.mp4", "--random-weights", "--out", out)
+    assert code == 2 and not folder.exists(), err
+    length = len(str(out)) + len(".partial/state-0000000.safetensors") + len("..0000000000.xxxxxxxx.tmp")
+    assert (f"error: The output {out} would need paths of {length} characters (the files written for it); Windows "
+            f"allows 259. Shorten --out (its folder or its name) by at least {length - 259} characters.") in err
+    monkeypatch.setattr(file_names, "on_windows", lambda: False)  # elsewhere no such limit
+    assert run_cli(capsys, "animate", "--driving", work / "tiny.mp4", "--random-weights", "--size", "64x64",
+                   "--steps", "1", "--frames", "1", "--out", out)[0] == 0

@@ -147,7 +147,7 @@ def test_golden_train_loss_and_gradients_match_the_official_train_py(golden, nam
 
 
 def test_golden_train_lora_gradients_are_the_official_gradients_projected(golden):
-    """With B = 0 the LoRA model computes the official loss, and dL/dB = (α/r)·G·Aᵀ for the official weight
+    """With B = 0 the LoRA model computes the official loss, and dL/dB = (alpha/r)·G·A^T for the official weight
     gradient G: fine-tuning follows the official gradient, restricted to the low-rank subspace."""
     case, inputs, expected = golden
     networks = golden_networks()

@@ -75,7 +75,7 @@ def test_golden_sampler_whole_path(case, pipeline):
     assert frames.shape == expected["frames"].shape
     latent_err = (latents - expected["latents"]).abs().max().item()
     frame_err = (frames - expected["frames"]).abs().max().item()
-    print(f"golden {CASE_DIR.name}: max |Δ| latents {latent_err:.2e}, frames {frame_err:.2e}")
+    print(f"golden {CASE_DIR.name}: max |Delta| latents {latent_err:.2e}, frames {frame_err:.2e}")
     assert latent_err <= TOLERANCE
     assert frame_err <= TOLERANCE
 

@@ -15,7 +15,7 @@ from talkingpose.video_io import VideoReader
 
 
 def _synth_frames(n, width, height, seed):
-    """Smoothly moving content plus noise, so that frame differences at any δ are non-trivial."""
+    """Smoothly moving content plus noise, so that frame differences at any delta are non-trivial."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     frames = []
@@ -60,7 +60,7 @@ def _decode_cv2(path):
 
 def _reference_tje(real_path, gen_path, delta):
     """The definition, whole-array: pair until the shorter ends, area-resize generated frames to the real size,
-    per-term mean over channels of per-channel means of ||R_t − R_{t−δ}| − |G_t − G_{t−δ}||, mean over terms."""
+    per-term mean over channels of per-channel means of ||R_t - R_{t-delta}| - |G_t - G_{t-delta}||, mean over terms."""
     real, gen = _decode_cv2(real_path), _decode_cv2(gen_path)
     n = min(len(real), len(gen))
     real, gen = real[:n], gen[:n]
@@ -98,7 +98,7 @@ def test_tje_matches_definition_same_size(videos, delta):
 @pytest.mark.parametrize("gen_key, n_frames", [("gen_small_short", 22), ("gen_large_long", 30)])
 def test_tje_different_lengths_and_sizes(videos, gen_key, n_frames):
     expected, n_terms, _ = _reference_tje(videos["real"], videos[gen_key], 2)
-    got = metrics.compare_videos(videos["real"], videos[gen_key])  # δ defaults to 2
+    got = metrics.compare_videos(videos["real"], videos[gen_key])  # delta defaults to 2
     assert got.delta == 2
     assert got.n_frames == n_frames and got.tje_terms == n_terms == n_frames - 2
     assert got.tje == pytest.approx(expected, rel=0, abs=1e-9)
@@ -190,7 +190,7 @@ def test_psnr_known_values_and_per_frame_mean():
     # uint8 frames in the float variant are divided by 255, so both variants agree on them
     assert metrics.psnr_float(zero, one) == pytest.approx(20 * math.log10(255), abs=1e-9)
     result = metrics.compare_frames([zero, zero], [one, ten], metrics=("psnr_8bit", "psnr_float"))
-    # the mean of per-frame PSNRs (38.13 dB), not the PSNR of the mean MSE (50.5 → 31.1 dB)
+    # the mean of per-frame PSNRs (38.13 dB), not the PSNR of the mean MSE (50.5 -> 31.1 dB)
     assert result.psnr_8bit == pytest.approx(20 * math.log10(255) - 10, abs=1e-12)
     assert result.psnr_float == pytest.approx(result.psnr_8bit, abs=1e-9)
     assert result.tje is None and result.ssim is None
@@ -200,7 +200,7 @@ def test_psnr_float_frames_and_their_8bit_quantisation():
     real = np.full((12, 12, 3), 0.5)
     gen = np.full((12, 12, 3), 0.6)
     assert metrics.psnr_float(real, gen) == pytest.approx(20.0, abs=1e-9)  # MSE 0.01 in [0, 1]
-    # 8-bit variant truncates like the official video saving: 0.5 → 127, 0.6 → 153
+    # 8-bit variant truncates like the official video saving: 0.5 -> 127, 0.6 -> 153
     assert metrics.psnr_8bit(real, gen) == pytest.approx(20 * math.log10(255 / 26), abs=1e-12)
     result = metrics.compare_frames([real], [gen], metrics=("psnr_float", "psnr_8bit"))
     assert result.psnr_float == pytest.approx(20.0, abs=1e-9)
@@ -228,7 +228,7 @@ def test_generated_frames_are_area_resized_for_every_metric():
 
 def _ssim_direct(x, y):
     """SSIM straight from Wang et al. 2004: at every pixel whose 11×11 window fits, Gaussian-weighted
-    (σ = 1.5) means, population variances and covariance; per channel mean, then mean over channels."""
+    (sigma = 1.5) means, population variances and covariance; per channel mean, then mean over channels."""
     x, y = x.astype(np.float64), y.astype(np.float64)
     k = np.arange(-5, 6)
     g = np.exp(-(k[:, None] ** 2 + k[None, :] ** 2) / (2 * 1.5**2))

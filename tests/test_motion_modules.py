@@ -58,8 +58,8 @@ def test_active_motion_modules_are_applied_not_dropped(stage2):
 
 def test_motion_module_follows_the_block_the_official_unet_runs_it_after(stage2):
     unet = load_networks(stage2["plain"]).denoising_unet
-    # Down and up blocks with attention: resnet → attention → motion; without: resnet → motion;
-    # mid block: resnet → (attention → motion → resnet).
+    # Down and up blocks with attention: resnet -> attention -> motion; without: resnet -> motion;
+    # mid block: resnet -> (attention -> motion -> resnet).
     assert motion_modules.target_block("down_blocks.0.motion_modules.1", unet) == "down_blocks.0.attentions.1"
     assert motion_modules.target_block("down_blocks.3.motion_modules.1", unet) == "down_blocks.3.resnets.1"
     assert motion_modules.target_block("mid_block.motion_modules.0", unet) == "mid_block.attentions.0"

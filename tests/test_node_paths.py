@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from talkingpose import file_names
 from talkingpose.errors import TalkingPoseError
 from talkingpose.sampler import SamplerSettings, SamplerState
 from nodes import paths
@@ -173,6 +174,42 @@ def test_save_keypoints_refuses_the_prefix_and_writes_nothing(comfy_dirs, prefix
     assert _files(comfy_dirs) == before
 
 
+
+@pytest.mark.parametrize("prefix, sentence", [
+    ("talkingpose/CON", r"'CON' is a name Windows keeps for a device .* choose another name"),
+    ("nul.backup/track", r"'nul\.backup' is a name Windows keeps for a device"),
+    ("Com3", r"'Com3' is a name Windows keeps for a device"),
+    ("LPT9 .old/track", r"'LPT9 \.old' is a name Windows keeps for a device"),
+    ("talkingpose./track", r"'talkingpose\.' ends in a dot or a space, which Windows drops"),
+    ("take 2 /track", r"'take 2 ' ends in a dot or a space"),
+    ("clip:2/track", r"'clip:2' holds ':', which Windows does not allow in file names"),
+    ('what?"*<>|', r"""'what\?"\*<>\|' holds '"' '\*' '<' '>' '\?' '\|', which Windows does not allow"""),
+])
+def test_save_keypoints_refuses_names_windows_cannot_hold_on_every_system(comfy_dirs, prefix, sentence):
+    """A shared workflow must work on Windows, where most artists run ComfyUI: CON.json or a folder "take 2 "
+    are lost or renamed there, so the name is refused everywhere with the reason."""
+    before = _files(comfy_dirs)
+    with pytest.raises(TalkingPoseError, match=rf"^The keypoint file name prefix .* cannot be used: {sentence}"):
+        TalkingPoseSaveKeypoints().save(KEYPOINTS, prefix)
+    assert _files(comfy_dirs) == before
+
+
+def test_save_state_refuses_a_reserved_name_and_a_path_beyond_windows_limit(comfy_dirs, monkeypatch):
+    with pytest.raises(TalkingPoseError, match=r"^The state file name 'aux' cannot be used: 'aux' is a name Windows "
+                                               r"keeps for a device"):
+        SaveTalkingPoseState().save(_state(), "aux", False)
+    name = "/".join(["d" * 50] * 4) + "/state"  # fine on Linux; on Windows the save would pass MAX_PATH
+    monkeypatch.setattr(file_names, "on_windows", lambda: True)  # as sys.platform == "win32"
+    before = _files(comfy_dirs)
+    with pytest.raises(TalkingPoseError, match=r"would need paths of \d+ characters .*Windows allows 259\. Shorten "
+                                               r"the name \(or the path of ComfyUI's output folder\) by at least"):
+        SaveTalkingPoseState().save(_state(), name, False)
+    assert _files(comfy_dirs) == before
+    monkeypatch.setattr(file_names, "on_windows", lambda: False)
+    SaveTalkingPoseState().save(_state(), name, False)
+    assert (comfy_dirs / "output" / f"{name}.safetensors").is_file()
+
+
 def test_save_keypoints_with_brackets_in_the_prefix_numbers_on(comfy_dirs):
     first = Path(TalkingPoseSaveKeypoints().save(KEYPOINTS, "take[1]/pose[a")["result"][0])
     second_frames = [dict(KEYPOINTS[0], canvas_width=32)]
@@ -226,7 +263,7 @@ def test_keypoint_errors_do_not_repeat_the_file_content(comfy_dirs):
 
 # ------------------------------------------------------------------------------------------------ the rules
 def test_plain_names_pass_unchanged():
-    for name in ("state", "talkingpose/state", "a b/c-d_e.f", "日本/名前", "x" * paths.MAX_PART_BYTES, " padded "):
+    for name in ("state", "talkingpose/state", "a b/c-d_e.f", "\u65e5\u672c/\u540d\u524d", "x" * paths.MAX_PART_BYTES, " padded "):
         assert paths.check_name(name, "file name", writes=True) == name.strip()
 
 

@@ -41,7 +41,7 @@ def _golden_cases() -> list:
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    """PNG → RGB uint8 (gray and alpha images come out as the 3-channel RGB the reference was fed)."""
+    """PNG -> RGB uint8 (gray and alpha images come out as the 3-channel RGB the reference was fed)."""
     img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     assert img is not None, path
     if img.dtype != np.uint8:
@@ -142,7 +142,7 @@ def _brightness_pose_model(path: Path, base_x: np.ndarray, base_y: np.ndarray, b
 
 
 def _peaked_simcc(seed: int = 0, low_score: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """SimCC maps with one peak per keypoint; peak heights 0.5 (visible for any crop gain ≥ 0.6) or `low_score`."""
+    """SimCC maps with one peak per keypoint; peak heights 0.5 (visible for any crop gain >= 0.6) or `low_score`."""
     rng = np.random.default_rng(seed)
     bx = np.zeros((133, 576), np.float32)
     by = np.zeros((133, 768), np.float32)
@@ -213,7 +213,7 @@ def test_nobody_detected_uses_the_whole_image(synth):
     pose = ex(frame)
     h, w = pose.canvas_hw
     assert (h, w) == (512, 704)
-    # Black canvas → the normalised crop mean is a fixed value; the gain is mean + 3.
+    # Black canvas -> the normalised crop mean is a fixed value; the gain is mean + 3.
     crop_mean = float(np.mean((0 - est_mod.MEAN) / est_mod.STD).astype(np.float32))
     gain = np.float32(crop_mean) + np.float32(3.0)
     px, py, score = _expected_whole_image(bx, by, gain, (h, w))
@@ -222,7 +222,7 @@ def test_nobody_detected_uses_the_whole_image(synth):
     left_shoulder_wb = 5  # COCO index of the left shoulder = OpenPose index 5 as well
     np.testing.assert_allclose(pose.body[5], [px[left_shoulder_wb] / w, py[left_shoulder_wb] / h], atol=1e-6)
     np.testing.assert_allclose(pose.body[0], [px[0] / w, py[0] / h], atol=1e-6)
-    # Face points come from COCO 23..90 → face[0] is COCO 23.
+    # Face points come from COCO 23..90 -> face[0] is COCO 23.
     if score[23] >= 0.3:
         np.testing.assert_allclose(pose.face[0], [px[23] / w, py[23] / h], atol=1e-6)
     else:

@@ -8,7 +8,7 @@ from talkingpose.pose import Alignment, PoseFrame, align_track, estimate_alignme
 
 
 def _person(neck=(256.0, 200.0), shoulder_half=60.0, head=70.0, canvas=(512, 512), jitter=0.0, seed=0):
-    """A simple upright person in canvas pixels → PoseFrame (normalised)."""
+    """A simple upright person in canvas pixels -> PoseFrame (normalised)."""
     rng = np.random.default_rng(seed)
     h, w = canvas
     nx, ny = neck

@@ -77,7 +77,7 @@ def test_extract_node_reproduces_the_official_render(models_env):
     assert small.shape == (1, 384, 256, 3)
     person = kps2[0]["people"][0]
     assert person["hand_left_keypoints_2d"] is None and person["face_keypoints_2d"] is None
-    # 0 keeps the detection canvas (here 1280x720 → 896x512).
+    # 0 keeps the detection canvas (here 1280x720 -> 896x512).
     wide = _rgb(GOLDEN / "det_1280x720_input.png")
     out, kps3, _ = node.extract(_image_batch(wide), 0, 0, True, True, True)
     assert out.shape == (1, 512, 896, 3) and kps3[0]["canvas_width"] == 896

@@ -460,3 +460,76 @@ def test_a_run_recorded_with_the_old_retarget_option_resumes_with_alignment(tmp_
     assert resume_point(writer, {**settings, "alignment": "retarget"}).next_frame == 3
     with pytest.raises(RunMismatch, match=r"alignment: 'retarget' before, 'similarity' now"):
         resume_point(writer, {**settings, "alignment": "similarity"})
+
+
+class _HeldOpen:
+    """os.replace as Windows does it while another program has the target open: PermissionError, `times` times
+    (forever when None), then the real rename. Time passes only through the fake clock's sleeps."""
+
+    def __init__(self, monkeypatch, target, times):
+        self.target, self.times, self.refused, self.now, self.pauses = Path(target), times, 0, 0.0, []
+        self.real_replace = os.replace
+        monkeypatch.setattr(durable.os, "replace", self.replace)
+        monkeypatch.setattr(durable.time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(durable.time, "sleep", self.sleep)
+
+    def replace(self, source, destination):
+        if Path(destination) == self.target and (self.times is None or self.refused < self.times):
+            self.refused += 1
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        self.real_replace(source, destination)
+
+    def sleep(self, seconds):
+        self.pauses.append(seconds)
+        self.now += seconds
+
+
+def test_replacing_a_file_held_open_for_a_moment_is_retried(tmp_path, monkeypatch):
+    path = durable.write_bytes(tmp_path / "clip.mp4", b"old")
+    held = _HeldOpen(monkeypatch, path, times=3)  # an antivirus scan, say
+    durable.write_bytes(path, b"new")
+    assert held.refused == 3 and path.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_replacing_a_file_held_open_for_good_keeps_both_and_names_where(tmp_path, monkeypatch):
+    path = durable.write_bytes(tmp_path / "clip.mp4", b"old")
+    (tmp_path / "clip.new.mp4").write_bytes(b"someone's")  # a name in the way is never replaced
+    held = _HeldOpen(monkeypatch, path, times=None)  # a player showing the video
+    with pytest.raises(TalkingPoseError) as raised:
+        durable.write_bytes(path, b"new")
+    kept = tmp_path / "clip.new2.mp4"
+    assert str(raised.value) == (
+        f"Could not replace {path}: another program holds it open (a video player, ComfyUI's preview or an antivirus "
+        f"scan, say). The old file is unchanged and the new content is kept as {kept}; close that program, then "
+        "delete the old file and rename clip.new2.mp4 to clip.mp4 (or run again).")
+    assert path.read_bytes() == b"old" and kept.read_bytes() == b"new"
+    assert (tmp_path / "clip.new.mp4").read_bytes() == b"someone's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "clip.new.mp4", "clip.new2.mp4"]
+    assert held.refused > 3 and durable.REPLACE_RETRY_SECONDS - 1 < held.now <= durable.REPLACE_RETRY_SECONDS
+
+
+def test_the_memory_check_reads_the_systems_memory_without_proc(monkeypatch, caplog):
+    """/proc/meminfo exists only on Linux: without it (Windows, macOS) the check must still refuse and warn."""
+    import psutil
+
+    real_open = open
+
+    def no_proc(file, *args, **kwargs):
+        if str(file).startswith("/proc"):
+            raise FileNotFoundError(2, "No such file or directory", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=5 * 2**30, available=2**30))
+    with pytest.raises(TalkingPoseError, match=r"more than the 5\.0 GiB RAM of this machine\. Use a smaller size "
+                                               r"\(up to about 424x424 fits\)"):
+        memory.check_fits(512, 512, torch.device("cpu"), torch.float32)
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        memory.check_fits(256, 256, torch.device("cpu"), torch.float32)
+    assert "only 1.0 GiB of RAM is free now" in caplog.text
+    # less memory than the weights alone: a sentence, not a crash on the square root of a negative number
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=2**30, available=2**29))
+    with pytest.raises(TalkingPoseError, match=r"more than the 1\.0 GiB RAM .* No size fits: the weights alone need "
+                                               r"about 4\.2 GiB"):
+        memory.check_fits(512, 512, torch.device("cpu"), torch.float32)

@@ -163,8 +163,8 @@ def test_several_videos_batched_equal_each_video_alone(tiny_pipeline, appearance
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"beta": 1.5}, "β .* must be between 0 and 1"),
-        ({"beta": -0.1}, "β .* must be between 0 and 1"),
+        ({"beta": 1.5}, "beta .* must be between 0 and 1"),
+        ({"beta": -0.1}, "beta .* must be between 0 and 1"),
         ({"steps": 0}, "steps is 0; it must be a whole number of at least 1"),
         ({"cfg": float("nan")}, "cfg is nan"),
     ],
@@ -211,7 +211,7 @@ def test_batched_sampler_keeps_each_videos_own_closed_loop(tiny_pipeline, appear
                 for a, b in zip(poses_a, poses_b)]
     alone_a, _ = _run(tiny_pipeline, appearance, settings[0], poses_a)
     alone_b, _ = _run(tiny_pipeline, other, settings[1], poses_b)
-    # Batched matmuls round differently from single ones; guidance 3.5 and the loop (β 0.2) carry that up to
+    # Batched matmuls round differently from single ones; guidance 3.5 and the loop (beta 0.2) carry that up to
     # ~3e-4 on these random weights, so the golden tolerance is used.
     torch.testing.assert_close(torch.stack([t[0] for t in together]), torch.stack(alone_a), rtol=0, atol=1e-3)
     torch.testing.assert_close(torch.stack([t[1] for t in together]), torch.stack(alone_b), rtol=0, atol=1e-3)

@@ -71,8 +71,8 @@ def test_default_strength_halves_jitter_and_follows_a_sudden_move(part):
     clean, noisy = noisy_track()
     smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
     before, after, acc_before, acc_after, settle = jitter_figures(clean, noisy, smoothed, part)
-    # Measured (residual px, mean |acceleration| px/frame², frames to settle): body 1.48 → 0.60, 4.56 → 0.74, 1;
-    # hands 1.49 → 0.73, 4.59 → 1.15, 1; face 1.52 → 1.05, 4.64 → 2.09, 1 (the face adapts fastest: the lips'
+    # Measured (residual px, mean |acceleration| px/frame², frames to settle): body 1.48 -> 0.60, 4.56 -> 0.74, 1;
+    # hands 1.49 -> 0.73, 4.59 -> 1.15, 1; face 1.52 -> 1.05, 4.64 -> 2.09, 1 (the face adapts fastest: the lips'
     # quick small movements carry the speech).
     assert acc_after <= 0.5 * acc_before
     if part != "face":
@@ -86,7 +86,7 @@ def test_a_slowly_swaying_person_is_smoothed_without_losing_the_sway():
     clean, noisy = noisy_track(sway_px=6.0)
     smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
     before, after, acc_before, acc_after, settle = jitter_figures(clean, noisy, smoothed, "body")
-    # Measured: residual 1.48 → 0.89 px (the sway's lag is part of it), acceleration 4.56 → 0.86.
+    # Measured: residual 1.48 -> 0.89 px (the sway's lag is part of it), acceleration 4.56 -> 0.86.
     assert after <= 0.65 * before and acc_after <= 0.5 * acc_before and settle <= 2
 
 

@@ -175,6 +175,24 @@ def test_temporary_files_of_a_killed_save_are_removed_by_the_next_save(tmp_path)
     assert alive.exists() and other.exists()
 
 
+
+def test_finding_a_dead_writer_never_signals_a_process_on_windows(tmp_path, monkeypatch):
+    """On Windows os.kill with any signal but CTRL_C/CTRL_BREAK terminates the process, so asking "is pid N alive?"
+    with os.kill(N, 0) would kill whatever program now has that pid. Liveness must only look."""
+    def kill(*args):
+        pytest.fail(f"os.kill{args} called while deciding whether a writer is alive")
+
+    path = tmp_path / "s.safetensors"
+    dead = tmp_path / f".{path.name}.{_dead_pid()}.x1y2z3.tmp"
+    alive = tmp_path / f".{path.name}.{os.getppid()}.a1b2c3.tmp"
+    for temporary in (dead, alive):
+        temporary.write_bytes(b"\0")
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(os, "kill", kill)
+    _state().save(path)
+    assert not dead.exists() and alive.exists()
+
+
 _SAVER = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import durable
+from .. import file_names
 from ..errors import TalkingPoseError
 from .manifest import JobSpec, RenderOptions, load_manifest
 from .worker import DONE_FOLDER, RenderWorker, done_marker, read_done_marker
@@ -237,6 +238,11 @@ def run_batch(manifest: Path, out_dir: Path, options: RenderOptions, batch: Batc
     results: dict[int, JobResult] = {e.line: JobResult(e.out, e.line, "failed", message=e.message) for e in errors}
     todo = []
     for spec in specs:
+        try:
+            file_names.check_length(out_dir / spec.out, file_names.RENDER_EXTRA, "output", "--out-dir or the row's `out`")
+        except TalkingPoseError as exc:
+            results[spec.line] = JobResult(spec.out, spec.line, "failed", message=f"line {spec.line}: {exc}")
+            continue
         earlier = _earlier_output(out_dir, spec, options)
         if earlier is None:
             todo.append(spec)

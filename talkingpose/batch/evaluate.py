@@ -50,7 +50,10 @@ def dataset_rows(dataset: Path, poses_dir: Path | None = None, frames: int | Non
 
 
 def measure(real: str, generated: str, deltas: tuple[int, ...]) -> dict:
-    """All metrics of one pair: TJE for each δ, PSNR and SSIM (a Ray task)."""
+    """All metrics of one pair: TJE for each delta, PSNR and SSIM (a Ray task)."""
+    from ..console import make_streams_safe
+
+    make_streams_safe()  # as in RenderWorker: nothing the task prints may end it
     first = video_metrics.compare_videos(real, generated, delta=deltas[0])
     tje = {deltas[0]: first}
     for delta in deltas[1:]:

@@ -4,7 +4,8 @@ Columns: `out` (the output's name relative to the output folder), `driving`, `po
 video) and/or `keypoints` (a keypoint track JSON) as `animate` takes them, optional `source` (frame 0 of the
 driving video when empty) and optional per-job `seed`, `beta`, `frames`, `fps` (a keypoint track without a
 driving video: 25 when empty). Relative paths are taken relative to the manifest's folder. Every problem of a row — an
-unknown column, a missing or unreadable file, a bad number, an `out` name used twice — becomes that row's
+unknown column, a missing or unreadable file, a bad number, an `out` name used twice (names that differ only in
+case count as one: they are one file on Windows and macOS), a name Windows cannot hold — becomes that row's
 error and the other rows go on; only a manifest that cannot be read at all stops everything.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from .. import file_names
 from ..errors import TalkingPoseError
 
 COLUMNS = ("out", "source", "driving", "poses", "keypoints", "seed", "beta", "frames", "fps")
@@ -159,11 +161,13 @@ def _out_name(value) -> str:
         raise TalkingPoseError(f"out {value!r} must be a file name inside the output folder (no absolute path, no '..')")
     if name.suffix.lower() != ".mp4":
         raise TalkingPoseError(f"out {value!r} must end in .mp4")
+    # A job list travels between machines: a name only Linux can hold is refused on every one.
+    file_names.check_relative_name(name.as_posix(), "output name")
     return name.as_posix()
 
 
 def parse_row(line: int, row: dict, base: Path, options: RenderOptions) -> JobSpec:
-    """One row → its JobSpec; a TalkingPoseError names what is wrong with it."""
+    """One row -> its JobSpec; a TalkingPoseError names what is wrong with it."""
     from ..animate import check_inputs
 
     if "__error__" in row:

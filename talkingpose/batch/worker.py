@@ -59,7 +59,11 @@ class RenderWorker:
 
     def __init__(self, options: RenderOptions, out_dir: str):
         from ..animate import load_job_pipeline
+        from ..console import make_streams_safe
 
+        # Ray writes a worker's output to log files it opens as UTF-8, or, with RAY_LOG_TO_STDERR, to the raylet's
+        # console in the machine's code page: nothing printed may end a job either way.
+        make_streams_safe()
         self.options = options
         self.out_dir = Path(out_dir)
         with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
@@ -67,8 +71,8 @@ class RenderWorker:
                                           random_weights=options.random_weights, device=options.device,
                                           precision=options.precision)
         self.identity = {"pid": os.getpid(), "host": socket.gethostname()}
-        self._open: dict = {}  # out name → (JobSpec, JobRender)
-        self._opened_at: dict = {}  # out name → when this process opened it
+        self._open: dict = {}  # out name -> (JobSpec, JobRender)
+        self._opened_at: dict = {}  # out name -> when this process opened it
         self._group: tuple = ()  # the renders sharing `_batched_sampler`
         self._batched_sampler = None
 

@@ -9,21 +9,24 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+
+from ..console import make_streams_safe
 
 COMMANDS = ("animate", "download", "convert", "metrics", "pose", "batch", "evaluate", "finetune")
 
 DESCRIPTION = """\
 TalkingPose: animate one photo of a person with a driving video.
 
-    animate   source image + driving video → animated mp4 (streams; --resume after Ctrl-C or a crash)
+    animate   source image + driving video -> animated mp4 (streams; --resume after Ctrl-C or a crash)
     download  fetch the released weights from Hugging Face (asks nothing, downloads only when run)
     convert   write the three TalkingPose files as one fp16 .safetensors
     metrics   TJE, PSNR and SSIM between real and generated videos (or folders of them)
     pose      keypoint tracks: extract, retarget to the source person, smooth, draw
     batch     many jobs (a CSV or JSON Lines list) on Ray: this machine or a cluster; resumable
     evaluate  the paper's self-identity protocol on a folder of videos: renders, then TJE/PSNR/SSIM
-    finetune  a person's clip → LoRA adapter for animate --lora (resumable)
+    finetune  a person's clip -> LoRA adapter for animate --lora (resumable)
 """
 
 
@@ -56,7 +59,12 @@ def missing_requirement(exc: ModuleNotFoundError) -> str:
 
 
 def main(argv=None, prog: str = "talkingpose") -> int:
+    make_streams_safe()  # first: --help and argparse's own errors print too
     args = build_parser(prog).parse_args(argv)
+    if hasattr(signal, "SIGBREAK"):
+        # Windows: Ctrl-Break ends a process at once by default; as Ctrl-C, it stops the command cleanly instead
+        # (finished frames kept and the --resume sentence printed).
+        signal.signal(signal.SIGBREAK, signal.default_int_handler)
     configure_logging()
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # the loaders' own bars hide ours
     from ..errors import TalkingPoseError

@@ -1,10 +1,10 @@
-"""`animate`: source image + driving video → animated mp4."""
+"""`animate`: source image + driving video -> animated mp4."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from .options import add_alignment, size
+from .options import add_alignment, output_file, size
 from .pose import DEFAULT, resolve_strength, strength
 from .progress import Progress
 
@@ -22,12 +22,12 @@ def register(subparsers) -> None:
     an.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
                     help="smooth the keypoints, 0 (off) to 1 (alone: the default strength, 0.5)")
     an.add_argument("--fps", type=float, help="frame rate with --keypoints and no --driving video (default 25)")
-    an.add_argument("--out", type=Path, required=True, help="output mp4")
+    an.add_argument("--out", type=output_file, required=True, help="output mp4")
     an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
     an.add_argument("--frames", type=int, help="stop after this many frames")
     an.add_argument("--steps", type=int, default=30)
     an.add_argument("--cfg", type=float, default=3.5)
-    an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain β (0-1; the paper's 0.05)")
+    an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta (0-1; the paper's 0.05)")
     an.add_argument("--seed", type=int, default=42)
     an.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch", help="aspect-ratio handling")
     an.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/)")

@@ -5,7 +5,7 @@ import sys
 import time
 from pathlib import Path
 
-from .options import size
+from .options import output_folder, size
 
 
 def add_render_options(parser) -> None:
@@ -14,7 +14,7 @@ def add_render_options(parser) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--cfg", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=42, help="seed of jobs without their own")
-    parser.add_argument("--beta", type=float, default=0.05, help="closed-loop gain β of jobs without their own (0-1)")
+    parser.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta of jobs without their own (0-1)")
     parser.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch", help="aspect-ratio handling")
     parser.add_argument("--models", type=Path, help="models root with talkingpose/, vae/, clip_vision/, dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/), as seen by the workers")
     parser.add_argument("--model", help="which model under talkingpose/ (default: the first found)")
@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                                            "(default: frame 0 of the driving video), seed, beta, frames. Running the "
                                            "same command again skips finished jobs and continues unfinished ones.")
     ba.add_argument("jobs", type=Path, help="CSV or JSON Lines file, one job a row; relative paths are relative to it")
-    ba.add_argument("--out-dir", type=Path, required=True, help="where the videos and summary.json go")
+    ba.add_argument("--out-dir", type=output_folder, required=True, help="where the videos and summary.json go")
     add_render_options(ba)
     ba.set_defaults(func=run)
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import check_writable_file
+from .options import check_writable_file, output_file
 
 
 def register(subparsers) -> None:
     cv = subparsers.add_parser("convert", help="convert the released .pth files to one .safetensors")
     cv.add_argument("source", type=Path, help="folder with denoising_unet.pth, reference_unet.pth, pose_guider.pth")
-    cv.add_argument("out", type=Path, help="output .safetensors")
+    cv.add_argument("out", type=output_file, help="output .safetensors")
     cv.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], default="fp16")
     cv.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     cv.set_defaults(func=run)

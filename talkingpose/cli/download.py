@@ -35,7 +35,7 @@ def run(args) -> int:
         check_writable_folder(targets[name][1], f"The {name} folder")
     for name in args.what:
         repo, dest, fetch = targets[name]
-        print(f"{name}: {repo} → {dest}")
+        print(f"{name}: {repo} -> {dest}")
         for path in fetch(dest):
             print(f"  {path.name}  sha256 {downloads.sha256(path)[:16]}…")
     return 0

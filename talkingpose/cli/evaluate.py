@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from .batch import ProgressBar, add_render_options, batch_options, render_options
+from .options import output_folder
 
 
 def register(subparsers) -> None:
@@ -14,11 +15,11 @@ def register(subparsers) -> None:
                     "(via batch, on Ray) are compared with the real videos. Writes OUT/metrics.json, OUT/metrics.csv "
                     "and the videos in OUT/videos/. Running it again reuses the finished renders.")
     ev.add_argument("--dataset", type=Path, required=True, help="folder of driving videos")
-    ev.add_argument("--out-dir", type=Path, required=True)
+    ev.add_argument("--out-dir", type=output_folder, required=True)
     ev.add_argument("--poses-dir", type=Path, help="ready DWPose renders NAME.mp4 or keypoint tracks NAME.json "
                                                    "(default DATASET/dwpose; videos without one get poses extracted)")
     ev.add_argument("--frames", type=int, help="render at most this many frames per video (metrics cover those frames)")
-    ev.add_argument("--delta", type=int, nargs="+", default=[2], help="TJE frame distances δ (2 is always included)")
+    ev.add_argument("--delta", type=int, nargs="+", default=[2], help="TJE frame distances delta (2 is always included)")
     ev.add_argument("--overwrite", action="store_true",
                     help="replace OUT/metrics.json, OUT/metrics.csv and OUT/jobs.jsonl when they are already there "
                          "(finished renders are reused all the same)")

@@ -1,10 +1,11 @@
-"""`finetune`: a person's clip → a LoRA adapter (a "character file" for `animate --lora`)."""
+"""`finetune`: a person's clip -> a LoRA adapter (a "character file" for `animate --lora`)."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
-from .options import size
+from .options import output_file, size
 
 
 def register(subparsers) -> None:
@@ -17,7 +18,9 @@ def register(subparsers) -> None:
     poses = ft.add_mutually_exclusive_group()
     poses.add_argument("--poses", type=Path, help="the clip's DWPose render video (default: extract with DWPose)")
     poses.add_argument("--keypoints", type=Path, help="the clip's POSE_KEYPOINT track (JSON, e.g. Save Pose Keypoints)")
-    ft.add_argument("--out", type=Path, required=True, help="adapter file to write (.safetensors)")
+    # beside: the checkpoint next to the adapter (finetune.job.checkpoint_path; not imported here: it brings torch)
+    ft.add_argument("--out", type=partial(output_file, beside=".checkpoint.pt"), required=True,
+                    help="adapter file to write (.safetensors)")
     ft.add_argument("--steps", type=int, default=1000, help="training steps (default 1000)")
     ft.add_argument("--rank", type=int, default=16, help="LoRA rank (default 16; alpha = rank)")
     ft.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
@@ -79,7 +82,7 @@ def run(args) -> int:
         for bar in bars.values():
             bar.close()
     summary = result.adapter.info["loss"]
-    print(f"wrote {args.out}: {result.adapter.info['steps']} steps, loss {summary['mean_first_tenth']:.4f} → "
-          f"{summary['mean_last_tenth']:.4f} (mean of first/last tenth); fixed batch {result.eval_before:.4f} → "
+    print(f"wrote {args.out}: {result.adapter.info['steps']} steps, loss {summary['mean_first_tenth']:.4f} -> "
+          f"{summary['mean_last_tenth']:.4f} (mean of first/last tenth); fixed batch {result.eval_before:.4f} -> "
           f"{result.eval_after:.4f}; {result.seconds:.0f} s" + (" (SMOKE RUN with random weights)" if args.random_weights else ""))
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .options import check_writable_file
+from .options import check_writable_file, output_file
 from .progress import Progress
 
 
@@ -12,9 +12,9 @@ def register(subparsers) -> None:
     me = subparsers.add_parser("metrics", help="TJE / PSNR / SSIM between real and generated videos")
     me.add_argument("--real", type=Path, required=True)
     me.add_argument("--generated", type=Path, required=True)
-    me.add_argument("--delta", type=int, default=2, help="TJE frame distance δ ≥ 1 (default 2)")
+    me.add_argument("--delta", type=int, default=2, help="TJE frame distance delta >= 1 (default 2)")
     me.add_argument("--metrics", nargs="+", default=None, help="subset of: tje psnr_float psnr_8bit ssim (default all)")
-    me.add_argument("--json", type=Path)
+    me.add_argument("--json", type=output_file)
     me.set_defaults(func=run)
 
 

@@ -5,11 +5,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from .. import file_names
 from ..errors import TalkingPoseError
 
 
 def size(text: str) -> tuple[int, int]:
-    """`WIDTHxHEIGHT` → (width, height)."""
+    """`WIDTHxHEIGHT` -> (width, height)."""
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -29,6 +30,30 @@ def add_alignment(parser, choices: list[str], default: str, help: str, legacy_fl
     parser.add_argument("--alignment", type=alignment, choices=choices, default=default, help=help)
     parser.add_argument(legacy_flag, dest="alignment", type=alignment, choices=choices, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
+
+
+def output_file(text: str, beside: str = "") -> Path:
+    """An output file argument: on Windows, refused at once when Windows cannot hold one of its names or a save of
+    it (or of the file `NAME + beside` the command writes next to it) would pass MAX_PATH (see
+    talkingpose.file_names)."""
+    path = Path(text)
+    try:
+        file_names.check_path(path, "path")
+        file_names.check_length(path, len(beside) + file_names.TEMPORARY_EXTRA, "path",
+                                "the path (its folder or its name)")
+    except TalkingPoseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
+
+
+def output_folder(text: str) -> Path:
+    """An output folder argument: on Windows, refused at once when Windows cannot hold one of its names."""
+    path = Path(text)
+    try:
+        file_names.check_path(path, "folder")
+    except TalkingPoseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_alignment, size
+from .options import add_alignment, output_file, size
 
 _MODELS_HELP = ("models root with dwpose/ (default: $TALKINGPOSE_MODELS or ComfyUI's models/); DWPose runs only "
                 "for `extract` and for an image given as --source")
@@ -48,7 +48,7 @@ def register(subparsers) -> None:
 
     ex = commands.add_parser("extract", help="DWPose keypoints of every frame of a video, as POSE_KEYPOINT JSON")
     ex.add_argument("--video", type=Path, required=True, help="driving video")
-    ex.add_argument("--out", type=Path, required=True, help="output .json")
+    ex.add_argument("--out", type=output_file, required=True, help="output .json")
     ex.add_argument("--frames", type=int, help="stop after this many frames")
     ex.add_argument("--models", type=Path, help=_MODELS_HELP)
     ex.set_defaults(func=run_extract)
@@ -56,7 +56,7 @@ def register(subparsers) -> None:
     rt = commands.add_parser("retarget", help="give a driving track the source person's bone lengths")
     rt.add_argument("--source", type=Path, required=True, help="source image, or a one-frame POSE_KEYPOINT .json")
     rt.add_argument("--driving", type=Path, required=True, help="driving track (.json)")
-    rt.add_argument("--out", type=Path, required=True, help="output .json (in the source's canvas)")
+    rt.add_argument("--out", type=output_file, required=True, help="output .json (in the source's canvas)")
     rt.add_argument("--smooth", type=strength, nargs="?", const=DEFAULT, default=0.0, metavar="STRENGTH",
                     help="also smooth, 0 (off) to 1 (alone: the default strength, 0.5)")
     add_alignment(rt, ["retarget", "similarity"], "retarget", legacy_flag="--mode",
@@ -67,14 +67,14 @@ def register(subparsers) -> None:
 
     sm = commands.add_parser("smooth", help="One-Euro smoothing of a track (jitter out, sudden moves kept)")
     sm.add_argument("--driving", type=Path, required=True, help="track to smooth (.json)")
-    sm.add_argument("--out", type=Path, required=True, help="output .json")
+    sm.add_argument("--out", type=output_file, required=True, help="output .json")
     sm.add_argument("--strength", type=strength, default=DEFAULT,
                     help="0 (off: the input unchanged) to 1 (default: the default strength, 0.5)")
     sm.set_defaults(func=run_smooth)
 
     dr = commands.add_parser("draw", help="render a track as Pose Extract draws it")
     dr.add_argument("--keypoints", type=Path, required=True, help="track (.json)")
-    dr.add_argument("--out", type=Path, required=True,
+    dr.add_argument("--out", type=output_file, required=True,
                     help="output video (.mp4), or a folder for lossless PNG frames (frame_00000.png, …)")
     dr.add_argument("--size", type=size, help="WIDTHxHEIGHT of the renders (default: the track's canvas)")
     dr.add_argument("--fps", type=float, default=25.0, help="frame rate of the video (default 25)")

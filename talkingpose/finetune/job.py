@@ -1,4 +1,4 @@
-"""The headless fine-tuning job: a person's clip (+ poses) → LoRA adapter file, resumable."""
+"""The headless fine-tuning job: a person's clip (+ poses) -> LoRA adapter file, resumable."""
 from __future__ import annotations
 
 import errno

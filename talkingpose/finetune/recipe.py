@@ -28,7 +28,7 @@ self-attention are appended to the keys and values of the matching block of the 
 between the two UNets the official code casts those tokens to float16 (`ReferenceAttentionControl.update`'s
 default dtype), so even a float32 run rounds them to half precision; we round them the same way.
 
-Loss. Min-SNR weighting with γ = 5: per row `min(snr + 1, 5) / (snr + 1)` (the +1 because of v-prediction) times
+Loss. Min-SNR weighting with gamma = 5: per row `min(snr + 1, 5) / (snr + 1)` (the +1 because of v-prediction) times
 the row's mean squared error (in float32), averaged over the batch.
 
 Optimisation. AdamW (betas 0.9/0.999, weight decay 0.01, eps 1e-8), constant learning rate (1e-5 there, for
@@ -116,7 +116,7 @@ class StepDraws:
 
 
 def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Per-row loss weights min(SNR', γ) / SNR', SNR' = SNR + 1 for v-prediction (Hang et al., Min-SNR)."""
+    """Per-row loss weights min(SNR', gamma) / SNR', SNR' = SNR + 1 for v-prediction (Hang et al., Min-SNR)."""
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(scheduler, timesteps)
@@ -134,7 +134,7 @@ def _as_official_reference_tokens(tokens: dict[str, torch.Tensor]) -> dict[str, 
 
 def step_loss(networks, scheduler, batch: TrainingBatch, draws: StepDraws, recipe: Recipe = OFFICIAL,
               backward=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official training loss of one step → (loss, per-row weighted MSE).
+    """The official training loss of one step -> (loss, per-row weighted MSE).
 
     `backward(loss)`, when given, runs inside the networks' conditioning, so gradient-checkpointed blocks that
     recompute their forward during the backward pass see the same reference tokens and pose features.

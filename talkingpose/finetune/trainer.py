@@ -104,7 +104,7 @@ class FinetuneResult:
 
 
 def loss_summary(losses: list[float], points: int = 100) -> dict:
-    """First/last/min loss, the mean of the first and last tenth, and the curve averaged down to ≤ `points`."""
+    """First/last/min loss, the mean of the first and last tenth, and the curve averaged down to <= `points`."""
     n = len(losses)
     tenth = max(1, n // 10)
     chunk = max(1, math.ceil(n / points))

@@ -57,7 +57,7 @@ def _grid(input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def decode(raw: np.ndarray, input_hw: tuple[int, int] = INPUT_HW, rows: np.ndarray | None = None):
-    """Raw [1,A,5+C] output → centre-size boxes [R,4] in network pixels for the chosen `rows` (all by default).
+    """Raw [1,A,5+C] output -> centre-size boxes [R,4] in network pixels for the chosen `rows` (all by default).
 
     Sums are exact in float32 here (cell offsets are small integers, strides powers of two), which gives the same
     values the reference obtains through float64 intermediates stored back into float32.
@@ -89,7 +89,7 @@ def _predictions(raw: np.ndarray, input_hw) -> np.ndarray:
 
 
 def to_corners(boxes_cxcywh: np.ndarray, ratio: float) -> np.ndarray:
-    """Centre-size network boxes → x1,y1,x2,y2 in image pixels (float32 like the reference)."""
+    """Centre-size network boxes -> x1,y1,x2,y2 in image pixels (float32 like the reference)."""
     cx, cy, w, h = boxes_cxcywh.T
     half_w, half_h = w / np.float32(2.0), h / np.float32(2.0)
     corners = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)

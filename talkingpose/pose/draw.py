@@ -9,7 +9,7 @@ pixel-identical:
 - hands: 20 edges per hand, 2 px lines coloured around the HSV hue circle, then radius-4 blue joints;
 - face: 68 radius-3 white points.
 
-Hand and face points at pixel x or y ≤ 0 are not drawn (the reference tests `> 0.01` after truncation).
+Hand and face points at pixel x or y <= 0 are not drawn (the reference tests `> 0.01` after truncation).
 Colours are RGB: the canvas is an RGB image.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ FACE_COLOR = (255, 255, 255)
 
 
 def _hue_color(hue: float) -> tuple[float, float, float]:
-    """Full-saturation, full-value HSV → RGB in 0–255 floats, with the same sextant arithmetic as matplotlib's
+    """Full-saturation, full-value HSV -> RGB in 0–255 floats, with the same sextant arithmetic as matplotlib's
     `hsv_to_rgb` (OpenCV then rounds each channel to the nearest integer, ties to even)."""
     sector = int(hue * 6.0)
     frac = hue * 6.0 - sector

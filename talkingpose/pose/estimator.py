@@ -34,7 +34,7 @@ RIGHT_HAND = slice(113, 134)
 
 
 def box_center_scale(boxes: np.ndarray, padding: float = BOX_PADDING) -> tuple[np.ndarray, np.ndarray]:
-    """[N,4] x1,y1,x2,y2 → centres [N,2] and padded sizes [N,2] (float64)."""
+    """[N,4] x1,y1,x2,y2 -> centres [N,2] and padded sizes [N,2] (float64)."""
     boxes = np.asarray(boxes)
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     center = np.stack([x1 + x2, y1 + y2], axis=1) * 0.5
@@ -99,13 +99,13 @@ def decode_simcc(simcc_x: np.ndarray, simcc_y: np.ndarray, split_ratio: float = 
 
 
 def to_image_coords(locs: np.ndarray, center: np.ndarray, scale: np.ndarray, input_wh=INPUT_WH) -> np.ndarray:
-    """Model-input pixel locations [N,K,2] → canvas pixels (float64)."""
+    """Model-input pixel locations [N,K,2] -> canvas pixels (float64)."""
     size = np.asarray(tuple(int(v) for v in input_wh))
     return locs / size * scale[:, None, :] + center[:, None, :] - scale[:, None, :] / 2
 
 
 def to_openpose_order(keypoints: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """133 COCO-WholeBody points → 134 points: neck inserted, the 18 body joints in OpenPose order.
+    """133 COCO-WholeBody points -> 134 points: neck inserted, the 18 body joints in OpenPose order.
 
     The neck is the shoulders' midpoint; its score is 1 when both shoulders score above 0.3, else 0. Returns
     coordinates [N,134,2] float64 and scores [N,134] float64.

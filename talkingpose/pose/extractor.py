@@ -50,7 +50,7 @@ class PoseExtractionError(TalkingPoseError):
 
 
 def to_rgb_uint8(image) -> np.ndarray:
-    """Any supported frame → HxWx3 RGB uint8 (alpha dropped, gray repeated, floats in 0..1 scaled and rounded)."""
+    """Any supported frame -> HxWx3 RGB uint8 (alpha dropped, gray repeated, floats in 0..1 scaled and rounded)."""
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
@@ -86,7 +86,7 @@ def canvas_size(height: int, width: int, resolution: int = DETECT_RESOLUTION) ->
 
 
 def prepare_frame(image, resolution: int = DETECT_RESOLUTION) -> np.ndarray:
-    """Frame → BGR uint8 detection canvas (short side `resolution`, sides multiples of 64)."""
+    """Frame -> BGR uint8 detection canvas (short side `resolution`, sides multiples of 64)."""
     rgb = to_rgb_uint8(image)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     out_h, out_w, k = canvas_size(*bgr.shape[:2], resolution)

@@ -83,7 +83,7 @@ class PoseFrame:
 
     @classmethod
     def from_wholebody(cls, keypoints: np.ndarray, scores: np.ndarray, canvas_hw) -> "PoseFrame":
-        """One person's 134 OpenPose-ordered points in canvas pixels → normalised frame, hidden hand/face points
+        """One person's 134 OpenPose-ordered points in canvas pixels -> normalised frame, hidden hand/face points
         (score below 0.3) set to -1."""
         height, width = int(canvas_hw[0]), int(canvas_hw[1])
         kp = np.array(keypoints, dtype=np.float64)
@@ -100,7 +100,7 @@ class PoseFrame:
         )
 
     def transformed(self, fn) -> "PoseFrame":
-        """A copy with `fn` ([K,2] normalised → [K,2] normalised) applied to every body point and to the visible
+        """A copy with `fn` ([K,2] normalised -> [K,2] normalised) applied to every body point and to the visible
         hand and face points; hidden points stay -1."""
         body = fn(self.body)
         hands = self.hands.copy()
@@ -235,7 +235,7 @@ def _body_confidence(person: dict) -> float:
 
 
 def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
-    """A POSE_KEYPOINT frame dict → PoseFrame (an empty PoseFrame when nobody).
+    """A POSE_KEYPOINT frame dict -> PoseFrame (an empty PoseFrame when nobody).
 
     Of several people the one with the highest mean body confidence is taken (the first on ties), as DWPose
     picks its person. A point counts as visible when its confidence is above 0.3 (controlnet_aux writes 1.0/0.0).
@@ -271,12 +271,12 @@ def from_pose_keypoint(frame: dict, where: str = "frame") -> PoseFrame:
 
 
 def to_pose_keypoints(frames, canvas_hw=None, **switches) -> list[dict]:
-    """A whole track (PoseFrame or None per frame) → POSE_KEYPOINT list."""
+    """A whole track (PoseFrame or None per frame) -> POSE_KEYPOINT list."""
     return [to_pose_keypoint(f, canvas_hw, **switches) for f in frames]
 
 
 def from_pose_keypoints(pose_kps) -> list[PoseFrame]:
-    """A POSE_KEYPOINT list (or one frame dict) → one PoseFrame per frame."""
+    """A POSE_KEYPOINT list (or one frame dict) -> one PoseFrame per frame."""
     if isinstance(pose_kps, dict):
         pose_kps = [pose_kps]
     if not isinstance(pose_kps, (list, tuple)):

@@ -1,7 +1,7 @@
 """Random DWPose models with the real files' signatures, for smoke runs and tests without the real weights.
 
-`write_random_dwpose(folder)` writes `yolox_l.onnx` (`images` [1,3,640,640] → `output` [1,8400,85], the YOLOX
-layout: strides 8, 16 and 32, rows then columns) and `dw-ll_ucoco_384.onnx` (`input` [N,3,384,288] →
+`write_random_dwpose(folder)` writes `yolox_l.onnx` (`images` [1,3,640,640] -> `output` [1,8400,85], the YOLOX
+layout: strides 8, 16 and 32, rows then columns) and `dw-ll_ucoco_384.onnx` (`input` [N,3,384,288] ->
 `simcc_x` [N,133,576], `simcc_y` [N,133,768], dynamic N). Both are small random networks whose outputs depend on
 the pixels. The detector has a fixed prior that makes exactly one anchor near the canvas centre a confident
 person, so every frame goes through crops, pose estimation and drawing; where the random pose model puts the

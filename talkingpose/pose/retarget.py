@@ -3,7 +3,7 @@
 Every bone of the OpenPose-18 tree (rooted at the neck; the limbs the renderer draws) keeps its direction in each
 driving frame and takes its length from the source image's pose:
 
-    out[child] = out[parent] + r_bone · (drv[child] − drv[parent]),   r_bone = source length / driver length
+    out[child] = out[parent] + r_bone · (drv[child] - drv[parent]),   r_bone = source length / driver length
 
 with one ratio per bone for the whole video, so retargeting adds no jitter and keeps the driver's foreshortening
 (a forearm pointing at the camera stays short). The driver's length of a bone is the 90th percentile of its
@@ -14,7 +14,7 @@ length.
 
 - The root follows the driver's neck, scaled by the body-size ratio `body_ratio` (geometric mean of the trunk
   bones' ratios: shoulders, neck–nose, hips) and offset so that the first driving neck lands on the source's neck.
-  The same map, ``p ↦ source_neck + body_ratio · (p − first_driving_neck)``, places any visible joint whose
+  The same map, ``p -> source_neck + body_ratio · (p - first_driving_neck)``, places any visible joint whose
   parent the driver hides in that frame.
 - Hands (21 points) move rigidly with the wrist and are scaled by the source's hand size when the source shows a
   hand (wrist to finger-base distances), else by the source/driver forearm ratio.
@@ -42,9 +42,9 @@ log = logging.getLogger("TalkingPose")
 
 NOSE, NECK = 0, 1
 LENGTH_QUANTILE = 90
-# Trunk bones (neck→shoulders, neck→nose, neck→hips) give the body-size ratio: they bend least.
+# Trunk bones (neck->shoulders, neck->nose, neck->hips) give the body-size ratio: they bend least.
 TRUNK_BONES = ((1, 2), (1, 5), (1, 0), (1, 8), (1, 11))
-# Hands: index 0 is the left hand (body wrist 7, forearm 6→7), index 1 the right (wrist 4, forearm 3→4).
+# Hands: index 0 is the left hand (body wrist 7, forearm 6->7), index 1 the right (wrist 4, forearm 3->4).
 HAND_WRIST = (7, 4)
 HAND_FOREARM = ((6, 7), (3, 4))
 HAND_SIZE_SEGMENTS = ((0, 5), (0, 9), (0, 13), (0, 17))  # hand wrist to index, middle, ring, little finger bases
@@ -148,7 +148,7 @@ class Retarget:
         return np.asarray(self.source_origin) + self.body_ratio * (points - np.asarray(self.driver_origin))
 
     def _group(self, points: np.ndarray, visible: np.ndarray, anchor_drv, anchor_out, scale: float) -> np.ndarray:
-        """A rigid group (hand, face) scaled about its anchor: driver pixels → source pixels, hidden left alone."""
+        """A rigid group (hand, face) scaled about its anchor: driver pixels -> source pixels, hidden left alone."""
         out = points.copy()
         if anchor_drv is None:  # the driver hides the joint it hangs from: carry the group by the root map
             anchor_drv = points[visible][0]
@@ -157,7 +157,7 @@ class Retarget:
         return out
 
     def apply(self, frame: PoseFrame | None) -> PoseFrame:
-        """One driving frame → the retargeted frame on the source canvas (nobody stays nobody)."""
+        """One driving frame -> the retargeted frame on the source canvas (nobody stays nobody)."""
         src_h, src_w = self.source_canvas_hw
         if frame is None or frame.is_empty:
             return PoseFrame.empty(self.source_canvas_hw)

@@ -21,9 +21,9 @@ answer in chunks as at once. Here the One-Euro filter (Casiez, Roussel, Vogel, C
 filter whose cutoff rises with the point's speed, causal, so its `SmootherState` after frame k is all it needs to
 continue at frame k+1 and a track smoothed in chunks equals the track smoothed at once. Per point and frame:
 
-    v      = low-pass(x − x_prev, d_cutoff)          (the raw motion, so zero-mean jitter averages out)
+    v      = low-pass(x - x_prev, d_cutoff)          (the raw motion, so zero-mean jitter averages out)
     cutoff = min_cutoff + beta · |v|
-    x̂      = x̂_prev + α(cutoff) · (x − x̂_prev),   α(f) = 1 / (1 + 1 / (2π f))
+    x^     = x^_prev + alpha(cutoff) · (x - x^_prev),   alpha(f) = 1 / (1 + 1 / (2 pi f))
 
 The speed |v| is that of the point (its x and y share one cutoff), so a diagonal move is followed like a horizontal
 one. What being causal costs on fast motion is in the README's smoothing table.
@@ -177,7 +177,7 @@ class PoseSmoother:
             )
         state.canvas_hw = tuple(frame.canvas_hw)
         height, width = frame.canvas_hw
-        unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised → short sides
+        unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised -> short sides
         raw = np.concatenate([frame.body, frame.hands.reshape(-1, 2), frame.face]) * unit
         visible = np.concatenate([frame.body_visible, frame.hands_visible.reshape(-1), frame.face_visible])
 
