@@ -443,10 +443,14 @@ def test_a_subfolder_that_is_a_link_fails_its_job_and_nothing_is_written_outside
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     (out_dir / "sub").symlink_to(elsewhere)
+    (out_dir / ".batch").mkdir()
+    (out_dir / ".batch" / "deep").symlink_to(elsewhere)  # where the done record of deep/b.mp4 would go
     manifest = tmp_path / "jobs.csv"
-    manifest.write_text(f"out,driving,poses,frames\nsub/a.mp4,{DRIVING / 'vid1.mp4'},{POSES / 'vid1.mp4'},2\n")
-    (result,) = run_batch(manifest, out_dir, OPTIONS)
-    assert result.status == "failed" and f"{out_dir / 'sub'} is a link; outputs stay inside the output folder" in result.message
+    manifest.write_text(f"out,driving,poses,frames\nsub/a.mp4,{DRIVING / 'vid1.mp4'},{POSES / 'vid1.mp4'},2\n"
+                        f"deep/b.mp4,{DRIVING / 'vid1.mp4'},{POSES / 'vid1.mp4'},2\n")
+    first, second = run_batch(manifest, out_dir, OPTIONS)
+    assert first.status == "failed" and f"{out_dir / 'sub'} is a link; outputs stay inside the output folder" in first.message
+    assert second.status == "failed" and f"{out_dir / '.batch' / 'deep'} is a link" in second.message
     assert list(elsewhere.iterdir()) == []
 
 

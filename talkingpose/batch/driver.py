@@ -8,7 +8,6 @@ workers on this machine or a cluster, restarts a worker whose process died and r
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from contextlib import contextmanager
@@ -139,9 +138,7 @@ def _prepare_output(out_dir: Path) -> None:
                                "folder only. Remove the link, or choose another --out-dir.")
     try:
         (out_dir / DONE_FOLDER).mkdir(parents=True, exist_ok=True)
-        probe = out_dir / DONE_FOLDER / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
+        durable.temporary_sibling(out_dir / DONE_FOLDER / "write-test").unlink()  # created exclusively: no link followed
     except OSError as exc:
         raise TalkingPoseError(f"Cannot write to the output folder {out_dir} ({exc.strerror or exc}). "
                                "Choose a folder you can write to with --out-dir.") from None
@@ -150,7 +147,7 @@ def _prepare_output(out_dir: Path) -> None:
 def _earlier_output(out_dir: Path, spec: JobSpec, options: RenderOptions) -> JobResult | None:
     """A job finished by an earlier run is skipped; an output it would overwrite is never touched."""
     out = out_dir / spec.out
-    blocked = _blocked_folder(out_dir, spec.out)
+    blocked = _blocked_folder(out_dir, spec.out) or _blocked_folder(out_dir / DONE_FOLDER, spec.out)
     if blocked is not None:
         return JobResult(spec.out, spec.line, "failed", message=blocked)
     marker = read_done_marker(out_dir, spec)
