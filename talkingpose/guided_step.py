@@ -9,9 +9,9 @@ Everything that does not change while a video renders is made once, before its f
 - fused Q/K/V weights and, per self-attention block, a key/value buffer holding the reference's keys and values.
 
 On CUDA the step is captured once per video as a CUDA graph over static buffers (the shapes are fixed for a whole
-video) and replayed `steps` times per frame: one launch instead of about a thousand. Elsewhere (and with
-`--compile`, whose compiled code manages its own kernels) it runs eagerly. Both run the same body; the graph's
-version reads the step's values from static buffers that are filled before each replay.
+video) and replayed `steps` times per frame: one launch instead of about six hundred. Elsewhere it runs eagerly,
+and with `--compile` eagerly on the static buffers (`step_mode`). All run the same body; the graph's version
+reads the step's values from static buffers that are filled before each replay.
 """
 from __future__ import annotations
 
@@ -40,9 +40,13 @@ def ddim_coefficients(scheduler) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def uses_cuda_graph(device: torch.device, compiled: bool) -> bool:
-    """Whether the step is captured as a CUDA graph: on CUDA, unless the UNet is torch.compiled."""
-    return device.type == "cuda" and not compiled
+def step_mode(device: torch.device, compiled: bool) -> str:
+    """How the step runs: "graph" (captured as a CUDA graph, replayed) on CUDA; "static" (the graph's body on
+    static buffers, run eagerly) with a torch.compiled UNet, which then meets the same tensors at every step
+    instead of recompiling for new ones, and whose compiled code is not captured; "eager" elsewhere."""
+    if compiled:
+        return "static"
+    return "graph" if device.type == "cuda" else "eager"
 
 
 def is_guided(cfg: float) -> bool:
@@ -60,19 +64,17 @@ class GuidedStep:
 
     def __init__(self, networks, scheduler, image_context: torch.Tensor, reference, cfg: float, height: int, width: int,
                  mode: str | None = None):
-        """`mode`: "graph" (CUDA graph replay), "static" (the graph's body on static buffers, run eagerly: what
-        tests compare on a CPU) or "eager"; by default "graph" where `uses_cuda_graph`, else "eager"."""
+        """`mode`: "graph", "static" or "eager" (see `step_mode`, which picks it by default)."""
         self.networks = networks
         self.cfg = cfg
         self.device, self.dtype = networks.weights_device, networks.weights_dtype
-        self.mode = mode or ("graph" if uses_cuda_graph(self.device, networks._compiled) else "eager")
+        self.mode = mode or step_mode(self.device, networks._compiled)
         if self.mode not in ("graph", "static", "eager"):
             raise ValueError(f"mode {mode!r}")
         self.weights = self._weights_signature(networks)
         self.steps = len(scheduler.timesteps)
         self.guided = is_guided(cfg)
         n = image_context.shape[0]
-        self.n = n
         context = image_context.to(self.device, self.dtype)
         if self.guided:
             context = torch.cat([torch.zeros_like(context), context])
@@ -166,7 +168,8 @@ class GuidedStep:
                 self._static_step()
         torch.cuda.current_stream(self.device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread_local: CUDA work other threads issue meanwhile (decoding, writing frames) is not part of the capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self._static_step()
         return graph
 

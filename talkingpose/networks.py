@@ -64,18 +64,31 @@ class _Skipped(nn.Module):
 class PreparedPass:
     """A video's constants for `TalkingPoseNetworks.prepared_pass`, and the step's time values it hands out."""
 
-    def __init__(self, self_attention: dict[str, PreparedSelfAttention], timed_resnets: list[str]):
+    def __init__(self, self_attention: dict[str, PreparedSelfAttention], stand_ins: "_StandIns"):
         self.self_attention = self_attention
         self.cross_attention: dict[str, torch.Tensor] = {}  # filled by the first pass (ConstantCrossAttention)
+        self.stand_ins = stand_ins
+        self.time_embedding: torch.Tensor | None = None
+        self.time_projections: dict[str, torch.Tensor] = {}
+
+    def set_step(self, time_embedding: torch.Tensor, time_projections: dict[str, torch.Tensor]) -> None:
+        """The time embedding ([1, E]) and resnet time projections ([1, C]) the next passes use."""
+        self.time_embedding, self.time_projections = time_embedding, time_projections
+
+
+class _StandIns:
+    """The modules swapped in during prepared passes: made once per networks, so that a compiled UNet meets the
+    same modules in every video."""
+
+    def __init__(self, timed_resnets):
         self.skipped = _Skipped()
         self.time_embedding = _Precomputed()
         self.time_projections = {name: _Precomputed() for name in timed_resnets}
 
-    def set_step(self, time_embedding: torch.Tensor, time_projections: dict[str, torch.Tensor]) -> None:
-        """The time embedding ([1, E]) and resnet time projections ([1, C]) the next passes use."""
-        self.time_embedding.value = time_embedding
+    def load(self, prepared: PreparedPass) -> None:
+        self.time_embedding.value = prepared.time_embedding
         for name, module in self.time_projections.items():
-            module.value = time_projections[name]
+            module.value = prepared.time_projections[name]
 
 
 _PROCESSORS_REPLACED = (
@@ -113,6 +126,7 @@ class TalkingPoseNetworks(nn.Module):
             attn.set_processor(ConstantCrossAttention(name, self._context))
         self._timed_resnets = {name: module for name, module in denoising_unet.named_modules()
                                if getattr(module, "time_emb_proj", None) is not None}
+        self._stand_ins = _StandIns(self._timed_resnets)
         for name, attn in self_attention_modules(reference_unet).items():
             attn.set_processor(RecordSelfAttentionInput(name, self._recorded))
         # The hook holds the context, not `self`: a bound method here would make a reference cycle
@@ -269,19 +283,20 @@ class TalkingPoseNetworks(nn.Module):
         self_attention = {name: PreparedSelfAttention(fused_query_key_value_weight(attn), n_unconditional,
                                                       None if reference is None else reference[name])
                           for name, attn in self._denoising_attention.items()}
-        return PreparedPass(self_attention, list(self._timed_resnets))
+        return PreparedPass(self_attention, self._stand_ins)
 
     @contextmanager
     def prepared_pass(self, prepared: "PreparedPass", pose_features: torch.Tensor):
         """Inside the block, denoising UNet passes use the video's constants: the attention processors read the
         prepared self- and cross-attention, and the time embedding and resnet time projections are the step's
         precomputed ones (`PreparedPass.set_step`). The swapped modules are put back on leaving, also on errors."""
-        unet = self.denoising_unet
-        swaps = [(unet, "time_proj", prepared.time_embedding), (unet, "time_embedding", prepared.skipped)]
+        unet, stand_ins = self.denoising_unet, self._stand_ins
+        stand_ins.load(prepared)
+        swaps = [(unet, "time_proj", stand_ins.time_embedding), (unet, "time_embedding", stand_ins.skipped)]
         for name, resnet in self._timed_resnets.items():
-            swaps.append((resnet, "time_emb_proj", prepared.time_projections[name]))
+            swaps.append((resnet, "time_emb_proj", stand_ins.time_projections[name]))
         for name in prepared.cross_attention:  # the norm feeds only the cross-attention, whose output is kept
-            swaps.append((unet.get_submodule(name.rpartition(".")[0]), "norm2", prepared.skipped))
+            swaps.append((unet.get_submodule(name.rpartition(".")[0]), "norm2", stand_ins.skipped))
         saved = [(owner, attribute, getattr(owner, attribute)) for owner, attribute, _ in swaps]
         skip_time_act = [(resnet, resnet.skip_time_act) for resnet in self._timed_resnets.values()]
         ctx = self._context

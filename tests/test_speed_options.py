@@ -55,12 +55,13 @@ def test_guided_step_dispatches_at_most_its_bound_of_aten_ops_and_never_reads_ba
 
 
 def test_cuda_graph_is_used_on_cuda_unless_compiled(tiny_pipeline):
-    from talkingpose.guided_step import uses_cuda_graph
+    from talkingpose.guided_step import step_mode
     from talkingpose.sampler import prepare_step
 
-    assert uses_cuda_graph(torch.device("cuda"), compiled=False)
-    assert not uses_cuda_graph(torch.device("cuda"), compiled=True)
-    assert not uses_cuda_graph(torch.device("cpu"), compiled=False)
+    assert step_mode(torch.device("cuda"), compiled=False) == "graph"
+    assert step_mode(torch.device("cuda"), compiled=True) == "static"
+    assert step_mode(torch.device("cpu"), compiled=True) == "static"
+    assert step_mode(torch.device("cpu"), compiled=False) == "eager"
     appearance = tiny_pipeline.encode_appearance(torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)), 64, 64)
     assert prepare_step(tiny_pipeline.networks, tiny_pipeline.sampler(appearance, SamplerSettings(steps=2)).scheduler,
                         [appearance], 3.5).mode == "eager"
