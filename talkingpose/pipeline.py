@@ -47,9 +47,9 @@ class TalkingPosePipeline:
         return self.networks.weights_device
 
     def to(self, device, dtype=None):
-        """Move everything; the VAE stays in float32 under fp16 (SD VAEs overflow in fp16)."""
-        vae_dtype = torch.float32 if dtype in (None, torch.float16) else dtype
-        for module, module_dtype in ((self.networks, dtype), (self.vae, vae_dtype), (self.image_encoder, dtype)):
+        """Move everything, all in `dtype`: the VAE too (`decode_latents` decodes a frame that overflows fp16
+        again in float32)."""
+        for module, module_dtype in ((self.networks, dtype), (self.vae, dtype), (self.image_encoder, dtype)):
             torch.nn.Module.to(module, device=device, dtype=module_dtype)
         return self
 

@@ -26,3 +26,17 @@ def test_encoders_wait_on_the_offload_device_between_sources(tiny_weights):
         moves.clear()
     expected = [("reference_unet", "cpu"), ("clip", "cpu"), ("reference_unet", "meta"), ("clip", "meta")]
     assert moves_at == [expected, expected]
+
+
+def test_fp16_decode_that_overflows_is_decoded_again_in_float32(tiny_weights):
+    from talkingpose.vae_clip import decode_latents, load_vae
+
+    half = load_vae(tiny_weights["vae"]).to(torch.float16)
+    single = load_vae(tiny_weights["vae"]).to(torch.float16).to(torch.float32)  # the same (fp16-rounded) weights
+    ordinary = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    huge = ordinary * 3e4  # beyond float16's range inside the decoder
+    assert not torch.isfinite(half.decode(huge.half()).sample).all()
+    torch.testing.assert_close(decode_latents(half, huge), decode_latents(single, huge), rtol=0, atol=0)
+    # an ordinary latent stays in half precision: close to float32, not bit-equal
+    difference = (decode_latents(half, ordinary) - decode_latents(single, ordinary)).abs().max()
+    assert 0 < difference < 0.01
