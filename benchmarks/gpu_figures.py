@@ -190,11 +190,15 @@ STAGES = {"animate": stage_animate, "estimate": stage_estimate, "graph": stage_g
 
 # ------------------------------------------------------------------------------------------------ driver
 def _child(work: Path, name: str, timeout: int, *extra) -> dict | None:
-    out = work / f"{name}-{'-'.join(map(str, extra)) or 'run'}.json"
+    out = work / ("".join(c if c.isalnum() else "-" for c in f"{name}-{'-'.join(map(str, extra))}")[:120] + ".json")
     command = [sys.executable, "-m", "benchmarks.gpu_figures", "--stage", name, "--work", str(work), "--stage-out",
                str(out), *map(str, extra)] + (["--dry-run"] if _DRY_RUN else [])
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, timeout=timeout)
+    try:
+        done = subprocess.run(command, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"[{name} {' '.join(map(str, extra))}] stopped after {timeout} s: its figures stay null", flush=True)
+        return None
     print(f"[{name} {' '.join(map(str, extra))}] {time.perf_counter() - started:.0f} s, exit {done.returncode}", flush=True)
     return json.loads(out.read_text()) if done.returncode == 0 and out.is_file() else None
 
