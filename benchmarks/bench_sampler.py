@@ -64,11 +64,10 @@ def build(preset, device, dtype):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     nets = random_networks(preset, device=device, dtype=dtype)
-    vae_dtype = torch.float32 if dtype == torch.float16 else dtype
     with torch.device(device):
         vae = AutoencoderKL(**PRESETS[preset]["vae"])
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**PRESETS[preset]["clip"]))
-    return nets, vae.to(dtype=vae_dtype).eval(), clip.to(dtype=dtype).eval()
+    return nets, vae.to(dtype=dtype).eval(), clip.to(dtype=dtype).eval()
 
 
 @torch.no_grad()
@@ -219,6 +218,7 @@ def main(argv=None):
         "s_per_frame": timed / (args.frames * k),
         "frames_per_s": args.frames * k / timed,
         "decode_s_per_frame": decode_s / (args.frames * k),
+        "sampler_s_per_frame": (timed - decode_s) / (args.frames * k),  # pose guider and denoising only
         "tflop_per_frame": flops_per_frame / 1e12,
         "achieved_tflops": flops_per_frame * args.frames * k / timed / 1e12,
         "mfu": (flops_per_frame * args.frames * k / timed / 1e12 / args.peak_tflops) if args.peak_tflops else None,

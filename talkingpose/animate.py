@@ -416,13 +416,14 @@ class JobRender:
         item = next(self._renders, None)
         return None if item is None else self.pipe.pose_pixels(item[1], self.appearance)
 
-    def commit(self, latent: torch.Tensor) -> None:
-        """Decodes the frame and keeps it, then the sampler state after it, both on the disk when this returns."""
+    def commit(self, latent: torch.Tensor, state=None) -> None:
+        """Decodes the frame and keeps it, then the sampler state after it (`state`: the one the sampler had
+        right after making this frame, when it has gone on since), both on the disk when this returns."""
         from .render_output import commit_frame
 
         frame = _to_uint8(self.pipe.decode(latent[None])[0])
-        commit_frame(self.writer, _label(frame) if self.job.random_weights else frame, self.sampler.state,
-                     self.settings_record)
+        commit_frame(self.writer, _label(frame) if self.job.random_weights else frame,
+                     self.sampler.state if state is None else state, self.settings_record)
 
     def finish(self) -> Path:
         if self.writer.frames_written < self.total:
@@ -433,9 +434,10 @@ class JobRender:
         return self.writer.finalize(audio_from=self.job.driving)
 
 
-def run(job: AnimateJob, progress=None) -> Path:
+def run(job: AnimateJob, progress=None, overlap: bool = True) -> Path:
     """Render the whole job; returns the output path. `progress(done, total)` is called once before the first
-    frame (done = frames already kept) and after each frame."""
+    frame (done = frames already kept) and after each frame is kept. `overlap`: make the next pose and keep the
+    last frame beside the denoising (`render_frames`); False runs the same steps one after another."""
     preflight(job)
     inputs = check_inputs(job)
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
@@ -449,8 +451,35 @@ def run(job: AnimateJob, progress=None) -> Path:
         render = JobRender(job, pipe, inputs)
         if progress is not None:
             progress(render.start, render.total)
-        while (pose := render.next_pose()) is not None:
-            render.commit(render.sampler.denoise(pose))
-            if progress is not None:
-                progress(render.done, render.total)
+        render_frames(render, progress, overlap)
         return render.finish()
+
+
+def render_frames(render: JobRender, progress=None, overlap: bool = True) -> None:
+    """Every remaining frame of `render`: pose, denoise, then decode, write and state. With `overlap` the pose
+    of frame k+1 is made (one thread) and frame k-1 decoded and kept (another) while frame k is denoised; each
+    thread keeps the serial order, so the frames and files are the serial loop's, bit for bit. After Ctrl-C or
+    an error in the denoising, the frames already denoised are still kept; after an error in keeping a frame
+    (a full disk, or `progress` raising), nothing after it is."""
+    from .overlap import Ahead, InOrder
+
+    def keep(latent, state):
+        render.commit(latent, state)
+        if progress is not None:
+            progress(state.next_frame, render.total)
+
+    if not overlap:
+        while (pose := render.next_pose()) is not None:
+            keep(render.sampler.denoise(pose), render.sampler.state)
+        return
+    poses, kept = Ahead(render.next_pose, name="talkingpose-pose"), InOrder(keep, name="talkingpose-keep")
+    try:
+        while (pose := poses.next()) is not None:
+            latent = render.sampler.denoise(pose)
+            kept.submit(latent, render.sampler.state)
+    except BaseException:
+        kept.close(raise_error=False)
+        raise
+    finally:
+        poses.close()
+    kept.close()

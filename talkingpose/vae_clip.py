@@ -203,16 +203,30 @@ def vae_posterior(vae, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
 def vae_encode_mean(vae, pixels: torch.Tensor) -> torch.Tensor:
     """Raw (unscaled) posterior mean [1, 4, h, w] of pixels [1, H, W, 3] in [0, 1]."""
     x = pixels.movedim(-1, 1).to(vae.device, vae.dtype) * 2 - 1
-    return vae_posterior(vae, x)[0]
+    mean = vae_posterior(vae, x)[0]
+    if vae.dtype == torch.float16 and not torch.isfinite(mean).all():  # as in `decode_latents`
+        mean = vae_posterior(_float32_copy(vae), x.float())[0]
+    return mean
 
 
 # ------------------------------------------------------------------------------------------------ decoding
 def decode_latents(vae, raw_latents: torch.Tensor) -> torch.Tensor:
     """Raw (unscaled) latents [n, 4, h, w] → images [n, 3, H, W] in [0, 1], float32 on the CPU, one latent at a
-    time so decode memory stays flat (the standalone VAE Decode of both the pipeline and the node path)."""
+    time so decode memory stays flat (the standalone VAE Decode of both the pipeline and the node path).
+
+    A half-precision VAE decodes in its dtype (half the activations and convolution workspace of float32); a
+    frame that overflows float16's range there (an SD VAE can) is decoded again by a float32 copy."""
     out = []
     with torch.no_grad():
         for latent in raw_latents:
             x = vae.decode(latent[None].to(vae.device, vae.dtype)).sample
+            if vae.dtype == torch.float16 and not torch.isfinite(x).all():
+                x = _float32_copy(vae).decode(latent[None].to(vae.device, torch.float32)).sample
             out.append((x / 2 + 0.5).clamp(0, 1).float().cpu())
     return torch.cat(out)
+
+
+def _float32_copy(vae):
+    import copy
+
+    return copy.deepcopy(vae).to(torch.float32)
