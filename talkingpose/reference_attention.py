@@ -70,8 +70,9 @@ class PreparedSelfAttention:
     qkv_weight: torch.Tensor | None  # fused_query_key_value_weight, or None: the three projections run
     n_unconditional: int
     reference: tuple[torch.Tensor, torch.Tensor] | None  # the block's projected reference keys/values
-    # [conditional rows, tokens + reference tokens, 2·inner]: this step's keys|values, then the reference's (written
-    # once, at the first pass, where the token count is known)
+    # [2 (keys, values), conditional rows, heads, tokens + reference tokens, head_dim]: this step's, then the
+    # reference's (written once, at the first pass, where the token count is known). Head-major, so the attention
+    # reads contiguous keys and values.
     keys_values: torch.Tensor | None = None
 
     def project(self, attn, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -82,10 +83,10 @@ class PreparedSelfAttention:
     def buffer(self, tokens: int, qkv: torch.Tensor) -> torch.Tensor:
         if self.keys_values is None:
             ref_k, ref_v = self.reference
-            rows, _, ref_tokens, _ = ref_k.shape
+            _, heads, ref_tokens, head_dim = ref_k.shape
             n_c = qkv.shape[0] - self.n_unconditional
-            buffer = qkv.new_empty((n_c, tokens + ref_tokens, qkv.shape[-1] * 2 // 3))
-            buffer[:, tokens:] = torch.cat([_merge_heads(ref_k), _merge_heads(ref_v)], dim=-1).expand(n_c, -1, -1)
+            buffer = qkv.new_empty((2, n_c, heads, tokens + ref_tokens, head_dim))
+            buffer[:, :, :, tokens:] = torch.stack([ref_k.expand(n_c, -1, -1, -1), ref_v.expand(n_c, -1, -1, -1)])
             self.keys_values = buffer
         return self.keys_values
 
@@ -167,8 +168,10 @@ class ReferenceSelfAttention:
             out = attend(qkv[..., :inner], qkv[..., inner:2 * inner], qkv[..., 2 * inner:])
         else:
             keys_values = prepared.buffer(tokens, qkv)
-            keys_values[:, :tokens] = qkv[n_u:, :, inner:]
-            out = attend(qkv[n_u:, :, :inner], keys_values[..., :inner], keys_values[..., inner:])
+            # this step's keys and values of the conditional rows, [rows, tokens, 2·inner] → [2, rows, heads, tokens, d]
+            keys_values[:, :, :, :tokens] = qkv[n_u:, :, inner:].unflatten(-1, (2, attn.heads, -1)).permute(2, 0, 3, 1, 4)
+            out = _merge_heads(F.scaled_dot_product_attention(heads(qkv[n_u:, :, :inner]), keys_values[0], keys_values[1],
+                                                              scale=attn.scale))
             if n_u:
                 u = qkv[:n_u]
                 out = torch.cat([attend(u[..., :inner], u[..., inner:2 * inner], u[..., 2 * inner:]), out])
