@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from comfy_workflow import (BREAKING_CHANGES, COMPATIBLE_CHANGES, FIXTURE, FRONTEND_ONLY_TYPES, load_host_definitions,
-                            pack_definitions, to_api_prompt, validate_workflow)
+                            pack_definitions, to_api_prompt, validate_workflow, visible_widgets)
 from helpers import PACK_ROOT
 
 WORKFLOW_DIR = PACK_ROOT / "example_workflows"
@@ -158,6 +158,26 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     for words in ("frame_load_cap", "skip_first_frames", "FIRST chunk", "Load TalkingPose State", "next_frame",
                   "pose_state"):
         assert words in text, words
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_widget_dict_is_read_as_a_list_by_the_newest_frontend(path, defs):
+    """Frontend 1.58 (litegraphService's migrateWidgetsValues) runs every node's saved widgets_values through a
+    filter that also accepts a dict: a dict holding exactly as many values as the node definition has widget
+    inputs comes out as a positional list. VideoHelperSuite then finds a list that does not match its widgets and
+    shows "Failed to restore node ... Please remove and re-add it." (the Meta Batch Manager saved with
+    frames_per_batch alone did). Saved as VideoHelperSuite 1.7.9 writes them, the dicts keep another count."""
+    for node_ in load(path)["nodes"]:
+        values = node_.get("widgets_values")
+        if isinstance(values, dict):
+            widget_inputs = [name for name, _, _ in visible_widgets(defs[node_["type"]])]
+            if widget_inputs:  # a node without widgets (Video Info) has nothing to restore
+                assert len(values) != len(widget_inputs), (node_["type"], sorted(values), widget_inputs)
+
+
+def test_the_meta_batch_manager_is_saved_as_videohelpersuite_writes_it(defs):
+    manager = node(load(WORKFLOW_DIR / "talkingpose_long_video.json"), "VHS_BatchManager")
+    assert manager["widgets_values"] == {"frames_per_batch": 32, "count": 0}  # count: VHS's hidden batch counter
 
 
 @pytest.mark.parametrize("path", RENDER_WORKFLOWS, ids=lambda p: p.name)
