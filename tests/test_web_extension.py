@@ -69,3 +69,10 @@ def test_web_folder_holds_no_tests():
     assert not [p for p in served if ".test." in p or p.startswith("tests/")]
     source = (WEB / "progress_format.js").read_text(encoding="utf-8")
     assert "import " not in source, "progress_format.js must stay free of imports (DOM/ComfyUI)"
+
+
+def test_extension_uses_no_deprecated_frontend_api():
+    """Frontend 1.58 warns on every read of LGraphNode.badgePosition (badges are always drawn top-right there, and
+    1.49 puts ComfyUI's nodes' badges top-right too)."""
+    for path in WEB.glob("*.js"):
+        assert "badgePosition" not in path.read_text(encoding="utf-8"), path.name
