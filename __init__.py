@@ -20,6 +20,11 @@ if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _P
         "Another copy of the TalkingPose engine is installed (%s) and is used instead of the one in %s; "
         "uninstall it ('pip uninstall talkingpose') to use this pack's own.", talkingpose.__file__, _PACK_DIR)
 
+from talkingpose.dependencies import install_sentence, missing_requirements  # noqa: E402
+
+if missing_requirements():  # said once here; a node that needs one says it again as its error
+    logging.getLogger("TalkingPose").warning(install_sentence(missing_requirements()))
+
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from .nodes.backend import host  # noqa: E402
 
