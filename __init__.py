@@ -32,4 +32,8 @@ WEB_DIRECTORY = "./web"
 
 host.register_model_folders()
 
+from .nodes.weights_status import ROUTE, weights_status  # noqa: E402
+
+host.serve_json(ROUTE, weights_status)
+
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

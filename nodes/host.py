@@ -124,6 +124,16 @@ def send_event(event: str, data: dict) -> None:
         PromptServer.instance.send_sync(event, data)
 
 
+def serve_json(path: str, produce) -> None:
+    """Answer GET `path` on ComfyUI's server with the JSON of `produce()` (computed per request)."""
+    from aiohttp import web
+    from server import PromptServer
+
+    @PromptServer.instance.routes.get(path)
+    async def handler(request):
+        return web.json_response(produce())
+
+
 def latent_previewer():
     """A function turning a scaled SD1.5 latent [1, 4, h, w] into a progress-bar preview.
 
