@@ -51,7 +51,7 @@ def wrap(draw, text, font, width):
     return lines + [line]
 
 
-def thumbnail(title: str, description: str, kind: str, number: str) -> Image.Image:
+def thumbnail(title: str, description: str, kind: str) -> Image.Image:
     card = Image.new("RGB", (SIZE, SIZE), (17, 24, 39))
     if kind == "train":
         pictures = [frame(INPUTS / "person.mp4", i) for i in (0, 40, 80)]
@@ -61,8 +61,7 @@ def thumbnail(title: str, description: str, kind: str, number: str) -> Image.Ima
     tile = SIZE // 3
     for i, picture in enumerate(pictures):
         card.paste(picture.resize((tile, tile), Image.LANCZOS), (i * tile + (SIZE - 3 * tile) // 2, SIZE - tile - 16))
-    draw = ImageDraw.Draw(card)
-    draw.text((24, 18), number, font=ImageFont.truetype(BOLD, 40), fill=(96, 165, 250))
+    draw = ImageDraw.Draw(card)  # the top-left corner stays empty: the browser puts a badge there
     title_font = ImageFont.truetype(BOLD, 54)
     y = 70
     for line in wrap(draw, title, title_font, SIZE - 48):
@@ -80,7 +79,7 @@ def main() -> int:
         if not (WORKFLOWS / f"{name}.json").is_file():
             print(f"no template {name}.json", file=sys.stderr)
             return 1
-        thumbnail(title, description, kind, name.split()[0]).save(WORKFLOWS / f"{name}.jpg", quality=85)
+        thumbnail(title, description, kind).save(WORKFLOWS / f"{name}.jpg", quality=85)
         print(f"{name}.jpg")
     return 0
 
