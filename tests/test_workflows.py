@@ -57,6 +57,22 @@ def test_the_shipped_workflows_are_there():
     assert {p.name for p in WORKFLOWS} >= EXPECTED
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_vae_carries_its_download_and_the_converted_encoder_none(path):
+    """The frontend's missing-models dialog offers a file for download from a loader's `models` metadata (name,
+    url, directory). The VAE is one published file; the image encoder is published only as pytorch_model.bin plus
+    config.json and converted by `cli.py download`, so it carries none (web/weights.js gives its command)."""
+    from talkingpose.downloads import IMAGE_ENCODER_FILE, VAE_FILE, VAE_REPO
+
+    workflow = load(path)
+    vae = node(workflow, "VAELoader")
+    assert vae["widgets_values"] == [VAE_FILE]
+    assert vae["properties"]["models"] == [{
+        "name": VAE_FILE, "url": f"https://huggingface.co/{VAE_REPO}/resolve/main/{VAE_FILE}", "directory": "vae"}]
+    clip = node(workflow, "CLIPVisionLoader")
+    assert clip["widgets_values"] == [IMAGE_ENCODER_FILE] and "models" not in clip["properties"]
+
+
 def test_template_cards_read_as_titles_in_order():
     """The template browser (frontend 1.49 and 1.58) titles a custom pack's card with the file name as it is and
     lists them in the server's order (a folder listing: by name on NTFS), so the names are the titles, numbered
