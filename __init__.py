@@ -25,11 +25,23 @@ if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _P
         "Another copy of the TalkingPose engine is installed (%s) and is used instead of the one in %s; "
         "uninstall it ('pip uninstall talkingpose') to use this pack's own.", talkingpose.__file__, _PACK_DIR)
 
+from talkingpose.dependencies import install_sentence, missing_requirements  # noqa: E402
+
+if missing_requirements():  # said once here; a node that needs one says it again as its error
+    logging.getLogger("TalkingPose").warning(install_sentence(missing_requirements()))
+
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
-from .nodes.backend import host  # noqa: E402
+from .nodes.backend import INSIDE_COMFYUI, host  # noqa: E402
+from .nodes.sample_inputs import copy_sample_inputs  # noqa: E402
 
 WEB_DIRECTORY = "./web"
 
 host.register_model_folders()
+
+from .nodes.weights_status import ROUTE, weights_status  # noqa: E402
+
+host.serve_json(ROUTE, weights_status)
+if INSIDE_COMFYUI:  # (a test loading the pack without ComfyUI has no input folder of ComfyUI's to fill)
+    copy_sample_inputs(host.input_directory())
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -5,7 +5,7 @@
 
 For every length: a fresh ComfyUI server (its own port and temporary --base-directory with this pack and
 VideoHelperSuite linked in, tiny-vitl random weights, the synthetic DWPose models of the shared test data) gets
-example_workflows/talkingpose_long_video.json as an API prompt (64×64, Meta Batch Manager with --frames-per-batch) over a
+example_workflows/3 Long video in chunks.json as an API prompt (64×64, Meta Batch Manager with --frames-per-batch) over a
 driving clip made by looping the frames of the shared vid1.mp4 at 64×64 (with a tone as audio). The benchmark waits
 until the queue is empty (VideoHelperSuite queues every further chunk itself), checks the one output video (frame
 count, audio), then reads VmHWM (peak resident set size) and VmRSS of the server process from /proc/<pid>/status and
@@ -155,7 +155,7 @@ def api_prompt(frames_per_batch: int, steps: int, prefix: str) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from comfy_workflow import load_host_definitions, pack_definitions, to_api_prompt
 
-    workflow = json.loads((ROOT / "example_workflows" / "talkingpose_long_video.json").read_text(encoding="utf-8"))
+    workflow = json.loads((ROOT / "example_workflows" / "3 Long video in chunks.json").read_text(encoding="utf-8"))
     prompt = to_api_prompt(workflow, {**load_host_definitions(), **pack_definitions(NODE_CLASS_MAPPINGS)})
     settings = {
         "LoadImage": {"image": NAMES["source"]}, "VHS_LoadVideo": {"video": NAMES["video"]},

@@ -16,9 +16,10 @@ def _comfyui_is_running() -> bool:
     return True
 
 
-if _comfyui_is_running():
+INSIDE_COMFYUI = _comfyui_is_running()
+if INSIDE_COMFYUI:
     from . import host
 else:
     from . import standalone as host
 
-__all__ = ["host"]
+__all__ = ["host", "INSIDE_COMFYUI"]

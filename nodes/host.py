@@ -124,14 +124,31 @@ def send_event(event: str, data: dict) -> None:
         PromptServer.instance.send_sync(event, data)
 
 
+def serve_json(path: str, produce) -> None:
+    """Answer GET `path` on ComfyUI's server with the JSON of `produce()` (computed per request)."""
+    from aiohttp import web
+    from server import PromptServer
+
+    @PromptServer.instance.routes.get(path)
+    async def handler(request):
+        return web.json_response(produce())
+
+
 def latent_previewer():
-    """A function turning a scaled SD1.5 latent [1, 4, h, w] into a progress-bar preview, or None."""
+    """A function turning a scaled SD1.5 latent [1, 4, h, w] into a progress-bar preview.
+
+    ComfyUI's own choice (--preview-method, or the frontend's preview setting) when it makes previews; with
+    previews off (ComfyUI's default) a Latent2RGB picture all the same, since the sampler sends one per finished
+    frame, not one per step: a linear map of the latent, as cheap as previews get, so that the artist sees each
+    frame arrive on the sampler node instead of nothing for minutes."""
     import comfy.latent_formats
     import latent_preview
 
-    previewer = latent_preview.get_previewer(torch_device(), comfy.latent_formats.SD15())
+    latent_format = comfy.latent_formats.SD15()
+    previewer = latent_preview.get_previewer(torch_device(), latent_format)
     if previewer is None:
-        return None
+        previewer = latent_preview.Latent2RGBPreviewer(latent_format.latent_rgb_factors,
+                                                       getattr(latent_format, "latent_rgb_factors_bias", None))
     return lambda latent: previewer.decode_latent_to_preview_image("JPEG", latent)
 
 

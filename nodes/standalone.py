@@ -39,6 +39,10 @@ def register_model_folders() -> None:
     """Nothing to register: standalone, every kind of weights lives in its folder under `models_root()`."""
 
 
+def serve_json(path: str, produce) -> None:
+    """Nothing to serve: standalone, there is no browser (nodes/host.py answers it inside ComfyUI)."""
+
+
 def model_folders(kind: str) -> list[Path]:
     """Folders searched for one kind of weights (`talkingpose`, `dwpose`, `vae`, `clip_vision`, `talkingpose_lora`)."""
     return [models_root() / kind]

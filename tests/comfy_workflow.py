@@ -424,7 +424,7 @@ def nodes_of_type(prompt: dict, class_type: str) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- newer hosts
-# Changes a newer ComfyUI could make to the core nodes of talkingpose_core_nodes.json. The first kind keeps every
+# Changes a newer ComfyUI could make to the core nodes of 1 Animate a photo (core nodes).json. The first kind keeps every
 # saved workflow working (v0.33.0 made such changes: CreateVideo gained bit_depth, GetVideoComponents two outputs,
 # SaveVideo an output); the second breaks what the workflow relies on and must be reported.
 def _append_input(defs, node_type, section, name, spec, first=False):

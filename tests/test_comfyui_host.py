@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from fractions import Fraction
@@ -366,10 +367,11 @@ def test_comfyui_host_lists_the_shipped_workflows(comfy):
     expected = {p.stem for p in WORKFLOW_DIR.glob("*.json")}
     assert set(templates.get(PACK_DIR_NAME, [])) == expected, templates
     for name in expected:
-        served = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.json", raw=True)
+        # Fetched as the browser does, the name's spaces and parentheses percent-encoded.
+        served = comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{urllib.parse.quote(name)}.json", raw=True)
         assert json.loads(served) == load_workflow(f"{name}.json")
         # The template browser shows <name>.jpg from the same folder as the card's picture.
-        assert comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{name}.jpg", raw=True) == \
+        assert comfy.get(f"/api/workflow_templates/{PACK_DIR_NAME}/{urllib.parse.quote(name)}.jpg", raw=True) == \
             (WORKFLOW_DIR / f"{name}.jpg").read_bytes()
 
 
@@ -421,7 +423,7 @@ def test_comfyui_host_serves_the_v3_nodes_as_their_v1_declarations(defs):
 
 def test_comfyui_host_check_tells_additions_from_breaks(comfy, defs):
     """The same check on this host's definitions changed as a later ComfyUI might: additions pass, breaks fail."""
-    workflow = load_workflow("talkingpose_core_nodes.json")
+    workflow = load_workflow("1 Animate a photo (core nodes).json")
     for change, add in COMPATIBLE_CHANGES.items():
         changed = copy.deepcopy(defs)
         add(changed)
@@ -434,7 +436,7 @@ def test_comfyui_host_check_tells_additions_from_breaks(comfy, defs):
 
 
 def test_comfyui_host_runs_the_core_nodes_workflow(comfy, defs):
-    workflow = load_workflow("talkingpose_core_nodes.json")
+    workflow = load_workflow("1 Animate a photo (core nodes).json")
     prefix = f"tp_tests/core_{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     entry = comfy.run(small_prompt(workflow, defs, prefix, seed=1), workflow)
@@ -444,10 +446,72 @@ def test_comfyui_host_runs_the_core_nodes_workflow(comfy, defs):
     print(f"core workflow: {time.monotonic() - started:.1f} s, {info}")
 
 
+def test_comfyui_host_gets_the_templates_sample_inputs_on_load(comfy):
+    """The pack copied its sample inputs into ComfyUI's input folder when ComfyUI loaded it (nodes/sample_inputs.py),
+    so the templates' Load Image / Load Video find them; ComfyUI serves them as input files."""
+    for sample in sorted((WORKFLOW_DIR / "input").iterdir()):
+        served = comfy.get(f"/view?filename={urllib.parse.quote(sample.name)}&type=input", raw=True)
+        assert served == sample.read_bytes(), sample.name
+
+
+def test_comfyui_host_tells_the_browser_which_weights_are_installed(comfy):
+    """GET /talkingpose/weights (web/weights.js names missing weights on the loaders when a workflow opens)."""
+    status = comfy.get("/api/talkingpose/weights")
+    assert MODEL_NAME in status["talkingpose"]["installed"] and BROKEN_MODEL_NAME in status["talkingpose"]["installed"]
+    assert str(comfy.base / "models" / "talkingpose") in status["talkingpose"]["message"]
+    # The host has CLIP_NAME, not the converted encoder the templates name: that one is missing, with its command.
+    assert status["image_encoder"]["installed"] is False
+    assert "download --what image_encoder --models" in status["image_encoder"]["message"]
+
+
+def test_comfyui_host_previews_every_frame_with_previews_off(comfy, defs):
+    """The core template run with ComfyUI's previews off (its default): the sampler node gets one preview picture
+    per finished frame and the frame/ETA event per frame."""
+    aiohttp = pytest.importorskip("aiohttp")
+    import asyncio
+
+    workflow = load_workflow("1 Animate a photo (core nodes).json")
+    prompt = small_prompt(workflow, defs, f"tp_tests/samples_{uuid.uuid4().hex[:8]}", seed=4)
+    sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "TalkingPoseClosedLoopSampler")
+    client_id = f"tp-previews-{uuid.uuid4().hex[:8]}"
+
+    async def run():
+        previews, progress, executing = 0, [], None
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{comfy.url}/ws?clientId={client_id}") as ws:
+                async with session.post(f"{comfy.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                    reply = await r.json()
+                    assert r.status == 200 and not reply.get("node_errors"), reply
+                deadline = time.monotonic() + RUN_TIMEOUT_S
+                while time.monotonic() < deadline:
+                    message = await ws.receive(timeout=RUN_TIMEOUT_S)
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        kind = int.from_bytes(message.data[:4], "big")
+                        if kind in (1, 4) and executing == sampler_id:  # preview image (with metadata on newer cores)
+                            previews += 1
+                    elif message.type == aiohttp.WSMsgType.TEXT:
+                        event = json.loads(message.data)
+                        if event["type"] == "executing":
+                            executing = event["data"].get("node")
+                            if executing is None and event["data"].get("prompt_id") == reply["prompt_id"]:
+                                break
+                        elif event["type"] == "talkingpose.progress":
+                            progress.append(event["data"]["frame"])
+                        elif event["type"] == "execution_error":
+                            raise AssertionError(f"the run failed: {json.dumps(event['data'])[:3000]}")
+                    else:
+                        raise AssertionError(f"the websocket ended: {message.type}")
+        return previews, progress
+
+    previews, progress = asyncio.run(run())
+    assert progress == list(range(1, FRAMES + 1))
+    assert previews >= FRAMES, (previews, FRAMES)
+
+
 def test_comfyui_host_runs_the_videohelpersuite_workflow(comfy, defs):
     if not comfy.has_vhs:
         _skip_without_host(f"{VHS_DIR_NAME} is not in {os.environ.get('COMFYUI_PATH')}/custom_nodes")
-    workflow = load_workflow("talkingpose_videohelpersuite.json")
+    workflow = load_workflow("2 Animate a photo (VideoHelperSuite).json")
     prefix = f"tp_tests/vhs_{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
     entry = comfy.run(small_prompt(workflow, defs, prefix, seed=2), workflow)
@@ -458,7 +522,7 @@ def test_comfyui_host_runs_the_videohelpersuite_workflow(comfy, defs):
 
 
 def test_comfyui_host_recovers_after_a_failed_run(comfy, defs):
-    workflow = load_workflow("talkingpose_core_nodes.json")
+    workflow = load_workflow("1 Animate a photo (core nodes).json")
     # Refused at validation: not one of the model choices.
     prompt = small_prompt(workflow, defs, "tp_tests/refused", seed=3)
     next(n for n in prompt.values() if n["class_type"] == "TalkingPoseModelLoader")["inputs"]["model"] = "missing/"
@@ -498,7 +562,7 @@ class LongRender:
         self.comfy, self.prefix = comfy, f"tp_tests/{self.name}"
 
     def graph(self, defs: dict, chunked: bool = True) -> dict:
-        prompt = small_prompt(load_workflow("talkingpose_long_video.json"), defs, self.prefix, seed=6)
+        prompt = small_prompt(load_workflow("3 Long video in chunks.json"), defs, self.prefix, seed=6)
         self.ids = {n["class_type"]: key for key, n in prompt.items()}
         manager_id = self.ids["VHS_BatchManager"]
         if chunked:
@@ -742,15 +806,15 @@ def _render_latents(comfy, defs, workflow_name: str, seed: int, **lora_inputs):
 
 
 def test_comfyui_host_trains_a_lora_and_renders_with_it(comfy, defs):
-    """talkingpose_personalize_train.json on a 14-frame clip (its poses extracted in the graph), then
-    talkingpose_personalize_render.json with the file it wrote: the LoRA changes the render at strength 1 and
+    """4 Personalize - train a LoRA.json on a 14-frame clip (its poses extracted in the graph), then
+    5 Personalize - render with the LoRA.json with the file it wrote: the LoRA changes the render at strength 1 and
     leaves the core-nodes workflow's render exactly at strength 0."""
     import torch
 
     from talkingpose.lora import read_adapter
 
     _write_lora_clip(comfy)
-    train = small_prompt(load_workflow("talkingpose_personalize_train.json"), defs, "tp_tests/unused", seed=0)
+    train = small_prompt(load_workflow("4 Personalize - train a LoRA.json"), defs, "tp_tests/unused", seed=0)
     set_inputs(train, "LoadVideo", file=LORA_CLIP_NAME)
     set_inputs(train, "TalkingPoseTrainLoRA", output_name=LORA_OUTPUT_NAME)
     preview = set_inputs(train, "PreviewImage")
@@ -763,9 +827,9 @@ def test_comfyui_host_trains_a_lora_and_renders_with_it(comfy, defs):
     assert not adapter_file.with_name(adapter_file.name + ".checkpoint.pt").exists()
 
     lora_name = adapter_file.name
-    with_lora = _render_latents(comfy, defs, "talkingpose_personalize_render.json", 7, lora=lora_name, strength=1.0)
-    without = _render_latents(comfy, defs, "talkingpose_personalize_render.json", 7, lora=lora_name, strength=0.0)
-    core = _render_latents(comfy, defs, "talkingpose_core_nodes.json", 7)
+    with_lora = _render_latents(comfy, defs, "5 Personalize - render with the LoRA.json", 7, lora=lora_name, strength=1.0)
+    without = _render_latents(comfy, defs, "5 Personalize - render with the LoRA.json", 7, lora=lora_name, strength=0.0)
+    core = _render_latents(comfy, defs, "1 Animate a photo (core nodes).json", 7)
     assert with_lora.shape == core.shape == (FRAMES, 4, OUT_SIZE // 8, OUT_SIZE // 8), core.shape
     assert torch.equal(without, core)
     assert not torch.equal(with_lora, core)

@@ -72,7 +72,7 @@ def test_the_icon_is_checked(pack, tmp_path_factory):
 def test_the_archive_check():
     good = ["__init__.py", "nodes/__init__.py", "talkingpose/__init__.py", "requirements.txt", "install.py",
             "pyproject.toml", "LICENSE", "README.md", "web/talkingpose.js", "web/docs/TalkingPoseExtract.md",
-            "example_workflows/talkingpose_core_nodes.json"]
+            "example_workflows/1 Animate a photo (core nodes).json"]
     assert archive_problems(good) == []
     problems = archive_problems([n for n in good if not n.startswith("web/docs/")] + ["tests/test_cli.py"])
     assert any("nothing in web/docs/" in p for p in problems) and any(".comfyignore must leave tests/" in p for p in problems)

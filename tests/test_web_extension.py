@@ -65,7 +65,54 @@ def test_web_folder_holds_no_tests():
     """ComfyUI loads every web/**/*.js as an extension module: test files must stay outside web/, and the pure
     module must stay free of imports (ComfyUI/DOM) so Node can run it."""
     served = sorted(p.relative_to(WEB).as_posix() for p in WEB.rglob("*.js"))
-    assert {"progress_format.js", "talkingpose.js"} <= set(served)
+    assert {"progress_format.js", "talkingpose.js", "weights_format.js", "weights.js"} <= set(served)
     assert not [p for p in served if ".test." in p or p.startswith("tests/")]
-    source = (WEB / "progress_format.js").read_text(encoding="utf-8")
-    assert "import " not in source, "progress_format.js must stay free of imports (DOM/ComfyUI)"
+    for pure in ("progress_format.js", "weights_format.js"):
+        source = (WEB / pure).read_text(encoding="utf-8")
+        assert "import " not in source, f"{pure} must stay free of imports (DOM/ComfyUI)"
+
+
+def test_extension_uses_no_deprecated_frontend_api():
+    """Frontend 1.58 warns on every read of LGraphNode.badgePosition (badges are always drawn top-right there, and
+    1.49 puts ComfyUI's nodes' badges top-right too)."""
+    for path in WEB.glob("*.js"):
+        assert "badgePosition" not in path.read_text(encoding="utf-8"), path.name
+
+
+@pytest.mark.skipif(NODE is None, reason="Node.js (`node`) is not on PATH")
+def test_weights_extension_parses_and_checks_when_a_workflow_opens():
+    """web/weights.js against stand-ins: it registers one extension that asks GET /talkingpose/weights when a
+    workflow opens and warns once, naming the missing weights with the server's sentence."""
+    script = r"""
+const registered = [], fetched = [], toasts = [];
+const status = { talkingpose: { installed: [], message: "No TalkingPose model is installed. run download" },
+                 image_encoder: { file: "enc.safetensors", installed: true, message: "unused" } };
+const loader = { type: "TalkingPoseModelLoader", pos: [0, 0], widgets: [{ name: "model", value: "TalkingPose/" }] };
+globalThis.__tp_app = { registerExtension: (e) => registered.push(e), canvas: { onDrawForeground: null },
+                        graph: { _nodes: [loader] }, extensionManager: { toast: { add: (t) => toasts.push(t) } } };
+globalThis.__tp_api = { fetchApi: async (route) => { fetched.push(route); return { ok: true, json: async () => status }; } };
+const stub = (name) => "data:text/javascript," + encodeURIComponent(`export const ${name} = globalThis.__tp_${name};`);
+const { readFileSync } = await import("node:fs");
+const { pathToFileURL } = await import("node:url");
+const path = process.argv[1];
+const source = readFileSync(path, "utf8")
+  .replace('"../../scripts/app.js"', JSON.stringify(stub("app")))
+  .replace('"../../scripts/api.js"', JSON.stringify(stub("api")))
+  .replace('"./weights_format.js"', JSON.stringify(new URL("weights_format.js", pathToFileURL(path)).href));
+await import("data:text/javascript," + encodeURIComponent(source));
+const ext = registered[0];
+ext.setup();
+await ext.afterConfigureGraph();
+await ext.refreshComboInNodes();  // the same finding is not repeated
+console.log(JSON.stringify({ n: registered.length, name: ext.name, fetched, toasts,
+                             hooked: typeof globalThis.__tp_app.canvas.onDrawForeground }));
+"""
+    result = subprocess.run([NODE, "--input-type=module", "-e", script, str(WEB / "weights.js")],
+                            cwd=PACK_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    import json
+
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["n"] == 1 and out["name"] == "TalkingPose.weights" and out["hooked"] == "function"
+    assert out["fetched"] == ["/talkingpose/weights", "/talkingpose/weights"]
+    assert len(out["toasts"]) == 1 and out["toasts"][0]["detail"] == "No TalkingPose model is installed. run download"

@@ -12,14 +12,14 @@ import sys
 import pytest
 
 from comfy_workflow import (BREAKING_CHANGES, COMPATIBLE_CHANGES, FIXTURE, FRONTEND_ONLY_TYPES, load_host_definitions,
-                            pack_definitions, to_api_prompt, validate_workflow)
+                            pack_definitions, to_api_prompt, validate_workflow, visible_widgets)
 from helpers import PACK_ROOT
 
 WORKFLOW_DIR = PACK_ROOT / "example_workflows"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.json"))
-EXPECTED = {"talkingpose_core_nodes.json", "talkingpose_videohelpersuite.json", "talkingpose_long_video.json",
-            "talkingpose_personalize_train.json", "talkingpose_personalize_render.json"}
-TRAIN_WORKFLOW = WORKFLOW_DIR / "talkingpose_personalize_train.json"
+EXPECTED = {"1 Animate a photo (core nodes).json", "2 Animate a photo (VideoHelperSuite).json", "3 Long video in chunks.json",
+            "4 Personalize - train a LoRA.json", "5 Personalize - render with the LoRA.json"}
+TRAIN_WORKFLOW = WORKFLOW_DIR / "4 Personalize - train a LoRA.json"
 RENDER_WORKFLOWS = [p for p in WORKFLOWS if p != TRAIN_WORKFLOW]  # the ones that animate a photo
 NEWER_HOST = FIXTURE.with_name("comfyui_object_info_v0.33.0.json")
 
@@ -58,6 +58,42 @@ def test_the_shipped_workflows_are_there():
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_the_vae_carries_its_download_and_the_converted_encoder_none(path):
+    """The frontend's missing-models dialog offers a file for download from a loader's `models` metadata (name,
+    url, directory). The VAE is one published file; the image encoder is published only as pytorch_model.bin plus
+    config.json and converted by `cli.py download`, so it carries none (web/weights.js gives its command)."""
+    from talkingpose.downloads import IMAGE_ENCODER_FILE, VAE_FILE, VAE_REPO
+
+    workflow = load(path)
+    vae = node(workflow, "VAELoader")
+    assert vae["widgets_values"] == [VAE_FILE]
+    assert vae["properties"]["models"] == [{
+        "name": VAE_FILE, "url": f"https://huggingface.co/{VAE_REPO}/resolve/main/{VAE_FILE}", "directory": "vae"}]
+    clip = node(workflow, "CLIPVisionLoader")
+    assert clip["widgets_values"] == [IMAGE_ENCODER_FILE] and "models" not in clip["properties"]
+
+
+def test_template_cards_read_as_titles_in_order():
+    """The template browser (frontend 1.49 and 1.58) titles a custom pack's card with the file name as it is and
+    lists them in the server's order (a folder listing: by name on NTFS), so the names are the titles, numbered
+    core first, and valid file names on Windows."""
+    names = [p.stem for p in WORKFLOWS]
+    assert names == sorted(names)
+    assert [name.split(" ", 1)[0] for name in names] == [str(i) for i in range(1, len(names) + 1)]
+    assert names[0] == "1 Animate a photo (core nodes)"
+    for name in names:
+        assert not set(name) & set('<>:"/\\|?*') and name.isascii() and name == name.strip(), name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_template_has_a_square_picture_for_its_card(path):
+    from PIL import Image
+
+    with Image.open(path.with_suffix(".jpg")) as picture:  # the card crops to a square
+        assert picture.format == "JPEG" and picture.width == picture.height >= 512
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_is_valid(path, defs):
     assert validate_workflow(load(path), defs) == []
 
@@ -81,7 +117,7 @@ def test_workflow_loads_on_a_newer_comfyui(path):
 def test_the_check_for_newer_hosts_accepts_additions(change, defs):
     changed = copy.deepcopy(defs)
     COMPATIBLE_CHANGES[change](changed)
-    assert validate_workflow(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), changed, exact=False) == []
+    assert validate_workflow(load(WORKFLOW_DIR / "1 Animate a photo (core nodes).json"), changed, exact=False) == []
 
 
 @pytest.mark.parametrize("change", BREAKING_CHANGES, ids=list(BREAKING_CHANGES))
@@ -89,7 +125,7 @@ def test_the_check_for_newer_hosts_reports_a_real_break(change, defs):
     mutate, message = BREAKING_CHANGES[change]
     changed = copy.deepcopy(defs)
     mutate(changed)
-    errors = validate_workflow(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), changed, exact=False)
+    errors = validate_workflow(load(WORKFLOW_DIR / "1 Animate a photo (core nodes).json"), changed, exact=False)
     assert any(message in e for e in errors), errors
 
 
@@ -110,7 +146,7 @@ def test_workflow_converts_to_an_api_prompt(path, defs):
 
 
 def test_core_workflow_carries_fps_and_audio(defs):
-    workflow = load(WORKFLOW_DIR / "talkingpose_core_nodes.json")
+    workflow = load(WORKFLOW_DIR / "1 Animate a photo (core nodes).json")
     create = node(workflow, "CreateVideo")
     assert source_of(workflow, create, "fps") == (node(workflow, "GetVideoComponents"), "fps")
     assert source_of(workflow, create, "audio") == (node(workflow, "GetVideoComponents"), "audio")
@@ -121,7 +157,7 @@ def test_core_workflow_carries_fps_and_audio(defs):
 
 
 def test_videohelpersuite_workflow_carries_frame_rate_and_audio(defs):
-    workflow = load(WORKFLOW_DIR / "talkingpose_videohelpersuite.json")
+    workflow = load(WORKFLOW_DIR / "2 Animate a photo (VideoHelperSuite).json")
     combine, loader = node(workflow, "VHS_VideoCombine"), node(workflow, "VHS_LoadVideo")
     origin, output = source_of(workflow, combine, "frame_rate")
     assert origin["type"] == "VHS_VideoInfo" and output.startswith("loaded_fps")
@@ -131,7 +167,7 @@ def test_videohelpersuite_workflow_carries_frame_rate_and_audio(defs):
 
 
 def test_long_video_workflow_runs_in_meta_batches(defs):
-    workflow = load(WORKFLOW_DIR / "talkingpose_long_video.json")
+    workflow = load(WORKFLOW_DIR / "3 Long video in chunks.json")
     manager, loader = node(workflow, "VHS_BatchManager"), node(workflow, "VHS_LoadVideo")
     sampler, combine = node(workflow, "TalkingPoseClosedLoopSampler"), node(workflow, "VHS_VideoCombine")
     # One manager drives the loader, the sampler (closed loop carried across chunks) and the single output video.
@@ -158,6 +194,26 @@ def test_long_video_workflow_runs_in_meta_batches(defs):
     for words in ("frame_load_cap", "skip_first_frames", "FIRST chunk", "Load TalkingPose State", "next_frame",
                   "pose_state"):
         assert words in text, words
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_widget_dict_is_read_as_a_list_by_the_newest_frontend(path, defs):
+    """Frontend 1.58 (litegraphService's migrateWidgetsValues) runs every node's saved widgets_values through a
+    filter that also accepts a dict: a dict holding exactly as many values as the node definition has widget
+    inputs comes out as a positional list. VideoHelperSuite then finds a list that does not match its widgets and
+    shows "Failed to restore node ... Please remove and re-add it." (the Meta Batch Manager saved with
+    frames_per_batch alone did). Saved as VideoHelperSuite 1.7.9 writes them, the dicts keep another count."""
+    for node_ in load(path)["nodes"]:
+        values = node_.get("widgets_values")
+        if isinstance(values, dict):
+            widget_inputs = [name for name, _, _ in visible_widgets(defs[node_["type"]])]
+            if widget_inputs:  # a node without widgets (Video Info) has nothing to restore
+                assert len(values) != len(widget_inputs), (node_["type"], sorted(values), widget_inputs)
+
+
+def test_the_meta_batch_manager_is_saved_as_videohelpersuite_writes_it(defs):
+    manager = node(load(WORKFLOW_DIR / "3 Long video in chunks.json"), "VHS_BatchManager")
+    assert manager["widgets_values"] == {"frames_per_batch": 32, "count": 0}  # count: VHS's hidden batch counter
 
 
 @pytest.mark.parametrize("path", RENDER_WORKFLOWS, ids=lambda p: p.name)
@@ -214,7 +270,7 @@ def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defau
     # widget, so workflows saved before it keep their values' order.
     assert train["widgets_values"][-3:] == [0, True, False]
     # The file it writes is the one the render workflow loads.
-    render = to_api_prompt(load(WORKFLOW_DIR / "talkingpose_personalize_render.json"), defs)
+    render = to_api_prompt(load(WORKFLOW_DIR / "5 Personalize - render with the LoRA.json"), defs)
     lora = next(n for n in render.values() if n["class_type"] == "TalkingPoseLoadLoRA")
     assert lora["inputs"]["lora"] == f"{values['output_name']}.safetensors"
 
@@ -222,7 +278,7 @@ def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defau
 def test_personalize_render_workflow_encodes_and_samples_with_the_lora(defs):
     """The core-nodes workflow with Load TalkingPose LoRA after the model loader: Appearance Encode and the sampler
     both get the LoRA'd model (an appearance encoded without the LoRA is refused by the sampler)."""
-    workflow = load(WORKFLOW_DIR / "talkingpose_personalize_render.json")
+    workflow = load(WORKFLOW_DIR / "5 Personalize - render with the LoRA.json")
     lora = node(workflow, "TalkingPoseLoadLoRA")
     assert source_of(workflow, lora, "model") == (node(workflow, "TalkingPoseModelLoader"), "model")
     for target in ("TalkingPoseAppearanceEncode", "TalkingPoseClosedLoopSampler"):
@@ -235,7 +291,7 @@ def test_personalize_render_workflow_encodes_and_samples_with_the_lora(defs):
     base_model = prompt.pop(lora_id)["inputs"]["model"]
     for entry in prompt.values():
         entry["inputs"] = {k: base_model if v == [lora_id, 0] else v for k, v in entry["inputs"].items()}
-    assert prompt == to_api_prompt(load(WORKFLOW_DIR / "talkingpose_core_nodes.json"), defs)
+    assert prompt == to_api_prompt(load(WORKFLOW_DIR / "1 Animate a photo (core nodes).json"), defs)
 
 
 def _saved_before_retargeting(workflow):
@@ -411,21 +467,21 @@ def _stale_node_inputs(w):
 
 
 BREAKAGES = [
-    ("talkingpose_core_nodes.json", _drop_control_value, "control_after_generate"),
-    ("talkingpose_core_nodes.json", _steps_out_of_range, "below the minimum"),
-    ("talkingpose_core_nodes.json", _unknown_type, "does not exist"),
-    ("talkingpose_core_nodes.json", _wrong_link_type, "takes 'IMAGE'"),
-    ("talkingpose_core_nodes.json", _unlinked_required_input, "'appearance' (TALKINGPOSE_APPEARANCE) is not connected"),
-    ("talkingpose_core_nodes.json", _bad_combo, "'squash' is not one of"),
-    ("talkingpose_core_nodes.json", _renamed_input, "'poses' is not an input"),
-    ("talkingpose_core_nodes.json", _dangling_link, "does not exist"),
-    ("talkingpose_core_nodes.json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
-    ("talkingpose_personalize_train.json", _train_seed_with_a_control_value, "1 value(s) more than the node's widgets"),
-    ("talkingpose_personalize_render.json", _lora_not_a_file, "lora='person' is not a file name ending in"),
-    ("talkingpose_videohelpersuite.json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
-    ("talkingpose_videohelpersuite.json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
-    ("talkingpose_long_video.json", _no_frames_per_batch, "frames_per_batch=0 is below the minimum 1"),
-    ("talkingpose_long_video.json", _empty_note, "widgets_values must hold the note's text"),
+    ("1 Animate a photo (core nodes).json", _drop_control_value, "control_after_generate"),
+    ("1 Animate a photo (core nodes).json", _steps_out_of_range, "below the minimum"),
+    ("1 Animate a photo (core nodes).json", _unknown_type, "does not exist"),
+    ("1 Animate a photo (core nodes).json", _wrong_link_type, "takes 'IMAGE'"),
+    ("1 Animate a photo (core nodes).json", _unlinked_required_input, "'appearance' (TALKINGPOSE_APPEARANCE) is not connected"),
+    ("1 Animate a photo (core nodes).json", _bad_combo, "'squash' is not one of"),
+    ("1 Animate a photo (core nodes).json", _renamed_input, "'poses' is not an input"),
+    ("1 Animate a photo (core nodes).json", _dangling_link, "does not exist"),
+    ("1 Animate a photo (core nodes).json", _stale_node_inputs, "input 'state' (TALKINGPOSE_STATE) is missing"),
+    ("4 Personalize - train a LoRA.json", _train_seed_with_a_control_value, "1 value(s) more than the node's widgets"),
+    ("5 Personalize - render with the LoRA.json", _lora_not_a_file, "lora='person' is not a file name ending in"),
+    ("2 Animate a photo (VideoHelperSuite).json", _vhs_bad_format_widget, "crf=500 is above the maximum 100"),
+    ("2 Animate a photo (VideoHelperSuite).json", _frame_rate_from_an_int, "gives 'INT' but VHS_VideoCombine.frame_rate takes 'FLOAT'"),
+    ("3 Long video in chunks.json", _no_frames_per_batch, "frames_per_batch=0 is below the minimum 1"),
+    ("3 Long video in chunks.json", _empty_note, "widgets_values must hold the note's text"),
 ]
 
 

@@ -2,7 +2,7 @@
 // node ends up once its media (Load Video / Load Image previews) has loaded, and take a screenshot.
 //
 //   NODE_PATH=<folder with node_modules/playwright-core> node tools/screenshot_workflow.js \
-//       --url http://127.0.0.1:8188 --workflow example_workflows/talkingpose_core_nodes.json --out docs/graph.png
+//       --url http://127.0.0.1:8188 --workflow "example_workflows/1 Animate a photo (core nodes).json" --out docs/graph.png
 //
 // Needs: a ComfyUI with this pack (and VideoHelperSuite for those workflows) running at --url, the files the
 // workflow names in its input folder (a real driving video, so that the preview grows its node as it does for a
@@ -38,7 +38,7 @@ function overlaps(nodes) {
 
 (async () => {
   const url = option("url", "http://127.0.0.1:8188");
-  const workflowPath = option("workflow", "example_workflows/talkingpose_core_nodes.json");
+  const workflowPath = option("workflow", "example_workflows/1 Animate a photo (core nodes).json");
   const workflow = JSON.parse(fs.readFileSync(workflowPath, "utf8"));
   const out = option("out", "docs/graph.png");
   const width = Number(option("width", "1600"));

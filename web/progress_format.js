@@ -236,3 +236,26 @@ export class ProgressBoard {
         return changed;
     }
 }
+
+function intersects(a, b) {
+    return a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+}
+
+/**
+ * Where the status pill (w × h) of a node goes: the first of these spots that overlaps no other node —
+ * the row just above the title bar (where the frontend also draws the node's badges, right-aligned), the row
+ * above that, then just below the node — else the first spot that fits beside the badges. `node` is the node's
+ * box with its title bar {x, y, w, h}, `badges` the width the badges take at the right end of their row, and
+ * `others` the boxes of the other nodes on the canvas.
+ */
+export function placeStatus(node, pill, badges, others, gap = 2) {
+    const above = node.y - gap - pill.h;
+    const clearOfBadges = pill.w <= node.w - badges - gap;
+    const spots = [
+        ...(clearOfBadges ? [{ x: node.x, y: above }] : []),
+        { x: node.x, y: above - pill.h - gap },
+        { x: node.x, y: node.y + node.h + gap },
+    ];
+    const free = spots.find((spot) => !others.some((box) => intersects({ ...spot, w: pill.w, h: pill.h }, box)));
+    return free ?? spots[0];
+}

@@ -6,7 +6,8 @@
 //   done · 120 frames · avg 2.35 s/frame         (after the last frame / when the run ends)
 //   cancelled at frame 12/120                    (the run was interrupted)
 //   failed after frame 12/120                    (the run stopped with an error)
-// It sits in the row of the node's badges (one row higher when it would run into them) and is drawn from
+// It sits in the row of the node's badges (one row higher when it would run into them, below the node when
+// another node is in the way: placeStatus) and is drawn from
 // the canvas' foreground hook: it changes neither the node's size nor the saved workflow, and it also shows
 // with the "Nodes 2.0" (Vue) node design, where node draw callbacks are not called. Inside subgraphs the
 // status is shown on the subgraph node at the root and on the sampler itself when the subgraph is open.
@@ -18,6 +19,7 @@ import {
     ProgressBoard,
     SAMPLER_TYPE,
     fractionDone,
+    placeStatus,
     resolveDisplayNode,
     statusText,
 } from "./progress_format.js";
@@ -82,20 +84,23 @@ function badgesWidth(ctx, node) {
     return width;
 }
 
-function drawStatus(ctx, node, state) {
+// A node's box with its title bar, {x, y, w, h}.
+function boxOf(node) {
+    const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+    const [w, h] = [node.width ?? node.size?.[0] ?? 0, node.height ?? node.size?.[1] ?? 0];
+    return { x: node.pos[0], y: node.pos[1] - titleHeight, w, h: h + titleHeight };
+}
+
+function drawStatus(ctx, node, state, graph) {
     const text = statusText(state);
     if (!text || !node.pos) return;
     const style = STYLE[state.phase] ?? STYLE[Phase.RUNNING];
-    const titleHeight = globalThis.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
     ctx.save();
     ctx.font = FONT;
     const w = Math.ceil(ctx.measureText(text).width) + 2 * PILL_PADDING;
-    const nodeWidth = node.width ?? node.size?.[0] ?? 0;
-    const badges = badgesWidth(ctx, node);
-    let x = node.pos[0];
-    let y = node.pos[1] - titleHeight - PILL_GAP - PILL_HEIGHT;
-    if (node.badgePosition === "top-left") x += badges;
-    else if (badges > 0 && w > nodeWidth - badges) y -= PILL_HEIGHT + PILL_GAP; // above the badges' row
+    // Badges sit at the right end of the row above the title bar (1.49 and 1.58 alike).
+    const others = (graph?._nodes ?? graph?.nodes ?? []).filter((other) => other !== node && other.pos).map(boxOf);
+    const { x, y } = placeStatus(boxOf(node), { w, h: PILL_HEIGHT }, badgesWidth(ctx, node), others, PILL_GAP);
     pillPath(ctx, x, y, w, PILL_HEIGHT, PILL_RADIUS);
     ctx.fillStyle = style.bg;
     ctx.fill();
@@ -122,7 +127,7 @@ function drawAll(ctx, canvas) {
     if (!root || !shown) return;
     for (const [executionId, state] of board.entries()) {
         const node = resolveDisplayNode(executionId, root, shown, accept);
-        if (node) drawStatus(ctx, node, state);
+        if (node) drawStatus(ctx, node, state, shown);
     }
 }
 

@@ -13,6 +13,7 @@ import {
     fractionDone,
     localNodeId,
     matchesNodeId,
+    placeStatus,
     resolveDisplayNode,
     splitExecutionId,
     statusText,
@@ -292,5 +293,34 @@ describe("ProgressBoard", () => {
         board.handle(PROGRESS_EVENT, { node: 7, frame: 12, frames: 10, s_per_frame: 1, eta_s: 0 });
         assert.equal(board.get("7").frame, 10);
         assert.equal(board.get("7").phase, Phase.DONE);
+    });
+});
+
+describe("placeStatus (where the pill goes)", () => {
+    const sampler = { x: 1200, y: 260, w: 330, h: 270 }; // box with the title bar
+    const pill = { w: 220, h: 20 };
+
+    it("sits in the row above the title bar when nothing is there", () => {
+        assert.deepEqual(placeStatus(sampler, pill, 0, []), { x: 1200, y: 238 });
+    });
+
+    it("goes one row up when the badges leave no room beside them", () => {
+        assert.deepEqual(placeStatus(sampler, pill, 150, []), { x: 1200, y: 216 });
+    });
+
+    it("goes below the node when another node's bottom is just above (Appearance Encode above the sampler)", () => {
+        const encode = { x: 1200, y: 30, w: 330, h: 214 }; // grown to y 244 by its widgets
+        assert.deepEqual(placeStatus(sampler, pill, 0, [encode]), { x: 1200, y: 532 });
+    });
+
+    it("ignores nodes beside it", () => {
+        const beside = { x: 1590, y: 30, w: 340, h: 600 };
+        assert.deepEqual(placeStatus(sampler, pill, 0, [beside]), { x: 1200, y: 238 });
+    });
+
+    it("keeps the first spot when every spot is covered", () => {
+        const everywhere = { x: 0, y: 0, w: 5000, h: 5000 };
+        assert.deepEqual(placeStatus(sampler, pill, 0, [everywhere]), { x: 1200, y: 238 });
+        assert.deepEqual(placeStatus(sampler, pill, 150, [everywhere]), { x: 1200, y: 216 });
     });
 });
