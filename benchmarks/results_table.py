@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 ROWS = (
-    ("animate_512_s_per_frame", "animate 512², s/frame (pose video → mp4)", "{:.3f}"),
+    ("animate_512_s_per_frame", "animate 512², s/frame (pose video -> mp4)", "{:.3f}"),
     ("animate_512x768_s_per_frame", "animate 512×768, s/frame", "{:.3f}"),
     ("sampler_512_s_per_frame", "sampler 512², s/frame", "{:.3f}"),
     ("batched8_frames_per_s", "8 videos batched, frames/s", "{:.2f}"),

@@ -171,7 +171,7 @@ def vae_encode_posterior(vae, pixels):
 
 
 def vae_decode(vae, raw_latents):
-    """VAE Decode of raw latents [n, 4, h, w] → IMAGE [n, H, W, 3] in [0, 1] (float32, CPU)."""
+    """VAE Decode of raw latents [n, 4, h, w] -> IMAGE [n, H, W, 3] in [0, 1] (float32, CPU)."""
     from talkingpose import vae_clip
 
     return vae_clip.decode_latents(vae, raw_latents).movedim(1, -1)

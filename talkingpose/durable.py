@@ -56,7 +56,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _without_extension(name: str) -> str:
-    """`.NAME.PID.RANDOM.tmp.EXT` (a temporary that keeps its file type for a loader's check) → `….tmp`."""
+    """`.NAME.PID.RANDOM.tmp.EXT` (a temporary that keeps its file type for a loader's check) -> `….tmp`."""
     if name.endswith(TEMPORARY_SUFFIX):
         return name
     stem, _, _ = name.rpartition(".")

@@ -21,7 +21,7 @@ from .errors import TalkingPoseError
 
 
 def ddim_coefficients(scheduler) -> torch.Tensor:
-    """[steps, 4] float32: per step (√ᾱ_t, √(1−ᾱ_t), √ᾱ_prev, √(1−ᾱ_prev)), computed from diffusers' DDIMScheduler
+    """[steps, 4] float32: per step (sqrt(alpha_bar_t), sqrt(1-alpha_bar_t), sqrt(alpha_bar_prev), sqrt(1-alpha_bar_prev)), computed from diffusers' DDIMScheduler
     with the very operations its `step` uses at eta 0 (so the update below matches it bit for bit)."""
     config = scheduler.config
     if config.prediction_type != "v_prediction" or config.thresholding or config.clip_sample:
@@ -104,7 +104,7 @@ class GuidedStep:
 
     # ------------------------------------------------------------------------------------------------- the step
     def _body(self, latents, pose_features, timestep, time, ddim):
-        """The step: the UNet on [uncond, cond] rows, guidance, the DDIM update (eta 0, v-prediction) → new latents."""
+        """The step: the UNet on [uncond, cond] rows, guidance, the DDIM update (eta 0, v-prediction) -> new latents."""
         embedding, projections = time
         self.prepared.set_step(embedding, projections)
         model_input = latents.to(self.dtype)
@@ -176,7 +176,7 @@ class GuidedStep:
     # ------------------------------------------------------------------------------------------------- one frame
     @torch.no_grad()
     def denoise(self, start: torch.Tensor, pose_features: torch.Tensor, on_step=None) -> torch.Tensor:
-        """All steps of one frame: start latents [n, C, h, w] and pose features [n, width, h, w] → final latents
+        """All steps of one frame: start latents [n, C, h, w] and pose features [n, width, h, w] -> final latents
         (float32)."""
         if self.guided:
             pose_features = torch.cat([pose_features, pose_features])

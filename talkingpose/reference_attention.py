@@ -158,7 +158,7 @@ class ReferenceSelfAttention:
         inner = qkv.shape[-1] // 3
         n_u, tokens = prepared.n_unconditional, hidden_states.shape[1]
 
-        def heads(x):  # a view: [rows, tokens, inner] → [rows, heads, tokens, head_dim]
+        def heads(x):  # a view: [rows, tokens, inner] -> [rows, heads, tokens, head_dim]
             return x.unflatten(-1, (attn.heads, -1)).transpose(1, 2)
 
         def attend(q, k, v):  # merged back to [rows, tokens, inner]; a view where SDPA returns token-major output
@@ -168,7 +168,7 @@ class ReferenceSelfAttention:
             out = attend(qkv[..., :inner], qkv[..., inner:2 * inner], qkv[..., 2 * inner:])
         else:
             keys_values = prepared.buffer(tokens, qkv)
-            # this step's keys and values of the conditional rows, [rows, tokens, 2·inner] → [2, rows, heads, tokens, d]
+            # this step's keys and values of the conditional rows, [rows, tokens, 2·inner] -> [2, rows, heads, tokens, d]
             keys_values[:, :, :, :tokens] = qkv[n_u:, :, inner:].unflatten(-1, (2, attn.heads, -1)).permute(2, 0, 3, 1, 4)
             out = _merge_heads(F.scaled_dot_product_attention(heads(qkv[n_u:, :, :inner]), keys_values[0], keys_values[1],
                                                               scale=attn.scale))

@@ -22,7 +22,7 @@ from .video_io import (_AV_ERRORS, VideoReader, VideoWriter, _add_video_stream, 
 
 log = logging.getLogger("TalkingPose")
 
-# The headless job's sampler state after frame n−1, kept in the partial folder beside the frames (`render_output`).
+# The headless job's sampler state after frame n-1, kept in the partial folder beside the frames (`render_output`).
 STATE_NAME = re.compile(r"state-(\d{7})\.safetensors")
 
 
@@ -37,7 +37,7 @@ class SegmentedVideoWriter:
 
     * Each frame is saved losslessly (`frame_NNNNNNN.rgb`, raw RGB, written under a temporary name and renamed) as soon as
       it arrives, so a kill loses at most the frame being made.
-    * Every `segment_frames` frames (frames k·n … (k+1)·n−1, whatever the run that made them) are encoded into
+    * Every `segment_frames` frames (frames k·n … (k+1)·n-1, whatever the run that made them) are encoded into
       `segment_KKKKK.mp4`, when the frame after them arrives, and their raw files removed. The boundaries do not depend on where a run stopped and
       the encoder is deterministic, so the segments, and the joined file, do not either.
     * `finalize()` encodes the remaining frames, joins everything without re-encoding (segments have no

@@ -211,7 +211,7 @@ def vae_encode_mean(vae, pixels: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------------ decoding
 def decode_latents(vae, raw_latents: torch.Tensor) -> torch.Tensor:
-    """Raw (unscaled) latents [n, 4, h, w] → images [n, 3, H, W] in [0, 1], float32 on the CPU, one latent at a
+    """Raw (unscaled) latents [n, 4, h, w] -> images [n, 3, H, W] in [0, 1], float32 on the CPU, one latent at a
     time so decode memory stays flat (the standalone VAE Decode of both the pipeline and the node path).
 
     A half-precision VAE decodes in its dtype (half the activations and convolution workspace of float32); a

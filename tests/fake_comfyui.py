@@ -104,6 +104,7 @@ class FakeFolderPaths(types.ModuleType):
         self.folder_names_and_paths: dict[str, tuple[list[str], set]] = {}
         self.added: list[tuple[str, str, bool]] = []
         self.output = base / "output"
+        self.input = base / "input"
 
     def add_model_folder_path(self, folder_name, full_folder_path, is_default=False):
         self.added.append((folder_name, full_folder_path, is_default))
@@ -117,6 +118,9 @@ class FakeFolderPaths(types.ModuleType):
 
     def get_output_directory(self):
         return str(self.output)
+
+    def get_input_directory(self):
+        return str(self.input)
 
 
 class FakeProgressBar:
@@ -183,7 +187,10 @@ class FakePromptServer:
     instance = None
 
     def __init__(self):
+        from aiohttp import web
+
         self.sent = []
+        self.routes = web.RouteTableDef()  # as ComfyUI's server: the pack adds its GET routes here at load
 
     def send_sync(self, event, data, sid=None):
         self.sent.append((event, data))

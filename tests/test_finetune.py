@@ -521,7 +521,7 @@ def _fail_writing(monkeypatch, fails):
 
 
 def _file_of(temporary_name: str) -> str:
-    """`.NAME.PID.RANDOM.tmp` → NAME."""
+    """`.NAME.PID.RANDOM.tmp` -> NAME."""
     return temporary_name[1:].rsplit(".", 3)[0]
 
 

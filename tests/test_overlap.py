@@ -12,7 +12,7 @@ WAIT = 20  # seconds; only reached when the threads do not overlap
 
 
 class _Render:
-    """A render of `frames` frames whose denoising of frame k (k ≥ 1) waits until the pose of frame k+1 has been
+    """A render of `frames` frames whose denoising of frame k (k >= 1) waits until the pose of frame k+1 has been
     made and frame k-1 has been kept: only an overlapped loop gets through it."""
 
     def __init__(self, frames, overlapping=True):

@@ -73,7 +73,7 @@ def test_suite_runs_from_a_checkout_named_like_the_install_instructions(tmp_path
 
 # ------------------------------------------------------------------------------------------------ import graph
 def _project_modules() -> dict[str, "Path"]:
-    """Dotted name → file of every module of the project: the engine, the nodes, the command-line shim, the
+    """Dotted name -> file of every module of the project: the engine, the nodes, the command-line shim, the
     benchmarks and the tools (run as scripts, so they go by their file name)."""
     modules = {}
     for package in ("talkingpose", "nodes"):
@@ -88,7 +88,7 @@ def _project_modules() -> dict[str, "Path"]:
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """Module → the project's modules it imports anywhere in its text (functions included: a lazy import still
+    """Module -> the project's modules it imports anywhere in its text (functions included: a lazy import still
     closes a cycle, only later). `from package import name` points at the submodule where `name` is one."""
     import ast
 

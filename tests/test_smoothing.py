@@ -231,7 +231,7 @@ def test_the_talking_track_is_what_the_figures_say():
 
 def test_whole_track_default_removes_jitter_and_stays_on_a_gesture():
     """1 Hz gestures, the wrist up to 25 px per frame, 2.5 px noise on 1280x720. Measured (jitter ratio, distance
-    raw → smoothed px, amplitude, lag): arms 0.27, 3.13 → 1.99, 1.00, 0.00."""
+    raw -> smoothed px, amplitude, lag): arms 0.27, 3.13 -> 1.99, 1.00, 0.00."""
     clean, noisy = talking_track()
     smoothed, _ = process_track(noisy, strength=DEFAULT_STRENGTH)  # as `pose smooth` and a one-shot node run it
     jitter, raw_distance, distance, amplitude, lag = motion_figures(clean, noisy, smoothed, RIGHT_ARM + LEFT_ARM)

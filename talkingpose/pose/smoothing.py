@@ -8,7 +8,7 @@ short sides of the canvas:
 
     light  = degree-4 fit over ±h_light frames     (keeps fast gestures and the lips' 3–5 Hz motion)
     strong = degree-1 fit over ±h_strong frames    (a point at rest: jitter averaged over many frames)
-    x̂      = strong + w · (light − strong),  w = how fast the point moves around that frame (0 at rest, 1 moving)
+    x_hat = strong + w · (light - strong),  w = how fast the point moves around that frame (0 at rest, 1 moving)
 
 `w` comes from the RMS speed of the light fit over ±4 frames, so it is as symmetric in time as the fits are (no lag)
 and does not drop at the turning point of a gesture. Body and hands blend the two; the face uses the light fit
@@ -325,7 +325,7 @@ def smooth_whole_track(frames: Sequence[PoseFrame | None], strength: float = DEF
     if canvas is None:
         return frames
     height, width = canvas
-    unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised → short sides
+    unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised -> short sides
     points = np.zeros((len(frames), POINTS, 2))
     visible = np.zeros((len(frames), POINTS), dtype=bool)
     for t, frame in enumerate(frames):
