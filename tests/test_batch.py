@@ -249,9 +249,9 @@ def test_worker_with_two_slots_keeps_each_latent_within_the_batched_tolerance(tm
     latents = {}
     commit = animate.JobRender.commit
 
-    def keep_latent(render, latent):
+    def keep_latent(render, latent, state=None):
         latents.setdefault((render.job.out.parent.name, render.job.out.name), []).append(latent.clone())
-        commit(render, latent)
+        commit(render, latent, state)
 
     monkeypatch.setattr(animate.JobRender, "commit", keep_latent)
     specs, errors = load_manifest(_manifest(tmp_path / "jobs.csv"), OPTIONS)
