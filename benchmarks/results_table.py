@@ -6,8 +6,8 @@ One column per file (GPU, commit), one row per figure; CPU dry runs are left out
 """
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 ROWS = (
@@ -50,8 +50,10 @@ def table(paths: list[Path], include_dry_runs: bool = False) -> str:
 
 
 def main(argv=None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    named = [Path(a) for a in args]
+    parser = argparse.ArgumentParser(description="The README's GPU table from the result files of gpu_figures.sh.")
+    parser.add_argument("files", nargs="*", type=Path,
+                        help="result files (default: benchmarks/results/*.json; CPU dry runs only when named)")
+    named = parser.parse_args(argv).files
     paths = named or sorted((Path(__file__).parent / "results").glob("*.json"))
     print(table(paths, include_dry_runs=bool(named)))
 

@@ -18,9 +18,9 @@ POSE_STATE = "TALKINGPOSE_POSE_STATE"
 # (talkingpose.pose.track.MODES) that need a source person; "off" is leaving the node out / the source unconnected.
 ALIGNMENT_CHOICES = ("similarity", "retarget")
 STRENGTH_TOOLTIP = (
-    "Smoothing of the keypoints: 0 is off (the input unchanged); 0.5 about halves the jitter and stays on the motion, "
-    "lips included (it looks a few frames ahead); higher values smooth more and flatten quick motion. Under a meta "
-    "batch a causal filter runs instead, so that chunks join exactly; it lags on fast gestures."
+    "Smoothing of the keypoints (a causal One-Euro filter, so that chunked renders equal one-shot ones): 0 is off "
+    "(the input unchanged); 0.5 removes most jitter of a still speaker but cuts the corners of fast gestures and "
+    "flattens the lips; lower it for a lively speaker, or smooth on the command line (pose smooth looks ahead)."
 )
 POSE_CARRY = ChunkCarry(
     "talkingpose_pose_states",
@@ -41,10 +41,11 @@ def fit_and_smooth(poses, *, source, mode: str, strength: float, space, calibrat
     if meta_batch is not None:
         chunk = chunk_number(meta_batch, prompt, unique_id)
         pose_state = POSE_CARRY.carried(meta_batch, unique_id, chunk, pose_state)
-    # A meta batch shows one chunk at a time: the causal filter, so that the chunks join exactly.
+    # Any node run may be one chunk of a longer render (a meta batch, a render continued from a saved state), and
+    # a chunk has no frames after it to look at: the nodes always use the causal filter, so that a chunked render
+    # equals the one-shot render of the same workflow. The look-ahead smoother is the command line's.
     poses, state = process_track(poses, source=source, mode=mode, strength=strength, space=space,
-                                 calibration_frames=calibration_frames, state=pose_state,
-                                 streaming=meta_batch is not None)
+                                 calibration_frames=calibration_frames, state=pose_state, streaming=True)
     if meta_batch is not None:
         POSE_CARRY.carry(meta_batch, unique_id, chunk, state, len(poses))
     return poses, state

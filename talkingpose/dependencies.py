@@ -25,6 +25,7 @@ REQUIRED_MODULES = {
     "PIL": "pillow",
     "av": "av",
     "tqdm": "tqdm",
+    "psutil": "psutil",
 }
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "requirements.txt"
 

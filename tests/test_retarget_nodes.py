@@ -82,21 +82,17 @@ def test_smooth_node_strength_zero_is_the_input_itself_and_the_given_state_is_no
     a, _ = TalkingPoseSmoothKeypoints().smooth(driving[5:], 0.5, pose_state=state)
     b, _ = TalkingPoseSmoothKeypoints().smooth(driving[5:], 0.5, pose_state=state)  # a cached output used twice
     assert a == b and state.to_dict() == saved
-    # The first run had its frames alone, so it smoothed them as a whole track (looking ahead); continued from its
-    # state, the causal filter goes on exactly where it stood after them.
-    alone, _ = process_track(from_pose_keypoints(driving[:5]), strength=0.5)
+    # The node's filter is causal: five frames, then the rest continued from their state, are the ten at once.
+    whole, _ = TalkingPoseSmoothKeypoints().smooth(driving, 0.5)
     streamed, _ = process_track(from_pose_keypoints(driving), strength=0.5, streaming=True)
-    assert first == to_pose_keypoints(alone) and a == to_pose_keypoints(streamed)[5:]
+    assert first + a == whole == to_pose_keypoints(streamed)
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.25, 0.5, 0.6, 0.75, 1.0])
 def test_meta_batch_chunks_equal_one_shot_with_the_first_chunk_as_calibration(strength):
     track = to_pose_keypoints(driving_track(20))
     source = to_pose_keypoints([SOURCE])
-    # One shot under a meta batch: the whole video in one chunk, smoothed by the causal filter as the chunks are.
-    whole = FakeBatchManager(20)
-    one_shot, _ = TalkingPoseRetargetKeypoints().retarget(track, "retarget", strength, 8, source_pose_keypoint=source,
-                                                          meta_batch=whole, unique_id="5", prompt=_prompt(whole, 0))
+    one_shot, _ = TalkingPoseRetargetKeypoints().retarget(track, "retarget", strength, 8, source_pose_keypoint=source)
     manager = FakeBatchManager(8)
     chunked = []
     for chunk in range(3):
@@ -139,10 +135,7 @@ def test_pose_extract_retargets_onto_the_source_and_carries_its_state_across_chu
     chunks = [node.extract(driving[2 * k:2 * k + 2], 256, 256, True, True, True, source_image=source,
                            alignment="retarget", smoothing=0.5, meta_batch=manager, unique_id="6",
                            prompt=_prompt(manager, k)) for k in range(2)]
-    whole = FakeBatchManager(4)  # the same video in one chunk: the causal filter, as in the chunks
-    one_chunk, _, _ = node.extract(driving, 256, 256, True, True, True, source_image=source, alignment="retarget",
-                                   smoothing=0.5, meta_batch=whole, unique_id="7", prompt=_prompt(whole, 0))
-    assert torch.equal(torch.cat([c[0] for c in chunks]), one_chunk)
+    assert torch.equal(torch.cat([c[0] for c in chunks]), images)  # the chunks equal the one-shot run
     assert chunks[1][2].frames == 4
     # Without the source image the alignment options change nothing: the poses stay as they are.
     plain, _, _ = node.extract(driving, 256, 256, True, True, True)

@@ -23,6 +23,8 @@ def add_alignment(parser, choices: list[str], default: str, help: str, legacy_fl
     option's name before it had one name everywhere (`legacy_flag`), still accepted and hidden from the help. The
     values before then (align, full) are accepted by both and read as today's (similarity, retarget)."""
     def alignment(text: str) -> str:
+        if text in choices:  # argparse converts the default too: no pose engine (numpy) before the torch check
+            return text
         from ..pose.track import upgrade_mode
 
         return upgrade_mode(text)
