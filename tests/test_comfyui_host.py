@@ -790,7 +790,7 @@ def _render_latents(comfy, defs, workflow_name: str, seed: int, **lora_inputs):
     """Render a shipped workflow (small settings, the test's photo and driving clip) and keep the sampler's latents."""
     from safetensors.torch import load_file
 
-    tag = f"{workflow_name.split('_', 1)[1].split('.')[0]}_{uuid.uuid4().hex[:8]}"
+    tag = "".join(c if c.isalnum() else "_" for c in Path(workflow_name).stem) + f"_{uuid.uuid4().hex[:8]}"
     prompt = small_prompt(load_workflow(workflow_name), defs, f"tp_tests/{tag}", seed=seed)
     if lora_inputs:
         set_inputs(prompt, "TalkingPoseLoadLoRA", **lora_inputs)
