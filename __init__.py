@@ -14,11 +14,6 @@ if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
 import talkingpose  # noqa: E402  (needs the path above)
-from talkingpose.console import make_log_lines_encodable  # noqa: E402
-
-# ComfyUI's console streams refuse what their code page cannot hold (cp1252 on most Windows machines, where
-# ComfyUI Desktop writes its log through a pipe): the pack's log lines are escaped to fit before they reach them.
-make_log_lines_encodable(logging.getLogger("TalkingPose"))
 
 if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _PACK_DIR:
     logging.getLogger("TalkingPose").warning(
@@ -27,8 +22,9 @@ if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _P
 
 from talkingpose.dependencies import install_sentence, missing_requirements  # noqa: E402
 
-if missing_requirements():  # said once here; a node that needs one says it again as its error
-    logging.getLogger("TalkingPose").warning(install_sentence(missing_requirements()))
+_missing = missing_requirements()
+if _missing:  # said once here; a node that needs one says it again as its error
+    logging.getLogger("TalkingPose").warning(install_sentence(_missing))
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from .nodes.backend import INSIDE_COMFYUI, host  # noqa: E402
