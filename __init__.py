@@ -14,6 +14,11 @@ if _PACK_DIR not in sys.path:
     sys.path.append(_PACK_DIR)
 
 import talkingpose  # noqa: E402  (needs the path above)
+from talkingpose.console import make_log_lines_encodable  # noqa: E402
+
+# ComfyUI's console streams refuse what their code page cannot hold (cp1252 on most Windows machines, where
+# ComfyUI Desktop writes its log through a pipe): the pack's log lines are escaped to fit before they reach them.
+make_log_lines_encodable(logging.getLogger("TalkingPose"))
 
 if os.path.dirname(os.path.dirname(os.path.abspath(talkingpose.__file__))) != _PACK_DIR:
     logging.getLogger("TalkingPose").warning(
