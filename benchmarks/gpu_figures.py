@@ -1,4 +1,4 @@
-"""The GPU figures of the README's Performance section, one JSON file per run in benchmarks/results/.
+"""The GPU figures of docs/performance.md, one JSON file per run in benchmarks/results/.
 
     python -m benchmarks.gpu_figures --official .official            # on the GPU (benchmarks/gpu_figures.sh)
     python -m benchmarks.gpu_figures --dry-run --out /tmp/figures    # every stage, tiny, on the CPU

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of the README's Performance section: one JSON file per run in benchmarks/results/ (about 8
+# The GPU figures of docs/performance.md: one JSON file per run in benchmarks/results/ (about 8
 # minutes of an H100 or H200; benchmarks/gpu_figures.py says what each figure is).
 #   bash benchmarks/gpu_figures.sh CARRY_DIR [GOLDEN_CASE_DIR]
 #   bash benchmarks/gpu_figures.sh --dry-run [CARRY_DIR]     # every stage, tiny, on the CPU (same keys)

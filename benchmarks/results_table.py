@@ -1,4 +1,4 @@
-"""The README's GPU table, made from the files benchmarks/gpu_figures.sh wrote:
+"""The GPU table of docs/performance.md, made from the files benchmarks/gpu_figures.sh wrote:
 
     python -m benchmarks.results_table [benchmarks/results/*.json]
 
@@ -50,7 +50,8 @@ def table(paths: list[Path], include_dry_runs: bool = False) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="The README's GPU table from the result files of gpu_figures.sh.")
+    parser = argparse.ArgumentParser(
+        description="The GPU table of docs/performance.md from the result files of gpu_figures.sh.")
     parser.add_argument("files", nargs="*", type=Path,
                         help="result files (default: benchmarks/results/*.json; CPU dry runs only when named)")
     named = parser.parse_args(argv).files

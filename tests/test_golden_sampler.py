@@ -80,9 +80,9 @@ def test_golden_sampler_whole_path(case, pipeline):
     assert frame_err <= TOLERANCE
 
 
-# Half precision is not bit-exact; these are the stated tolerances against the float32 reference (the README's
-# table). Measured on sampler-a: fp16 max 0.016 / mean 0.0024 on latents, max 0.009 on frames; bf16 max 0.12 /
-# mean 0.020 on latents, max 0.057 on frames (bf16 keeps 8 mantissa bits; 30 guided steps amplify them).
+# Half precision is not bit-exact; these are the stated tolerances against the float32 reference (docs/performance.md).
+# Measured on sampler-a: fp16 max 0.016 / mean 0.0024 on latents, max 0.009 on frames; bf16 max 0.12 / mean 0.020 on
+# latents, max 0.057 on frames (bf16 keeps 8 mantissa bits; 30 guided steps amplify them).
 HALF_TOLERANCES = {
     torch.float16: {"latent_max": 0.05, "latent_mean": 0.006, "frame_max": 0.03},
     torch.bfloat16: {"latent_max": 0.3, "latent_mean": 0.05, "frame_max": 0.15},

@@ -1,5 +1,5 @@
 """The prepared GPU script's CPU dry run: every stage runs (tiny networks, tiny sizes) and the one JSON file it
-writes has every key the README's GPU table is made from."""
+writes has every key the GPU table of docs/performance.md is made from."""
 import json
 import subprocess
 import sys

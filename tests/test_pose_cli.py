@@ -1,4 +1,4 @@
-"""`cli.py pose extract|retarget|smooth|draw` as the README writes them, and `animate --keypoints/--alignment/--smooth`
+"""`cli.py pose extract|retarget|smooth|draw` as docs/poses.md writes them, and `animate --keypoints/--alignment/--smooth`
 with random weights. DWPose runs on the synthetic golden models (their output does not depend on the pixels)."""
 from __future__ import annotations
 

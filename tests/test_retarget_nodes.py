@@ -208,7 +208,8 @@ def test_the_pose_alignment_has_one_name_in_nodes_and_docs():
     assert named.pop(("TalkingPoseAppearanceEncode", "fit")) == ["stretch", "crop", "pad"]
     assert set(named) == {("TalkingPoseExtract", "alignment"), ("TalkingPoseRetargetKeypoints", "alignment")}
     assert all(set(choices) <= set(MODES) for choices in named.values()), named
-    texts = [PACK_ROOT / "README.md", *sorted((PACK_ROOT / "web" / "docs").glob("*.md")),
+    texts = [PACK_ROOT / "README.md", *sorted((PACK_ROOT / "docs").glob("*.md")),
+             *sorted((PACK_ROOT / "web" / "docs").glob("*.md")),
              *sorted((PACK_ROOT / "example_workflows").glob("*.json")), *sorted((PACK_ROOT / "nodes").glob("*.py"))]
     found = [f"{path.relative_to(PACK_ROOT)}: {m.group(0)!r}" for path in texts
              for m in OLD_ALIGNMENT_SPELLINGS.finditer(path.read_text(encoding="utf-8"))]

@@ -251,12 +251,13 @@ def test_personalize_train_workflow_trains_on_the_clip_with_the_documented_defau
         assert source_of(workflow, train, input_name)[0] is node(workflow, loader)
     assert source_of(workflow, node(workflow, "PreviewImage"), "images") == (train, "loss_curve")
 
-    # Its values are the node's defaults, the engine's and the README's (1000 steps, rank 16, lr 1e-4, 512x512, batch 4).
+    # Its values are the node's defaults, the engine's and docs/personalize.md's (1000 steps, rank 16, lr 1e-4, 512x512,
+    # batch 4).
     values = prompt[str(train["id"])]["inputs"]
     spec = {**defs["TalkingPoseTrainLoRA"]["input"]["required"], **defs["TalkingPoseTrainLoRA"]["input"]["optional"]}
     engine = FinetuneSettings()
-    readme = (PACK_ROOT / "README.md").read_text(encoding="utf-8")
-    command = next(line for line in readme.splitlines() if line.startswith("python cli.py finetune") and "--steps" in line)
+    documentation = (PACK_ROOT / "docs" / "personalize.md").read_text(encoding="utf-8")
+    command = next(line for line in documentation.splitlines() if line.startswith("python cli.py finetune") and "--steps" in line)
     flags = dict(re.findall(r"--(steps|rank|lr|size|batch) (\S+)", command))
     documented = {"steps": int(flags["steps"]), "rank": int(flags["rank"]), "learning_rate": float(flags["lr"]),
                   "width": int(flags["size"].split("x")[0]), "height": int(flags["size"].split("x")[1]),

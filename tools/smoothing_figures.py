@@ -1,4 +1,4 @@
-"""Print the smoothing table of the README, per strength, for the whole-track smoother (the command line, a node
+"""Print the smoothing table of docs/poses.md, per strength, for the whole-track smoother (the command line, a node
 that gets the whole video) and the causal One-Euro filter (meta-batch chunks, renders continued from a state), on
 the synthetic tracks of tests/test_smoothing.py and tests/pose_tracks.py:
 
