@@ -237,5 +237,7 @@ def test_ctrl_break_stops_animate_like_ctrl_c_and_resume_finishes(tmp_path):
                              text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     reports = [line for line in resumed.stderr.splitlines() if line.startswith("animate ")]
-    assert reports[0].startswith("animate 2/4 frames")  # it continued after the two kept frames
+    # The break is pressed in the commit thread after frame 2 while frame 3 denoises beside it (talkingpose/overlap.py);
+    # the main thread sees it once its current kernel returns, so frame 3 may already be finished and kept too.
+    assert reports[0].startswith(("animate 2/4 frames", "animate 3/4 frames")), reports  # continued after the kept ones
     assert _probe(out)[0] == 4
