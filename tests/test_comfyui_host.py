@@ -511,21 +511,27 @@ def test_comfyui_host_tells_the_browser_which_weights_are_installed(comfy):
     assert "download --what image_encoder --models" in status["image_encoder"]["message"]
 
 
-def test_comfyui_host_previews_every_frame_with_previews_off(comfy, defs):
+@pytest.mark.parametrize("frontend", [False, True], ids=["api_client", "frontend_client"])
+def test_comfyui_host_previews_every_frame_with_previews_off(comfy, defs, frontend):
     """The core template run with ComfyUI's previews off (its default): the sampler node gets one preview picture
-    per finished frame and the frame/ETA event per frame."""
+    per finished frame and the frame/ETA event per frame. A client that announces supports_preview_metadata, as
+    ComfyUI's frontend does, gets them through ComfyUI's node progress API (v0.33.0 comfy_execution/progress.py, the
+    registry behind comfy_api's execution.set_progress): progress_state for the sampler node and previews that name
+    it; an API client without the flag still gets the plain progress messages and previews."""
     aiohttp = pytest.importorskip("aiohttp")
     import asyncio
 
     workflow = load_workflow("1 Animate a photo (core nodes).json")
-    prompt = small_prompt(workflow, defs, f"tp_tests/samples_{uuid.uuid4().hex[:8]}", seed=4)
+    prompt = small_prompt(workflow, defs, f"tp_tests/samples_{uuid.uuid4().hex[:8]}", seed=4 + frontend)
     sampler_id = next(k for k, n in prompt.items() if n["class_type"] == "TalkingPoseClosedLoopSampler")
     client_id = f"tp-previews-{uuid.uuid4().hex[:8]}"
 
     async def run():
-        previews, progress, executing = 0, [], None
+        previews, progress, executing, named, states, steps = 0, [], None, 0, [], []
         async with aiohttp.ClientSession() as session:
             async with session.ws_connect(f"{comfy.url}/ws?clientId={client_id}") as ws:
+                if frontend:
+                    await ws.send_json({"type": "feature_flags", "data": {"supports_preview_metadata": True}})
                 async with session.post(f"{comfy.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
                     reply = await r.json()
                     assert r.status == 200 and not reply.get("node_errors"), reply
@@ -536,6 +542,9 @@ def test_comfyui_host_previews_every_frame_with_previews_off(comfy, defs):
                         kind = int.from_bytes(message.data[:4], "big")
                         if kind in (1, 4) and executing == sampler_id:  # preview image (with metadata on newer cores)
                             previews += 1
+                        if kind == 4:  # metadata: 4-byte length, JSON, then the picture
+                            size = int.from_bytes(message.data[4:8], "big")
+                            named += json.loads(message.data[8:8 + size])["node_id"] == sampler_id
                     elif message.type == aiohttp.WSMsgType.TEXT:
                         event = json.loads(message.data)
                         if event["type"] == "executing":
@@ -544,15 +553,23 @@ def test_comfyui_host_previews_every_frame_with_previews_off(comfy, defs):
                                 break
                         elif event["type"] == "talkingpose.progress":
                             progress.append(event["data"]["frame"])
+                        elif event["type"] == "progress" and event["data"]["node"] == sampler_id:
+                            steps.append(event["data"]["value"])
+                        elif event["type"] == "progress_state" and sampler_id in event["data"]["nodes"]:
+                            states.append(event["data"]["nodes"][sampler_id]["state"])
                         elif event["type"] == "execution_error":
                             raise AssertionError(f"the run failed: {json.dumps(event['data'])[:3000]}")
                     else:
                         raise AssertionError(f"the websocket ended: {message.type}")
-        return previews, progress
+        return previews, progress, named, states, steps
 
-    previews, progress = asyncio.run(run())
+    previews, progress, named, states, steps = asyncio.run(run())
     assert progress == list(range(1, FRAMES + 1))
     assert previews >= FRAMES, (previews, FRAMES)
+    assert steps and steps[-1] == FRAMES * 2, steps  # the plain progress messages, to the last of 2 steps a frame
+    if frontend:
+        assert named >= FRAMES, (named, FRAMES)
+        assert "running" in states and states[-1] == "finished", states
 
 
 def test_comfyui_host_runs_the_videohelpersuite_workflow(comfy, defs):
