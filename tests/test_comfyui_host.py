@@ -975,3 +975,45 @@ def test_comfyui_host_chunked_render_on_v1_nodes_equals_the_v3_render(comfy_v1, 
     assert render.states == [FRAMES_PER_BATCH, 2 * FRAMES_PER_BATCH, LONG_FRAMES], render.states
     assert torch.equal(torch.cat(render.latents), one_shot_long_render.latents[0])
     print(f"chunked long video on V1 nodes: {render.seconds:.1f} s, latents equal to the V3 one-shot render")
+
+
+def test_comfyui_host_runs_each_node_with_a_unique_id_input_even_with_equal_inputs(comfy):
+    """Two Smooth Pose Keypoints nodes with equal inputs both run, as ComfyUI runs V1 nodes that declare a UNIQUE_ID
+    input (it keys their results by node id): each keeps its own meta-batch carry under its id. ComfyUI v0.33.0 does
+    not recognise V3's hidden unique_id there; the V3 declaration's not_idempotent flag keeps the behaviour."""
+    aiohttp = pytest.importorskip("aiohttp")
+    import asyncio
+
+    from talkingpose.pose import save_pose_keypoints
+
+    tag = uuid.uuid4().hex[:8]
+    (comfy.base / "output" / "tp_tests").mkdir(exist_ok=True)
+    save_pose_keypoints(comfy.base / "output" / "tp_tests" / f"equal_{tag}.json",
+                        [{"people": [], "canvas_width": 64, "canvas_height": 48}])
+    prompt = {"1": {"class_type": "TalkingPoseLoadKeypoints", "inputs": {"path": f"tp_tests/equal_{tag}.json"}}}
+    for smooth, save in (("2", "3"), ("4", "5")):
+        prompt[smooth] = {"class_type": "TalkingPoseSmoothKeypoints", "inputs": {"pose_keypoint": ["1", 0], "strength": 0.5}}
+        prompt[save] = {"class_type": "TalkingPoseSaveKeypoints",
+                        "inputs": {"pose_keypoint": [smooth, 0], "filename_prefix": f"tp_tests/equal_{tag}_{save}"}}
+    client_id = f"tp-equal-{tag}"
+
+    async def executed() -> list:
+        ran = []
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{comfy.url}/ws?clientId={client_id}") as ws:
+                async with session.post(f"{comfy.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                    reply = await r.json()
+                    assert r.status == 200 and not reply.get("node_errors"), reply
+                while True:
+                    message = await ws.receive(timeout=RUN_TIMEOUT_S)
+                    assert message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY), message.type
+                    event = json.loads(message.data) if message.type == aiohttp.WSMsgType.TEXT else {}
+                    if event.get("type") == "execution_error":
+                        raise AssertionError(f"the run failed: {json.dumps(event['data'])[:3000]}")
+                    if event.get("type") == "executing" and event["data"].get("prompt_id") == reply["prompt_id"]:
+                        if event["data"].get("node") is None:
+                            return ran
+                        ran.append(event["data"]["node"])
+
+    ran = asyncio.run(executed())
+    assert "2" in ran and "4" in ran, ran
