@@ -339,8 +339,8 @@ def v3_node(v1_class, node_id: str, display_name: str):
 
         @classmethod
         def execute(cls, **kwargs):
-            # The hidden values under the V1 parameter names.
-            kwargs.update({name: getattr(cls.hidden, kind.name) for name, kind in hidden_of(v1_class.INPUT_TYPES()).items()})
+            hidden = hidden_of(v1_class.INPUT_TYPES())  # handed over under the V1 parameter names
+            kwargs.update({name: getattr(cls.hidden, kind.name) for name, kind in hidden.items()})
             return getattr(v1_class(), v1_class.FUNCTION)(**kwargs)  # a tuple or {"ui", "result"}: V3 takes both
 
     # The V1 functions themselves, so that ComfyUI reads the same parameter names off them (validation skips its
