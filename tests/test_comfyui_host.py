@@ -1017,3 +1017,29 @@ def test_comfyui_host_runs_each_node_with_a_unique_id_input_even_with_equal_inpu
 
     ran = asyncio.run(executed())
     assert "2" in ran and "4" in ran, ran
+
+
+def test_comfyui_host_lora_workflows_train_and_render_the_same_on_v3_and_v1_nodes(comfy, defs, comfy_v1):
+    """4 Personalize - train a LoRA.json writes the same adapter weights on both hosts (each its own file in the
+    shared models folder), and 5 Personalize - render with the LoRA.json renders the same outputs with it."""
+    import torch
+    from safetensors.torch import load_file
+
+    defs_v1 = comfy_v1.get("/object_info")
+    adapters = {}
+    for host, host_defs, name in ((comfy, defs, "tp_person_v3"), (comfy_v1, defs_v1, "tp_person_v1")):
+        _write_lora_clip(host)
+        train = small_prompt(load_workflow("4 Personalize - train a LoRA.json"), host_defs, "tp_tests/unused", seed=3)
+        set_inputs(train, "LoadVideo", file=LORA_CLIP_NAME)
+        set_inputs(train, "TalkingPoseTrainLoRA", output_name=name, overwrite=True, resume=False)
+        _run_long(host, train)
+        adapters[name] = load_file(str(comfy.base / "models" / "talkingpose_lora" / f"{name}.safetensors"))
+    v3, v1 = adapters["tp_person_v3"], adapters["tp_person_v1"]
+    assert v3.keys() == v1.keys() and all(torch.equal(v3[k], v1[k]) for k in v3)
+
+    render = small_prompt(load_workflow("5 Personalize - render with the LoRA.json"), defs, "tp_tests/v3_v1", seed=12)
+    set_inputs(render, "TalkingPoseLoadLoRA", lora="tp_person_v3.safetensors", strength=0.8)
+    tag = f"v3_v1_lora_{uuid.uuid4().hex[:8]}"
+    on_v3, on_v1 = _render_outputs(comfy, render, tag), _render_outputs(comfy_v1, render, tag)
+    assert torch.equal(on_v3["latents"], on_v1["latents"])
+    assert on_v3["frames"].shape[0] == FRAMES and np.array_equal(on_v3["frames"], on_v1["frames"])
