@@ -1,6 +1,7 @@
 """ComfyUI node definitions: a thin layer over the engine package `talkingpose`."""
 import functools
 import logging
+import os
 
 from talkingpose.dependencies import explain_missing_modules
 
@@ -28,18 +29,24 @@ for _node_class in NODE_CLASS_MAPPINGS.values():
     if _function and not getattr(getattr(_node_class, _function), "__wrapped__", None):
         setattr(_node_class, _function, _explaining_missing_modules(getattr(_node_class, _function)))
 
-# Nodes ComfyUI gets on its V3 schema (host.v3_node: same ids, inputs and widget order). The others stay V1 for
-# now: the sampler, Pose Extract, Retarget and Smooth read hidden inputs (unique_id/prompt) for the meta-batch chunk
-# carry; Load Pose Keypoints and Load State answer IS_CHANGED/VALIDATE_INPUTS, whose V3 counterparts differ; the
-# model, Appearance Encode and LoRA nodes were not moved in this step (the model nodes are being reworked for
-# ComfyUI's memory manager at the same time); Save Pose Keypoints and Video Metrics are output nodes, which V3 serves
-# with hidden prompt/extra_pnginfo inputs added, so their declaration would no longer be the V1 one.
-V3_NODES = ("TalkingPoseDrawKeypoints",)
-_v3 = {key: host.v3_node(NODE_CLASS_MAPPINGS[key], key, NODE_DISPLAY_NAME_MAPPINGS[key]) for key in V3_NODES}
-if None in _v3.values():
-    if host.__name__.endswith(".host"):
-        logging.getLogger("TalkingPose").warning(
-            "This ComfyUI is too old for the V3 node schema (comfy_api.v0_0_2); the TalkingPose nodes load as V1 "
-            "nodes and work the same. Update ComfyUI for progress previews and the newest node features.")
+# Every node is served on ComfyUI's V3 schema (host.v3_node: same ids, input names, types, options and widget order,
+# so saved workflows load unchanged), the V1 class staying its one definition. Checked against ComfyUI v0.33.0, V3
+# carries all that the V1 declarations do: hidden UNIQUE_ID/PROMPT (io.Hidden, for the meta-batch carry of the
+# sampler, Pose Extract, Retarget and Smooth), the VHS_BatchManager socket (io.Custom), IS_CHANGED/VALIDATE_INPUTS
+# of Load Pose Keypoints and Load State (fingerprint_inputs/validate_inputs, same parameters, so the same checks are
+# skipped), output nodes (is_output_node; V3 adds hidden prompt/extra_pnginfo inputs, which the frontend neither
+# shows nor saves), and the model objects (any Python object passes a V3 socket). No node is kept on V1.
+# TALKINGPOSE_V1_NODES=1 serves them all as V1 nodes instead: a way back should a ComfyUI break a V3 node, and what
+# the host tests compare the V3 declarations and renders with.
+V3_NODES = tuple(NODE_CLASS_MAPPINGS)
+if os.environ.get("TALKINGPOSE_V1_NODES") == "1":
+    logging.getLogger("TalkingPose").info("TALKINGPOSE_V1_NODES=1: the TalkingPose nodes are served as V1 nodes.")
 else:
-    NODE_CLASS_MAPPINGS.update(_v3)
+    _v3 = {key: host.v3_node(NODE_CLASS_MAPPINGS[key], key, NODE_DISPLAY_NAME_MAPPINGS[key]) for key in V3_NODES}
+    if None in _v3.values():
+        if host.__name__.endswith(".host"):
+            logging.getLogger("TalkingPose").warning(
+                "This ComfyUI is too old for the V3 node schema (comfy_api.v0_0_2); the TalkingPose nodes load as V1 "
+                "nodes and work the same. Update ComfyUI for progress previews and the newest node features.")
+    else:
+        NODE_CLASS_MAPPINGS.update(_v3)

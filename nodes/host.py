@@ -285,51 +285,69 @@ def vae_decode(vae, raw_latents):
 # ------------------------------------------------------------------------------------------------ V3 node schema
 def v3_node(v1_class, node_id: str, display_name: str):
     """`v1_class` declared on ComfyUI's V3 node schema, through the versioned `comfy_api.v0_0_2` (present from
-    ComfyUI v0.3.4x on, in v0.8.0 and v0.33.0 alike): the same node id, input names, types, options and widget
-    order, so saved workflows load unchanged; running it runs the V1 class's function. None when this ComfyUI is
-    too old for the schema (the caller keeps the V1 class, which every ComfyUI loads)."""
+    ComfyUI v0.3.4x on; read in v0.33.0): the same node id, input names, types, options and widget order, so saved
+    workflows load unchanged; running it runs the V1 class's function. The V1 class stays the one definition: its
+    INPUT_TYPES is read again on every request (file lists refresh as before), its hidden inputs become V3 hidden
+    inputs handed to the function under their V1 names, IS_CHANGED and VALIDATE_INPUTS become fingerprint_inputs
+    and validate_inputs with the same parameters. None when this ComfyUI is too old for the schema (the caller
+    keeps the V1 class, which every ComfyUI loads)."""
     import importlib.util
 
     if importlib.util.find_spec("comfy_api") is None or importlib.util.find_spec("comfy_api.v0_0_2") is None:
         return None
     from comfy_api.v0_0_2 import io
 
+    widgets = {"INT": io.Int, "FLOAT": io.Float, "BOOLEAN": io.Boolean, "STRING": io.String}
+
     def input_of(name: str, spec, optional: bool):
         kind, options = spec[0], dict(spec[1]) if len(spec) > 1 else {}
-        common = dict(optional=optional, tooltip=options.pop("tooltip", None))
+        if "display" in options:  # V1's name of V3's display_mode
+            options["display_mode"] = io.NumberDisplay(options.pop("display"))
         if isinstance(kind, (list, tuple)):
-            return io.Combo.Input(name, options=list(kind), default=options.get("default"), **common)
-        widget = {"INT": io.Int, "FLOAT": io.Float, "BOOLEAN": io.Boolean, "STRING": io.String}.get(kind)
-        if widget is None:
-            return io.Custom(kind).Input(name, **common)
-        return widget.Input(name, **common, **options)
+            return io.Combo.Input(name, options=list(kind), optional=optional, **options)
+        if kind in widgets:  # an option V3 does not know is a TypeError here, not a silently lost option
+            return widgets[kind].Input(name, optional=optional, **options)
+        return io.Custom(kind).Input(name, optional=optional, tooltip=options.pop("tooltip", None), extra_dict=options)
 
     def output_of(kind: str, name: str):
         known = {"IMAGE": io.Image, "FLOAT": io.Float, "STRING": io.String, "INT": io.Int}.get(kind)
         return (known or io.Custom(kind)).Output(display_name=name)
 
-    declared = v1_class.INPUT_TYPES()
-    if set(declared) - {"required", "optional"}:
-        raise ValueError(f"{node_id} has hidden inputs, which this conversion does not carry; keep it V1.")
-    inputs = [input_of(name, spec, section == "optional")
-              for section in ("required", "optional") for name, spec in declared.get(section, {}).items()]
+    def hidden_of(declared: dict) -> dict:
+        return {name: io.Hidden(kind) for name, kind in declared.get("hidden", {}).items()}
+
     names = getattr(v1_class, "RETURN_NAMES", None) or v1_class.RETURN_TYPES
-    schema = io.Schema(node_id=node_id, display_name=display_name, category=v1_class.CATEGORY,
-                       description=getattr(v1_class, "DESCRIPTION", ""), inputs=inputs,
-                       outputs=[output_of(k, n) for k, n in zip(v1_class.RETURN_TYPES, names)],
-                       is_output_node=bool(getattr(v1_class, "OUTPUT_NODE", False)))
 
     class Node(io.ComfyNode):
         @classmethod
         def define_schema(cls):
-            return schema
+            declared = v1_class.INPUT_TYPES()  # here, not earlier: ComfyUI registers the pack's folders after import
+            unknown = set(declared) - {"required", "optional", "hidden"}
+            if unknown:
+                raise ValueError(f"{node_id} declares input sections {sorted(unknown)}, which V3 does not carry.")
+            inputs = [input_of(name, spec, section == "optional")
+                      for section in ("required", "optional") for name, spec in declared.get(section, {}).items()]
+            hidden = list(hidden_of(declared).values())
+            # not_idempotent: ComfyUI (v0.33.0 comfy_execution/caching.py) keys a V1 node with a UNIQUE_ID input by
+            # its node id, so two such nodes with equal inputs both run (each keeps its own meta-batch carry); it
+            # does not recognise V3's hidden unique_id, and not_idempotent is the V3 flag with that effect.
+            return io.Schema(node_id=node_id, display_name=display_name, category=v1_class.CATEGORY,
+                             description=getattr(v1_class, "DESCRIPTION", ""), inputs=inputs,
+                             outputs=[output_of(k, n) for k, n in zip(v1_class.RETURN_TYPES, names)],
+                             hidden=hidden, is_output_node=bool(getattr(v1_class, "OUTPUT_NODE", False)),
+                             not_idempotent=io.Hidden.unique_id in hidden)
 
         @classmethod
         def execute(cls, **kwargs):
-            result = getattr(v1_class(), v1_class.FUNCTION)(**kwargs)
-            if isinstance(result, dict):  # {"ui": …, "result": …}
-                return io.NodeOutput(*result.get("result", ()), ui=result.get("ui"))
-            return io.NodeOutput(*result)
+            hidden = hidden_of(v1_class.INPUT_TYPES())  # handed over under the V1 parameter names
+            kwargs.update({name: getattr(cls.hidden, kind.name) for name, kind in hidden.items()})
+            return getattr(v1_class(), v1_class.FUNCTION)(**kwargs)  # a tuple or {"ui", "result"}: V3 takes both
 
+    # The V1 functions themselves, so that ComfyUI reads the same parameter names off them (validation skips its
+    # own combo and range checks for exactly the inputs VALIDATE_INPUTS names).
+    if hasattr(v1_class, "IS_CHANGED"):
+        Node.fingerprint_inputs = classmethod(v1_class.IS_CHANGED.__func__)
+    if hasattr(v1_class, "VALIDATE_INPUTS"):
+        Node.validate_inputs = classmethod(v1_class.VALIDATE_INPUTS.__func__)
     Node.__name__ = Node.__qualname__ = node_id
     return Node
