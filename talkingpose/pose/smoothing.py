@@ -243,10 +243,13 @@ class SmootherState:
         damaged = "The saved smoothing state is damaged{}; start the render again from its first frame."
         try:
             version = int(data.get("version", 1))
-            if version not in (1, STATE_VERSION):
-                raise TalkingPoseError(f"The saved smoothing state is version {version}; this TalkingPose reads "
-                                       f"versions 1 and {STATE_VERSION}. Update TalkingPose, or start the render "
-                                       "again from its first frame.")
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+            raise TalkingPoseError(damaged.format(f" ({type(exc).__name__})")) from None
+        if version not in (1, STATE_VERSION):
+            raise TalkingPoseError(f"The saved smoothing state is version {version}; this TalkingPose reads versions 1 "
+                                   f"and {STATE_VERSION}. Update TalkingPose, or start the render again from its first "
+                                   "frame.")
+        try:
             state = cls(*(np.asarray(data[key], dtype=np.float64).reshape(POINTS, 2)
                           for key in ("position", "raw", "velocity")),
                         np.asarray(data["live"], dtype=bool).reshape(POINTS),
@@ -255,7 +258,7 @@ class SmootherState:
             if version == STATE_VERSION:
                 state.history = np.asarray(data["history"], dtype=np.float64).reshape(_HISTORY, POINTS, 2)
                 state.run = np.asarray(data["run"], dtype=np.int64).reshape(POINTS)
-        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise TalkingPoseError(damaged.format(f" ({type(exc).__name__})")) from None
         arrays = (state.position, state.raw, state.velocity, state.history)
         if not all(np.isfinite(a).all() for a in arrays) or state.frames < 0 or (state.run < 0).any():
