@@ -72,9 +72,10 @@ class OneEuro:
     d_cutoff: float = 0.15
 
 
-# Settings at the default strength 0.5, chosen on synthetic tracks (tests/test_smoothing.py, numbers in the README):
-# the body's jitter more than halves and a sudden move is followed within a frame or two; the face adapts fastest
-# so that the lips' quick small motions (speech) keep their amplitude; hands sit in between.
+# The filter at rest of body and hands; settings at the default strength 0.5, chosen on synthetic tracks
+# (tests/test_smoothing.py, numbers in the README): the body's jitter more than halves. The face's entry still runs
+# (one vectorised filter over all 128 points, and `settings_for` reports it) but its output is not used: the face at
+# rest is held by _FACE_AT_REST, which keeps the lips' speech motion.
 _DEFAULT_SETTINGS = {
     "body": OneEuro(min_cutoff=0.03, beta=40.0, d_cutoff=0.02),
     "hands": OneEuro(min_cutoff=0.04, beta=40.0, d_cutoff=0.05),
