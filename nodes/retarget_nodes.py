@@ -18,9 +18,10 @@ POSE_STATE = "TALKINGPOSE_POSE_STATE"
 # (talkingpose.pose.track.MODES) that need a source person; "off" is leaving the node out / the source unconnected.
 ALIGNMENT_CHOICES = ("similarity", "retarget")
 STRENGTH_TOOLTIP = (
-    "Smoothing of the keypoints (a causal One-Euro filter, so that chunked renders equal one-shot ones): 0 is off "
-    "(the input unchanged); 0.5 removes most jitter of a still speaker but cuts the corners of fast gestures and "
-    "flattens the lips; lower it for a lively speaker, or smooth on the command line (pose smooth looks ahead)."
+    "Smoothing of the keypoints (causal, so that chunked renders equal one-shot ones): 0 is off (the input "
+    "unchanged); 0.5 removes most jitter of a still speaker and about half of it on fast gestures without lagging "
+    "behind them, and keeps the lips moving; higher smooths more but starts to flatten quick motion. The command "
+    "line's pose smooth looks ahead and smooths gestures further."
 )
 POSE_CARRY = ChunkCarry(
     "talkingpose_pose_states",
@@ -155,10 +156,10 @@ class TalkingPoseSmoothKeypoints:
     RETURN_TYPES = ("POSE_KEYPOINT", POSE_STATE)
     RETURN_NAMES = ("pose_keypoint", "pose_state")
     DESCRIPTION = (
-        "Take the frame-to-frame jitter out of a keypoint track without lagging behind the motion: each point is fitted "
-        "a few frames before and after (hard at rest, lightly when it moves); under a meta batch a causal One-Euro "
-        "filter runs instead, so that the chunks join exactly. Hidden joints are never dragged across a gap; they "
-        "restart where they reappear. Strength 0 returns the input unchanged."
+        "Take the frame-to-frame jitter out of a keypoint track without lagging behind the motion, from the frames up "
+        "to each one only (so meta-batch chunks join exactly): a point at rest is smoothed hard, a moving one by a "
+        "zero-lag filter. Hidden joints are never dragged across a gap, and a point that jumps is not dragged either: "
+        "both restart where they reappear. Strength 0 returns the input unchanged."
     )
 
     @classmethod

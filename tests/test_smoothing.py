@@ -1,5 +1,6 @@
-"""Smoothing of keypoint tracks, measured on synthetic noisy tracks whose clean version is known: the causal One-Euro
-filter (meta-batch chunks, continued renders) and the whole-track smoother that looks ahead (everything else)."""
+"""Smoothing of keypoint tracks, measured on synthetic noisy tracks whose clean version is known: the causal filter
+every node run uses (meta-batch chunks, continued renders) and the whole-track smoother that looks ahead (the
+command line)."""
 from __future__ import annotations
 
 import json
@@ -66,13 +67,18 @@ def test_strength_zero_returns_the_input_bit_identically():
     assert state.frames == FRAMES
 
 
+# The node filter's figures before the zero-lag filter (One-Euro alone, default strength; residual px, mean
+# |acceleration| px/frame², frames to settle after the jump): the still speaker must come out no worse.
+ONE_EURO_STILL = {"body": (0.60, 0.74, 1), "hands": (0.73, 1.15, 1), "face": (1.05, 2.09, 1)}
+
+
 @pytest.mark.parametrize("part", ["body", "hands", "face"])
 def test_default_strength_halves_jitter_and_follows_a_sudden_move(part):
     clean, noisy = noisy_track()
     smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
     before, after, acc_before, acc_after, settle = jitter_figures(clean, noisy, smoothed, part)
-    # Measured (residual px, mean |acceleration| px/frame², frames to settle): body 1.48 -> 0.60, 4.56 -> 0.74, 1;
-    # hands 1.49 -> 0.73, 4.59 -> 1.15, 1; face 1.52 -> 1.05, 4.64 -> 2.09, 1 (the face adapts fastest: the lips'
+    # Measured (residual px, mean |acceleration| px/frame², frames to settle): body 1.48 -> 0.60, 4.56 -> 0.74, 0;
+    # hands 1.49 -> 0.73, 4.59 -> 1.15, 0; face 1.52 -> 1.03, 4.64 -> 1.37, 0 (the face is held lightly: the lips'
     # quick small movements carry the speech).
     assert acc_after <= 0.5 * acc_before
     if part != "face":
@@ -80,23 +86,36 @@ def test_default_strength_halves_jitter_and_follows_a_sudden_move(part):
     else:
         assert after <= 0.75 * before
     assert settle <= 2
+    # No worse than the One-Euro filter the nodes ran before (its figures rounded to 0.01 px).
+    one_euro_after, one_euro_acc, one_euro_settle = ONE_EURO_STILL[part]
+    assert after <= one_euro_after + 0.005 and acc_after <= one_euro_acc + 0.005 and settle <= one_euro_settle
 
 
 def test_a_slowly_swaying_person_is_smoothed_without_losing_the_sway():
     clean, noisy = noisy_track(sway_px=6.0)
     smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
     before, after, acc_before, acc_after, settle = jitter_figures(clean, noisy, smoothed, "body")
-    # Measured: residual 1.48 -> 0.89 px (the sway's lag is part of it), acceleration 4.56 -> 0.86.
+    # Measured: residual 1.48 -> 0.88 px (the sway's lag is part of it), acceleration 4.56 -> 0.87.
     assert after <= 0.65 * before and acc_after <= 0.5 * acc_before and settle <= 2
 
 
-def test_stronger_smoothing_smooths_more_and_lags_more():
+def test_stronger_smoothing_smooths_a_still_person_more_and_every_strength_lands_on_a_jump():
     clean, noisy = noisy_track()
     figures = [jitter_figures(clean, noisy, smooth_track(noisy, s)[0], "body") for s in (0.25, 0.5, 0.75, 1.0)]
     residuals = [f[1] for f in figures]
-    settles = [f[4] for f in figures]
     assert residuals == sorted(residuals, reverse=True)
-    assert settles == sorted(settles) and settles[-1] > settles[0]
+    assert all(f[4] == 0 for f in figures), [f[4] for f in figures]  # the jump restarts the filter: see below
+
+
+def test_a_point_that_jumps_restarts_where_it_lands():
+    """The 60 px jump is far from where every point's last frames put it: the filter restarts there as after a gap,
+    so the frame of the jump already shows the new position (the One-Euro filter arrived a frame later)."""
+    clean, noisy = noisy_track()
+    smoothed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
+    for part in ("body", "hands", "face"):
+        c, x, y = (_part(frames, part) for frames in (clean, noisy, smoothed))
+        np.testing.assert_array_equal(y[STEP_AT], x[STEP_AT])  # the raw point: nothing dragged from before the jump
+        assert np.linalg.norm(y[STEP_AT:STEP_AT + 3] - c[STEP_AT:STEP_AT + 3], axis=-1).max() < 0.15 * STEP_PX
 
 
 def test_a_joint_that_disappears_restarts_cleanly_where_it_comes_back():
@@ -130,20 +149,49 @@ def test_nobody_in_a_frame_restarts_every_point():
     np.testing.assert_array_equal(smoothed[32].body, noisy[32].body)
 
 
-def test_chunked_smoothing_equals_one_shot_through_a_saved_state():
+@pytest.mark.parametrize("strength", [0.25, 0.5, 0.75, 1.0])
+def test_chunked_smoothing_equals_one_shot_through_a_saved_state(strength):
+    """Gestures, a still face, a hidden wrist, a frame without anybody and a jump, cut into chunks of 1, 3, 7 and 32
+    frames, each continued from the state the previous one left, saved through JSON: the frames of the one-shot run."""
+    _, noisy = talking_track(frames=120)
+    track = [PoseFrame(f.canvas_hw, f.body.copy(), f.body_score.copy(), f.hands.copy(), f.hand_score.copy(),
+                       f.face.copy(), f.face_score.copy()) for f in noisy]
+    for t in range(30, 38):
+        track[t].body_score[4] = 0.0
+    track[60] = None
+    for t in range(80, 120):
+        track[t].body[:, 0] += 80.0 / track[t].canvas_hw[1]
+    one_shot, one_shot_state = smooth_track(track, strength)
+    for size in (1, 3, 7, 32):
+        chunked, state = [], None
+        for start in range(0, len(track), size):
+            if state is not None:  # as a render saved between queue runs: through JSON and back
+                state = SmootherState.from_dict(json.loads(json.dumps(state.to_dict())))
+            piece, state = smooth_track(track[start:start + size], strength, state)
+            chunked += piece
+        assert state.frames == len(track) and state.to_dict() == one_shot_state.to_dict()
+        for a, b in zip(chunked, one_shot):
+            if b is None:
+                assert a is None
+                continue
+            np.testing.assert_array_equal(a.body, b.body)
+            np.testing.assert_array_equal(a.hands, b.hands)
+            np.testing.assert_array_equal(a.face, b.face)
+
+
+def test_a_state_saved_before_the_zero_lag_filter_continues_with_a_restart(caplog):
+    """States saved by the One-Euro-only filter (no "version", no history) load: every point restarts at the next
+    frame, as after a gap, and the log says why. A state from a newer TalkingPose is refused with what to do."""
     _, noisy = noisy_track()
-    one_shot, _ = smooth_track(noisy, 0.7)
-    chunked, state = [], None
-    for start in range(0, FRAMES, 32):
-        if state is not None:  # as a render saved between queue runs: through JSON and back
-            state = SmootherState.from_dict(json.loads(json.dumps(state.to_dict())))
-        piece, state = smooth_track(noisy[start:start + 32], 0.7, state)
-        chunked += piece
-    assert state.frames == FRAMES
-    for a, b in zip(chunked, one_shot):
-        np.testing.assert_array_equal(a.body, b.body)
-        np.testing.assert_array_equal(a.hands, b.hands)
-        np.testing.assert_array_equal(a.face, b.face)
+    _, state = smooth_track(noisy[:20], DEFAULT_STRENGTH)
+    old = {key: value for key, value in state.to_dict().items() if key not in ("version", "history", "run")}
+    with caplog.at_level("WARNING", logger="TalkingPose"):
+        loaded = SmootherState.from_dict(json.loads(json.dumps(old)))
+    assert "older TalkingPose" in caplog.text
+    continued, _ = smooth_track(noisy[20:22], DEFAULT_STRENGTH, loaded)
+    np.testing.assert_array_equal(continued[0].body, noisy[20].body)  # restarted on the raw points
+    with pytest.raises(TalkingPoseError, match="smoothing state is version 3.*Update TalkingPose"):
+        SmootherState.from_dict({**state.to_dict(), "version": 3})
 
 
 def test_bad_settings_and_tracks_are_refused_with_sentences():
@@ -233,13 +281,30 @@ def test_whole_track_default_removes_jitter_and_stays_on_a_gesture():
     """1 Hz gestures, the wrist up to 25 px per frame, 2.5 px noise on 1280x720. Measured (jitter ratio, distance
     raw -> smoothed px, amplitude, lag): arms 0.27, 3.13 -> 1.99, 1.00, 0.00."""
     clean, noisy = talking_track()
-    smoothed, _ = process_track(noisy, strength=DEFAULT_STRENGTH)  # as `pose smooth` and a one-shot node run it
+    smoothed, _ = process_track(noisy, strength=DEFAULT_STRENGTH)  # as `pose smooth` runs it
     jitter, raw_distance, distance, amplitude, lag = motion_figures(clean, noisy, smoothed, RIGHT_ARM + LEFT_ARM)
     assert jitter <= 0.5 and distance < 0.75 * raw_distance and amplitude >= 0.97 and abs(lag) <= 0.5
-    # The causal filter that meta-batch chunks use cannot look ahead: it falls behind the same gesture.
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_node_default_keeps_up_with_a_gesture(seed):
+    """The causal filter of the nodes on the same gestures (three noise draws). Measured (jitter ratio, distance raw
+    -> smoothed px, lag): 0.484, 3.14 -> 3.05, +0.01; 0.486, 3.12 -> 3.04; 0.486, 3.13 -> 3.05 (the One-Euro filter
+    before: 5.03 px, behind the raw track). Thin margins: a causal filter has no frames after the one it smooths."""
+    clean, noisy = talking_track(seed=seed)
     streamed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
-    _, _, streamed_distance, _, streamed_lag = motion_figures(clean, noisy, streamed, RIGHT_ARM + LEFT_ARM)
-    assert streamed_distance > raw_distance and streamed_lag > lag
+    jitter, raw_distance, distance, _, lag = motion_figures(clean, noisy, streamed, RIGHT_ARM + LEFT_ARM)
+    assert jitter <= 0.5 and distance < raw_distance and abs(lag) <= 1.0, (jitter, raw_distance, distance, lag)
+
+
+@pytest.mark.parametrize("hz,kept", [(3, 0.95), (4, 0.9), (5, 0.3)])
+def test_node_default_keeps_the_lips_moving(hz, kept):
+    """Lips opening 5 px 3, 4 and 5 times a second (25 fps, no noise) through the nodes' causal filter. Measured
+    amplitude kept, lag: 0.98, +0.23; 0.96, +0.64; 0.37, +0.97 (the One-Euro filter before: 0.48 at 4 Hz)."""
+    clean, _ = talking_track(wrist_speed=0.0, noise_px=0.0, lips_hz=hz, lips_px=5)
+    streamed, _ = smooth_track(clean, DEFAULT_STRENGTH)
+    _, _, _, amplitude, lag = motion_figures(clean, clean, streamed, LIPS)
+    assert amplitude >= kept and abs(lag) <= 1.0, (amplitude, lag)
 
 
 @pytest.mark.parametrize("hz,kept", [(3, 0.95), (4, 0.9), (5, 0.7)])
@@ -253,17 +318,17 @@ def test_whole_track_default_keeps_the_lips_moving(hz, kept):
 
 @pytest.mark.parametrize("sway", [0.0, 6.0])
 def test_whole_track_default_is_no_worse_than_the_causal_filter_on_a_still_speaker(sway):
-    """The still (and slowly swaying) speaker that jumps 60 px: every figure at least as good as the One-Euro
-    filter's at the same strength, which was the only smoother before the whole-track one. Measured (residual px,
-    mean |acceleration| px/frame², frames to settle), still: body 0.55, 0.49, 1; hands 0.54, 0.49, 1; face 0.99,
-    1.27, 1 (One-Euro: 0.60, 0.74, 1; 0.73, 1.15, 1; 1.05, 2.09, 1)."""
+    """The still (and slowly swaying) speaker that jumps 60 px: residual and jitter at least as good as the causal
+    filter's at the same strength. Measured (residual px, mean |acceleration| px/frame², frames to settle), still:
+    body 0.55, 0.49, 1; hands 0.54, 0.49, 1; face 0.99, 1.27, 1 (causal: 0.60, 0.74, 0; 0.73, 1.15, 0; 1.03, 1.37,
+    0). The jump: the whole track meets it halfway over two frames (below), the causal filter restarts on it."""
     clean, noisy = noisy_track(sway_px=sway)
     smoothed = smooth_whole_track(noisy, DEFAULT_STRENGTH)
     streamed, _ = smooth_track(noisy, DEFAULT_STRENGTH)
     for part in ("body", "hands", "face"):
         _, after, _, acc_after, settle = jitter_figures(clean, noisy, smoothed, part)
         _, causal_after, _, causal_acc_after, causal_settle = jitter_figures(clean, noisy, streamed, part)
-        assert after <= causal_after and acc_after <= causal_acc_after and settle <= causal_settle, part
+        assert after <= causal_after and acc_after <= causal_acc_after and settle <= causal_settle + 1, part
 
 
 def test_whole_track_meets_a_jump_halfway_over_two_frames():

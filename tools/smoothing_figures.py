@@ -1,6 +1,6 @@
-"""Print the smoothing table of docs/poses.md, per strength, for the whole-track smoother (the command line, a node
-that gets the whole video) and the causal One-Euro filter (meta-batch chunks, renders continued from a state), on
-the synthetic tracks of tests/test_smoothing.py and tests/pose_tracks.py:
+"""Print the smoothing table of docs/poses.md, per strength, for the whole-track smoother (the command line) and the
+causal filter every node run uses (zero-lag FIR in motion, One-Euro at rest; meta-batch chunks and renders continued
+from a state equal one-shot runs), on the synthetic tracks of tests/test_smoothing.py and tests/pose_tracks.py:
 
 - a still person (512x512, 1.5 px jitter) who jumps 60 px at frame 100: body residual to the clean track and mean
   |frame-to-frame acceleration| before -> after, frames until every body point is within 10% of the jump;
@@ -24,7 +24,8 @@ from pose_tracks import LEFT_ARM, LIPS, RIGHT_ARM, talking_track  # noqa: E402
 from talkingpose.pose.smoothing import DEFAULT_STRENGTH, smooth_track, smooth_whole_track  # noqa: E402
 from test_smoothing import jitter_figures, motion_figures, noisy_track  # noqa: E402
 
-FILTERS = {"whole track": smooth_whole_track, "causal (meta batch)": lambda frames, s: smooth_track(frames, s)[0]}
+FILTERS = {"whole track (command line)": smooth_whole_track,
+           "causal (nodes)": lambda frames, s: smooth_track(frames, s)[0]}
 
 
 def main() -> int:

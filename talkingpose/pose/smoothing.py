@@ -15,18 +15,25 @@ and does not drop at the turning point of a gesture. Body and hands blend the tw
 only, because the lips' small quick motions cannot be told from detection noise frame by frame. Near the ends of a
 visible stretch the window is cut and the degree lowered until the fit is no noisier than the raw point.
 
-**In pieces** (`PoseSmoother`, `smooth_track`: VideoHelperSuite meta-batch chunks, a render continued from a saved
-state). A chunk's last frames have no frames after them yet, so a filter that looks ahead cannot give the same
-answer in chunks as at once. Here the One-Euro filter (Casiez, Roussel, Vogel, CHI 2012) runs instead: a low-pass
-filter whose cutoff rises with the point's speed, causal, so its `SmootherState` after frame k is all it needs to
-continue at frame k+1 and a track smoothed in chunks equals the track smoothed at once. Per point and frame:
+**In pieces** (`PoseSmoother`, `smooth_track`: every node run, since any may be one VideoHelperSuite meta-batch
+chunk or a render continued from a saved state). A chunk's last frames have no frames after them yet, so a filter
+that looks ahead cannot give the same answer in chunks as at once: here every output frame depends only on the
+frames up to it (causal), and `SmootherState` after frame k (the last raw frames of every point and a One-Euro
+filter's state) is all it needs to continue at frame k+1, so a track smoothed in chunks equals it smoothed at once.
+Per point and frame, in short sides of the canvas:
 
-    v      = low-pass(x - x_prev, d_cutoff)          (the raw motion, so zero-mean jitter averages out)
-    cutoff = min_cutoff + beta · |v|
-    x^     = x^_prev + alpha(cutoff) · (x - x^_prev),   alpha(f) = 1 / (1 + 1 / (2 pi f))
+    zero-lag = sum_k h[k] · x[t-k]      over the last `taps` frames of the point's visible stretch
+    at rest  = One-Euro filter (Casiez, Roussel, Vogel, CHI 2012): a low-pass whose cutoff rises with the speed
+    x^ = at rest + w · (zero-lag - at rest),  w = the point's speed (slope of a line through its last 8 frames)
 
-The speed |v| is that of the point (its x and y share one cutoff), so a diagonal move is followed like a horizontal
-one. What being causal costs on fast motion is in the README's smoothing table.
+The zero-lag filter `h` is a least-squares FIR design (`_zero_lag_design`): exact on a point moving at constant
+speed (no lag) and flat over the passband (body and hands: to 2 cycles per 25 frames, gestures; face: to 4, speech),
+with the noise above the stopband (6 cycles per 25 frames) pushed down. Being causal and zero-lag has a price that
+no causal filter avoids (the gain-phase trade-off): between passband and stopband the response rises above 1 (body
+and hands up to about 1.6 at 4 cycles per 25 frames), so quick small motions there come out larger, noise there
+included. The face uses the zero-lag filter alone: the lips' speech motion is as small and quick as detection
+noise, so no speed tells them apart. A point that lands far from where its last frames predicted (a jump, a
+mis-detection) restarts there, as after a gap.
 
 Both: body, hands and face have their own settings; a point that disappears (a hidden joint: confidence below 0.3
 / coordinates -1) leaves the filter, and it restarts from where it comes back, so nothing is dragged across a gap.
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Sequence
@@ -45,11 +53,14 @@ import numpy as np
 from ..errors import TalkingPoseError
 from .keypoints import BODY_POINTS, FACE_POINTS, HAND_POINTS, PoseFrame
 
+log = logging.getLogger("TalkingPose")
+
 DEFAULT_STRENGTH = 0.5
 POINTS = BODY_POINTS + 2 * HAND_POINTS + FACE_POINTS
 _BODY = slice(0, BODY_POINTS)
 _HANDS = slice(BODY_POINTS, BODY_POINTS + 2 * HAND_POINTS)
 _FACE = slice(BODY_POINTS + 2 * HAND_POINTS, POINTS)
+_IS_FACE = np.arange(POINTS) >= BODY_POINTS + 2 * HAND_POINTS
 
 
 @dataclass(frozen=True)
@@ -61,9 +72,10 @@ class OneEuro:
     d_cutoff: float = 0.15
 
 
-# Settings at the default strength 0.5, chosen on synthetic tracks (tests/test_smoothing.py, numbers in the README):
-# the body's jitter more than halves and a sudden move is followed within a frame or two; the face adapts fastest
-# so that the lips' quick small motions (speech) keep their amplitude; hands sit in between.
+# The filter at rest of body and hands; settings at the default strength 0.5, chosen on synthetic tracks
+# (tests/test_smoothing.py, numbers in the README): the body's jitter more than halves. The face's entry still runs
+# (one vectorised filter over all 128 points, and `settings_for` reports it) but its output is not used: the face at
+# rest is held by _FACE_AT_REST, which keeps the lips' speech motion.
 _DEFAULT_SETTINGS = {
     "body": OneEuro(min_cutoff=0.03, beta=40.0, d_cutoff=0.02),
     "hands": OneEuro(min_cutoff=0.04, beta=40.0, d_cutoff=0.05),
@@ -98,19 +110,120 @@ def _alpha(cutoff):
     return 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff))
 
 
+@dataclass(frozen=True)
+class ZeroLag:
+    """A causal zero-lag FIR design in frame units: `taps` frames; response held at 1 up to `passband` and pushed
+    down above `stopband` (cycles per frame) with weight `stop_weight` at the default strength."""
+
+    taps: int
+    passband: float
+    stopband: float
+    stop_weight: float
+    ramp_exact: bool = True  # a constant speed followed without lag (else only a point at rest stays put)
+
+
+# Chosen on the synthetic tracks of tests/test_smoothing.py (figures in the README): at 25 fps body and hands keep
+# gestures to 2 Hz without lag and halve the jitter; the face keeps the lips' 3-4 Hz motion. Strength s scales the
+# stop weight by 10^(2s-1): stronger pushes the high-frequency noise down harder (and raises the response between
+# the bands).
+_ZERO_LAG = {
+    "body": ZeroLag(taps=10, passband=0.08, stopband=0.25, stop_weight=0.01),
+    "hands": ZeroLag(taps=10, passband=0.08, stopband=0.25, stop_weight=0.01),
+    "face": ZeroLag(taps=8, passband=0.16, stopband=0.25, stop_weight=1.0),
+}
+# The face at rest: held only at rest, not on a ramp (its lag there is about a frame), and the noise above the
+# stopband pushed down twice as hard: a still face as smooth as the One-Euro filter made it (the lips keep 96 % at 4 Hz,
+# 37 % at 5 Hz).
+# The lips' speech motion goes back and forth within a few frames, so the speed stays low and this filter keeps it.
+_FACE_AT_REST = replace(_ZERO_LAG["face"], stop_weight=2.0, ramp_exact=False)
+_STOP_WEIGHT_RANGE = 10.0
+_HISTORY = max(z.taps for z in _ZERO_LAG.values())
+# The speed that decides between the filter at rest and the zero-lag one: the slope of the least-squares line
+# through a point's last _SPEED_FRAMES frames (noise averages out of it: 1.5 px of jitter gives about 0.3 px per
+# frame), in canvas short sides per frame: at or below _AT_REST the One-Euro filter alone, at or above _IN_MOTION the
+# zero-lag filter alone (about 1.4 and 3.6 px per frame on 720 px; a 1 Hz gesture's elbow moves 5 px per frame and more).
+_SPEED_FRAMES = 8
+_AT_REST, _IN_MOTION = 0.002, 0.005
+# A point further than this (canvas short sides, about 58 px on 720 px) from where the quadratic through its last
+# frames puts it has jumped: it restarts there. A 25 px-per-frame gesture stays within about 25 px of the prediction.
+_JUMP = 0.08
+_RIDGE = 0.01  # a small penalty on sum h^2 in every design: bounds the response between passband and stopband
+
+
+def _band(taps: int, low: float, high: float) -> tuple[np.ndarray, np.ndarray]:
+    """The means over frequencies f in [low, high] (cycles per frame) of cos(2 pi f (i - j)) and cos(2 pi f i)."""
+    def mean_cos(lag):
+        return (high * np.sinc(2 * high * lag) - low * np.sinc(2 * low * lag)) / (high - low)
+
+    k = np.arange(taps)
+    return mean_cos(k[:, None] - k[None, :]), mean_cos(k)
+
+
+@functools.lru_cache(maxsize=None)
+def _zero_lag_design(taps: int, passband: float, stopband: float, stop_weight: float, ramp_exact: bool) -> np.ndarray:
+    """[taps+1, taps]: row n holds the weights h[0..n-1] (h[k] weighs the frame k frames back) for a point seen for
+    n frames: least squares for H(f) = 1 over [0, passband] plus `stop_weight` times |H(f)|^2 over [stopband, 0.5],
+    plus `_RIDGE` times sum h^2, subject to sum h = 1 and, if `ramp_exact`, sum k·h = 0 (a constant speed is
+    followed without lag).
+    A window whose weights would be noisier than the raw point (sum h^2 >= 1) takes the shorter one's (rows 0-2:
+    the raw point; row 0 unused)."""
+    table = np.zeros((taps + 1, taps))
+    table[:, 0] = 1.0
+    for n in range(3, taps + 1):
+        pass_a, pass_b = _band(n, 0.0, passband)
+        stop_a, _ = _band(n, stopband, 0.5)
+        system = pass_a + stop_weight * stop_a + _RIDGE * np.eye(n)
+        moments = np.stack([np.ones(n), np.arange(n, dtype=float)])[:2 if ramp_exact else 1]
+        kkt = np.block([[system, moments.T], [moments, np.zeros((len(moments), len(moments)))]])
+        weights = np.linalg.solve(kkt, np.concatenate([pass_b, [1.0, 0.0][:len(moments)]]))[:n]
+        table[n] = 0.0
+        if (weights ** 2).sum() < 1.0:
+            table[n, :n] = weights
+        else:
+            table[n] = table[n - 1]
+    return table
+
+
+@functools.lru_cache(maxsize=None)
+def _line_weights(frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """[frames+1, frames] weights over the last n frames (n = row, newest first) of the least-squares line's slope
+    (per frame) and of the quadratic's value one frame ahead (degree lowered to what n frames allow)."""
+    slope = np.zeros((frames + 1, frames))
+    ahead = np.zeros((frames + 1, frames))
+    for n in range(1, frames + 1):
+        back = -np.arange(n, dtype=float)  # frame offsets, newest first
+        if n >= 2:
+            slope[n, :n] = np.linalg.pinv(np.vander(back, 2, increasing=True))[1]
+        ahead[n, :n] = np.vander(np.array([1.0]), min(3, n), increasing=True) @ np.linalg.pinv(
+            np.vander(back, min(3, n), increasing=True))
+    return slope, ahead
+
+
+STATE_VERSION = 2  # 1 (no "version" key): the One-Euro filter alone, before the zero-lag filter and its history
+
+
 @dataclass
 class SmootherState:
     """Where the filter stands after the last frame: for each of the 128 points (body, left hand, right hand,
-    face; in short sides of the canvas) its filtered and its raw position and its low-passed velocity, which
-    points are being followed, the canvas, the strength and the number of frames seen."""
+    face; in short sides of the canvas) the One-Euro filter's filtered and raw position and low-passed velocity,
+    which points are being followed, the point's last raw positions (newest first) and for how many frames in a row
+    it has been seen; the canvas, the strength and the number of frames seen."""
 
-    position: np.ndarray  # [128, 2] filtered
+    position: np.ndarray  # [128, 2] One-Euro filtered
     raw: np.ndarray  # [128, 2] as given
     velocity: np.ndarray  # [128, 2] per frame
     live: np.ndarray  # [128] bool
     canvas_hw: tuple[int, int] | None
     strength: float
     frames: int = 0
+    history: np.ndarray | None = None  # [_HISTORY, 128, 2] the last raw positions, newest first
+    run: np.ndarray | None = None  # [128] frames in a row the point has been seen (the visible stretch so far)
+
+    def __post_init__(self):
+        if self.history is None:
+            self.history = np.zeros((_HISTORY, POINTS, 2))
+        if self.run is None:
+            self.run = np.zeros(POINTS, dtype=np.int64)
 
     @classmethod
     def start(cls, strength: float) -> "SmootherState":
@@ -119,25 +232,42 @@ class SmootherState:
 
     def to_dict(self) -> dict:
         """Plain JSON types (floats round-trip exactly through JSON)."""
-        return {"position": self.position.tolist(), "raw": self.raw.tolist(), "velocity": self.velocity.tolist(),
-                "live": self.live.tolist(),
+        return {"version": STATE_VERSION, "position": self.position.tolist(), "raw": self.raw.tolist(),
+                "velocity": self.velocity.tolist(), "live": self.live.tolist(),
                 "canvas_hw": None if self.canvas_hw is None else list(self.canvas_hw), "strength": self.strength,
-                "frames": self.frames}
+                "frames": self.frames, "history": self.history.tolist(), "run": self.run.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "SmootherState":
+        """A state from `to_dict`. One saved before the zero-lag filter (version 1) has no history: it loads with
+        every point restarting at the next frame, as after a gap, and says so in the log."""
+        damaged = "The saved smoothing state is damaged{}; start the render again from its first frame."
+        try:
+            version = int(data.get("version", 1))
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+            raise TalkingPoseError(damaged.format(f" ({type(exc).__name__})")) from None
+        if version not in (1, STATE_VERSION):
+            raise TalkingPoseError(f"The saved smoothing state is version {version}; this TalkingPose reads versions 1 "
+                                   f"and {STATE_VERSION}. Update TalkingPose, or start the render again from its first "
+                                   "frame.")
         try:
             state = cls(*(np.asarray(data[key], dtype=np.float64).reshape(POINTS, 2)
                           for key in ("position", "raw", "velocity")),
                         np.asarray(data["live"], dtype=bool).reshape(POINTS),
                         None if data["canvas_hw"] is None else tuple(int(v) for v in data["canvas_hw"]),
                         check_strength(data["strength"]), int(data["frames"]))
+            if version == STATE_VERSION:
+                state.history = np.asarray(data["history"], dtype=np.float64).reshape(_HISTORY, POINTS, 2)
+                state.run = np.asarray(data["run"], dtype=np.int64).reshape(POINTS)
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
-            raise TalkingPoseError(f"The saved smoothing state is damaged ({type(exc).__name__}); start the render "
-                                   "again from its first frame.") from None
-        arrays = (state.position, state.raw, state.velocity)
-        if not all(np.isfinite(a).all() for a in arrays) or state.frames < 0:
-            raise TalkingPoseError("The saved smoothing state is damaged; start the render again from its first frame.")
+            raise TalkingPoseError(damaged.format(f" ({type(exc).__name__})")) from None
+        arrays = (state.position, state.raw, state.velocity, state.history)
+        if not all(np.isfinite(a).all() for a in arrays) or state.frames < 0 or (state.run < 0).any():
+            raise TalkingPoseError(damaged.format(""))
+        if version == 1:
+            log.warning("The smoothing state was saved by an older TalkingPose (One-Euro filter only): every keypoint "
+                        "restarts its smoothing at the next frame.")
+            state.live[:] = False
         return state
 
 
@@ -155,12 +285,25 @@ class PoseSmoother:
         self.state = copy.deepcopy(state) if state is not None else SmootherState.start(strength)
         if strength > 0:
             settings = settings_for(strength)
-            parts = ((_BODY, settings["body"]), (_HANDS, settings["hands"]), (_FACE, settings["face"]))
+            parts = ((_BODY, "body"), (_HANDS, "hands"), (_FACE, "face"))
             self._min_cutoff = np.empty(POINTS)
             self._beta = np.empty(POINTS)
             self._d_alpha = np.empty(POINTS)
-            for where, s in parts:
+            # Per point: its part's zero-lag weights for every stretch length, [POINTS, _HISTORY+1, _HISTORY].
+            self._zero_lag = np.zeros((POINTS, _HISTORY + 1, _HISTORY))
+            self._face_at_rest = np.zeros((POINTS, _HISTORY + 1, _HISTORY))
+            scale = _STOP_WEIGHT_RANGE ** (2.0 * strength - 1.0)
+            for where, part in parts:
+                s = settings[part]
                 self._min_cutoff[where], self._beta[where], self._d_alpha[where] = s.min_cutoff, s.beta, _alpha(s.d_cutoff)
+                z = _ZERO_LAG[part]
+                table = _zero_lag_design(z.taps, z.passband, z.stopband, z.stop_weight * scale, z.ramp_exact)
+                self._zero_lag[where, :z.taps + 1, :z.taps] = table
+                self._zero_lag[where, z.taps + 1:, :z.taps] = table[-1]
+            z = _FACE_AT_REST
+            table = _zero_lag_design(z.taps, z.passband, z.stopband, z.stop_weight * scale, z.ramp_exact)
+            self._face_at_rest[_FACE, :z.taps + 1, :z.taps] = table
+            self._face_at_rest[_FACE, z.taps + 1:, :z.taps] = table[-1]
 
     def __call__(self, frame: PoseFrame | None) -> PoseFrame | None:
         state = self.state
@@ -169,6 +312,7 @@ class PoseSmoother:
             return frame
         if frame is None or frame.is_empty:
             state.live[:] = False  # nobody: every point restarts when the person comes back
+            state.run[:] = 0
             return frame
         if state.canvas_hw is not None and tuple(frame.canvas_hw) != tuple(state.canvas_hw):
             raise TalkingPoseError(
@@ -180,9 +324,17 @@ class PoseSmoother:
         unit = np.array([width, height], dtype=np.float64) / min(width, height)  # normalised -> short sides
         raw = np.concatenate([frame.body, frame.hands.reshape(-1, 2), frame.face]) * unit
         visible = np.concatenate([frame.body_visible, frame.hands_visible.reshape(-1), frame.face_visible])
+        points = np.arange(POINTS)
 
-        follow = visible & state.live
-        start = visible & ~state.live
+        # A point far from where its last frames put it has jumped: it restarts, as after a gap.
+        slope_w, ahead_w = _line_weights(_SPEED_FRAMES)
+        seen = np.where(state.live, np.minimum(state.run, _SPEED_FRAMES), 0)
+        predicted = np.einsum("pk,kpc->pc", ahead_w[seen], state.history[:_SPEED_FRAMES])
+        jumped = state.live & visible & (np.linalg.norm(raw - predicted, axis=-1) > _JUMP)
+        live = state.live & ~jumped
+
+        follow = visible & live
+        start = visible & ~live
         d_alpha = self._d_alpha[:, None]
         velocity = d_alpha * (raw - state.raw) + (1.0 - d_alpha) * state.velocity
         alpha = _alpha(self._min_cutoff + self._beta * np.linalg.norm(velocity, axis=-1))[:, None]
@@ -192,7 +344,18 @@ class PoseSmoother:
         state.raw = np.where(visible[:, None], raw, state.raw)
         state.live = visible.copy()
 
-        out = np.where(visible[:, None], state.position / unit, np.concatenate(
+        state.run = np.where(visible, np.where(live, state.run, 0) + 1, 0)
+        state.history = np.concatenate([raw[None], state.history[:-1]])
+        length = np.minimum(state.run, _HISTORY)
+        zero_lag = np.einsum("pk,kpc->pc", self._zero_lag[points, length], state.history)
+        speed = np.linalg.norm(np.einsum("pk,kpc->pc", slope_w[np.minimum(length, _SPEED_FRAMES)],
+                                         state.history[:_SPEED_FRAMES]), axis=-1)
+        moving = np.clip((speed - _AT_REST) / (_IN_MOTION - _AT_REST), 0.0, 1.0)
+        at_rest = np.where(_IS_FACE[:, None], np.einsum("pk,kpc->pc", self._face_at_rest[points, length], state.history),
+                           state.position)
+        blended = at_rest + moving[:, None] * (zero_lag - at_rest)
+
+        out = np.where(visible[:, None], blended / unit, np.concatenate(
             [frame.body, frame.hands.reshape(-1, 2), frame.face]))
         return replace(frame, body=out[_BODY].copy(), hands=out[_HANDS].reshape(2, HAND_POINTS, 2).copy(),
                        face=out[_FACE].copy())
@@ -300,7 +463,7 @@ def smooth_points(points: np.ndarray, visible: np.ndarray, strength: float) -> n
             step[1:] = np.where(b[1:] > 0, np.sum(np.diff(light, axis=0) ** 2, axis=-1), 0.0)
             step[:-1] = np.where(b[:-1] == 0, step[1:] * (a[:-1] > 0), step[:-1])  # a stretch's first frame
             speed = np.sqrt(_fit(step, b, a, _MOTION_HALF, 0))
-            moving = np.clip((speed - _STILL_SPEED) / (_MOVING_SPEED - _STILL_SPEED), 0.0, 1.0)[..., None]
+            moving = np.clip((speed - _AT_REST) / (_IN_MOTION - _AT_REST), 0.0, 1.0)[..., None]
             smoothed = strong + moving * (light - strong)
         out[:, where] = np.where(visible[:, where, None], smoothed, x)
     return out

@@ -9,7 +9,7 @@
   (`retarget.py`; the output lives in the source's canvas);
 - then smoothing at `strength` (0: off, `smoothing.py`): a whole track with the zero-phase smoother, which looks
   a few frames ahead; a track that arrives in chunks (`streaming`, or continued from a `state`) with the causal
-  One-Euro filter, which never needs a frame it has not seen.
+  filter (zero-lag FIR in motion, One-Euro at rest), which never needs a frame it has not seen.
 
 The per-video alignment and the causal filter are carried in a `PoseTrackState`, so a video processed in chunks
 (VideoHelperSuite meta batches, renders resumed from a saved state) equals the same video streamed at once, provided
