@@ -48,7 +48,7 @@ class AnimateJob:
     compile: bool = False
     keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
     alignment: str = "off"  # off, similarity (one scale + shift per video), retarget (every bone to the source's length)
-    smooth: float = 0.0  # One-Euro smoothing strength, 0 (off) to 1
+    smooth: float = 0.0  # whole-track smoothing strength, 0 (off) to 1
     fps: float | None = None  # frame rate when no driving video gives one
     segment_frames: int = SEGMENT_FRAMES  # frames per encoded segment (every frame is kept at once anyway)
     lora: Path | None = None  # adapter file from `finetune`

@@ -65,7 +65,7 @@ def register(subparsers) -> None:
     rt.add_argument("--models", type=Path, help=_MODELS_HELP)
     rt.set_defaults(func=run_retarget)
 
-    sm = commands.add_parser("smooth", help="One-Euro smoothing of a track (jitter out, sudden moves kept)")
+    sm = commands.add_parser("smooth", help="smooth a track, looking ahead (jitter out, no delay, sudden moves kept)")
     sm.add_argument("--driving", type=Path, required=True, help="track to smooth (.json)")
     sm.add_argument("--out", type=output_file, required=True, help="output .json")
     sm.add_argument("--strength", type=strength, default=DEFAULT,

@@ -73,7 +73,7 @@ class OneEuro:
 
 
 # The filter at rest of body and hands; settings at the default strength 0.5, chosen on synthetic tracks
-# (tests/test_smoothing.py, numbers in the README): the body's jitter more than halves. The face's entry still runs
+# (tests/test_smoothing.py, numbers in docs/poses.md): the body's jitter more than halves. The face's entry still runs
 # (one vectorised filter over all 128 points, and `settings_for` reports it) but its output is not used: the face at
 # rest is held by _FACE_AT_REST, which keeps the lips' speech motion.
 _DEFAULT_SETTINGS = {
@@ -122,7 +122,7 @@ class ZeroLag:
     ramp_exact: bool = True  # a constant speed followed without lag (else only a point at rest stays put)
 
 
-# Chosen on the synthetic tracks of tests/test_smoothing.py (figures in the README): at 25 fps body and hands keep
+# Chosen on the synthetic tracks of tests/test_smoothing.py (figures in docs/poses.md): at 25 fps body and hands keep
 # gestures to 2 Hz without lag and halve the jitter; the face keeps the lips' 3-4 Hz motion. Strength s scales the
 # stop weight by 10^(2s-1): stronger pushes the high-frequency noise down harder (and raises the response between
 # the bands).
@@ -379,7 +379,7 @@ class LookAhead:
     light_most: int | None = None  # the light fit's widest half-width at any strength
 
 
-# Chosen on synthetic tracks (tests/test_smoothing.py, figures in the README): at 25 fps a ±4-frame quartic keeps
+# Chosen on synthetic tracks (tests/test_smoothing.py, figures in docs/poses.md): at 25 fps a ±4-frame quartic keeps
 # 1–2 Hz gestures whole and the lips' 4 Hz motion at 90 %; a ±6-frame straight line averages a still point's jitter
 # over 13 frames. Strength s scales every half-width by 2s (0.25: the light fit is ±2 frames, a quadratic; 1: double).
 # The face stops at ±6 frames: wider, a quartic's response to 4 Hz turns negative (the lips would move the wrong way).
@@ -463,7 +463,7 @@ def smooth_points(points: np.ndarray, visible: np.ndarray, strength: float) -> n
             step[1:] = np.where(b[1:] > 0, np.sum(np.diff(light, axis=0) ** 2, axis=-1), 0.0)
             step[:-1] = np.where(b[:-1] == 0, step[1:] * (a[:-1] > 0), step[:-1])  # a stretch's first frame
             speed = np.sqrt(_fit(step, b, a, _MOTION_HALF, 0))
-            moving = np.clip((speed - _AT_REST) / (_IN_MOTION - _AT_REST), 0.0, 1.0)[..., None]
+            moving = np.clip((speed - _STILL_SPEED) / (_MOVING_SPEED - _STILL_SPEED), 0.0, 1.0)[..., None]
             smoothed = strong + moving * (light - strong)
         out[:, where] = np.where(visible[:, where, None], smoothed, x)
     return out
