@@ -53,7 +53,8 @@ class TalkingPoseModel:
         return self._load([self.sampler], memory_required)
 
     def load(self, memory_required: int = 0):
-        """The networks with both sides on the compute device (fine-tuning trains both UNets)."""
+        """The networks with both sides on the compute device (fine-tuning trains both UNets; a LoRA is checked
+        against both)."""
         return self._load([self.encoder, self.sampler], memory_required)
 
     def _load(self, sides, memory_required: int):

@@ -223,8 +223,7 @@ class TalkingPoseNetworks(nn.Module):
                     index = int(rest.split(".", 1)[0])
                     level = index if block == "down_blocks" else levels - 1 - index
                 tokens = (height // 8 >> level) * (width // 8 >> level)
-                blocks.append(AttentionBlock(kind, name, tokens, attn.to_k.in_features if kind == "self" else
-                                             attn.to_q.in_features, attn.to_k.out_features))
+                blocks.append(AttentionBlock(kind, name, tokens, attn.to_q.in_features, attn.to_k.out_features))
         return blocks
 
     # ---------------------------------------------------------------------------------------------- managed parts
