@@ -3,8 +3,8 @@
     python -m benchmarks.bench_forward_memory --device cuda --preset sd15 --dtype fp16 --sizes 512 768 1024
 
 For each output size: the peak CUDA memory of one reference pass (Appearance Encode) and of one guided
-denoising step (the sampler: 2 rows), above the memory held before the pass, next to
-`memory.appearance_encode_bytes` / `memory.denoise_step_bytes` (at the default cfg, guided). The estimate should be at or
+frame of the sampler (2 rows; its prepared step with the video's constants, two steps), above the memory held
+before, next to `memory.appearance_encode_bytes` / `memory.denoise_step_bytes` (at the default cfg, guided). The estimate should be at or
 above the measurement (it is what ComfyUI frees room for) without being far above it. On the CPU only the
 estimates are printed.
 """
@@ -18,9 +18,10 @@ import torch
 from talkingpose.appearance import encode_appearance
 from talkingpose.memory import appearance_encode_bytes, denoise_step_bytes
 from talkingpose.random_weights import PRESETS, random_networks
-from talkingpose.sampler import DEFAULT_CFG
+from talkingpose.sampler import DEFAULT_CFG, make_scheduler, prepare_step
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+STEPS = 2
 
 
 def peak_above_baseline(device, run) -> int | None:
@@ -53,15 +54,15 @@ def main(argv=None):
         holder = {}
         encode_peak = peak_above_baseline(device, lambda: holder.update(a=encode_appearance(nets, embeds, latent, size, size)))
         appearance = holder["a"]
-        pose = nets.pose_features(torch.rand(2, 3, size, size, device=device))
-        context = torch.cat([torch.zeros_like(appearance.image_context), appearance.image_context])
-        step_peak = peak_above_baseline(device, lambda: nets.predict(
-            latent.repeat(2, 1, 1, 1).to(dtype), torch.tensor(500, device=device), context, pose, appearance.reference, 1))
+        pose = nets.pose_features(torch.rand(1, 3, size, size, device=device))
+        scheduler = make_scheduler()
+        scheduler.set_timesteps(STEPS)
+        step_peak = peak_above_baseline(device, lambda: prepare_step(nets, scheduler, [appearance], DEFAULT_CFG).denoise(latent, pose))
         row = {
             "size": size,
             "encode_estimate_mb": appearance_encode_bytes(nets, size, size) / 2**20,
             "encode_measured_mb": None if encode_peak is None else encode_peak / 2**20,
-            "step_estimate_mb": denoise_step_bytes(nets, appearance, DEFAULT_CFG) / 2**20,
+            "step_estimate_mb": denoise_step_bytes(nets, appearance, DEFAULT_CFG, STEPS) / 2**20,
             "step_measured_mb": None if step_peak is None else step_peak / 2**20,
         }
         rows.append(row)

@@ -113,8 +113,8 @@ def count_step_ops(preset: str = "sd15", size: int = 512, cfg: float = 3.5, step
         context = torch.randn(1, 1, nets.cross_attention_dim, dtype=dtype)
         reference = nets.reference_keys_values(latent, context)
         pose = nets.pose_features(torch.rand(1, 3, size, size, dtype=dtype))
-    appearance = SimpleNamespace(reference=reference, image_context=context, width=size, height=size)
-    step = prepare_step(nets, scheduler, [appearance], cfg)  # its DDIM table is read from the real scheduler
+    appearance = SimpleNamespace(image_context=context, width=size, height=size)
+    step = prepare_step(nets, scheduler, [appearance], cfg, reference)  # its DDIM table is read from the real scheduler
     with fake:
         pose = torch.cat([pose, pose]) if cfg > 1 else pose
         latent = step._eager(latent, pose, 0)

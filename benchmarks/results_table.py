@@ -45,7 +45,9 @@ def table(paths: list[Path], include_dry_runs: bool = False) -> str:
         for row in r.get("memory_estimate") or []:
             if row.get("measured_gb") is not None:
                 lines.append(f"| memory estimate {row['size']} ({r['gpu']}) | estimate {row['estimate_gb']:.2f} GB, "
-                             f"measured {row['measured_gb']:.2f} GB, ratio {row['ratio']:.2f} |" + " |" * (len(runs) - 1))
+                             f"measured {row['measured_gb']:.2f} GB"
+                             + (f" ({row['measured_reserved_gb']:.2f} GB reserved)" if row.get("measured_reserved_gb") else "")
+                             + f", ratio {row['ratio']:.2f} |" + " |" * (len(runs) - 1))
     return "\n".join(lines)
 
 

@@ -154,9 +154,10 @@ def latent_previewer():
 
 # ------------------------------------------------------------------------------------------------ memory manager
 class ManagedModel:
-    """The TalkingPose networks under ComfyUI's memory manager: loaded to the GPU and offloaded like its own
-    models. Other nodes' models (CLIP Vision, VAE, …) may push them out again at any time, partly or wholly, so
-    `load` is called right before every group of forward passes."""
+    """Some of the TalkingPose networks under ComfyUI's memory manager, as one of its models: loaded to the GPU
+    and offloaded like its own. The encoder side and the sampler side are two (`model_nodes.TalkingPoseModel`), so
+    ComfyUI can offload the one that is not running. Other nodes' models (CLIP Vision, VAE, …) may push them out
+    again at any time, partly or wholly, so `load` is called right before every group of forward passes."""
 
     def __init__(self, module, dtype):
         self.module = module
@@ -167,9 +168,7 @@ class ManagedModel:
     def load(self, memory_required: int = 0):
         """Put the weights on the compute device, evicting other models if VRAM is short (also `memory_required`
         bytes for the activations to come); returns the module."""
-        # Fully: the networks are plain torch modules, without ComfyUI's on-the-fly weight casting.
-        _mm.load_models_gpu([self.patcher], memory_required=memory_required, force_full_load=True)
-        self._check_placement()
+        load_together([self], memory_required)
         return self.module
 
     def _check_placement(self) -> None:
@@ -195,6 +194,15 @@ class ManagedModel:
                 "not make room for them. TalkingPose cannot stream weights, so it computes there — on a CPU about "
                 "a hundred times slower than a GPU (roughly 1000 s per 512×512 frame). Start ComfyUI without "
                 "--novram, or free VRAM, to sample on %s.", next(iter(placed)), where, target, target)
+
+
+def load_together(models: list[ManagedModel], memory_required: int = 0) -> None:
+    """Put several managed models on the compute device in one request, so that making room for one never
+    evicts another (`memory_required`: bytes for the activations to come)."""
+    # Fully: the networks are plain torch modules, without ComfyUI's on-the-fly weight casting.
+    _mm.load_models_gpu([m.patcher for m in models], memory_required=memory_required, force_full_load=True)
+    for model in models:
+        model._check_placement()
 
 
 def weights_by_device(module) -> dict[str, int]:

@@ -28,33 +28,46 @@ BETA_TOOLTIP = (
 
 
 class TalkingPoseModel:
-    """What the TALKINGPOSE_MODEL socket carries: the networks, managed by ComfyUI's memory manager, and the
-    LoRA adapters (with strengths) this variant of them uses. Variants share one set of weights; `load` selects
-    the variant's adapters right before each use."""
+    """What the TALKINGPOSE_MODEL socket carries: the networks as two models of ComfyUI's memory manager — the
+    encoder side (the reference UNet, which Appearance Encode runs) and the sampler side (denoising UNet, pose
+    guider, motion modules) — so either can be offloaded while the other runs, and the LoRA adapters (with
+    strengths) this variant of them uses. Variants share one set of weights; each load selects the variant's
+    adapters right before use."""
 
-    def __init__(self, managed, name: str, loras: tuple = ()):
-        self.managed = managed
+    def __init__(self, networks, encoder, sampler, name: str, loras: tuple = ()):
+        self.networks = networks  # wherever they are now, with whichever variant's adapters ran last (for sizes)
+        self.encoder = encoder
+        self.sampler = sampler
         self.name = name
         self.loras = tuple(loras)
 
+    def load_encoder(self, memory_required: int = 0):
+        """The networks with the encoder side on the compute device (`memory_required`: bytes of activations to
+        come) and this variant's LoRA adapters selected; the sampler side stays wherever ComfyUI keeps it."""
+        return self._load([self.encoder], memory_required)
+
+    def load_sampler(self, memory_required: int = 0):
+        """The networks with the sampler side on the compute device and this variant's adapters selected; the
+        reference UNet stays wherever ComfyUI keeps it. Call it right before each group of forward passes: other
+        models (or other variants of these networks) used in between may have pushed it out or switched adapters."""
+        return self._load([self.sampler], memory_required)
+
     def load(self, memory_required: int = 0):
-        """The networks on the compute device, with `memory_required` bytes of activations to come, and this
-        variant's LoRA adapters selected. Call it right before each group of forward passes: other models (or
-        other variants of these networks) used in between may have pushed them out or switched adapters."""
+        """The networks with both sides on the compute device (fine-tuning trains both UNets; a LoRA is checked
+        against both)."""
+        return self._load([self.encoder, self.sampler], memory_required)
+
+    def _load(self, sides, memory_required: int):
         from talkingpose.lora import activate
 
-        networks = self.managed.load(memory_required)
-        activate(networks, self.loras)
-        return networks
-
-    @property
-    def networks(self):
-        """The networks wherever they are now, with whichever variant's adapters ran last (for sizes, not for running)."""
-        return self.managed.module
+        host.load_together(sides, memory_required)
+        activate(self.networks, self.loras)
+        return self.networks
 
     def with_lora(self, adapter, strength: float) -> "TalkingPoseModel":
         label = adapter.path.stem if adapter.path is not None else adapter.id
-        return TalkingPoseModel(self.managed, f"{self.name} + {label}@{strength:g}", self.loras + ((adapter, strength),))
+        return TalkingPoseModel(self.networks, self.encoder, self.sampler, f"{self.name} + {label}@{strength:g}",
+                                self.loras + ((adapter, strength),))
 
 
 def _installed_models():
@@ -120,7 +133,8 @@ class LoadTalkingPoseModel:
         path = installed[model]
         dtype = host.compute_dtype(precision, model_params=count_parameters(path))
         networks = load_networks(path, dtype=dtype)
-        return (TalkingPoseModel(host.ManagedModel(networks, dtype), model),)
+        return (TalkingPoseModel(networks, host.ManagedModel(networks.encoder_side(), dtype),
+                                 host.ManagedModel(networks.sampler_side(), dtype), model),)
 
 
 class TalkingPoseAppearanceEncode:
@@ -171,7 +185,7 @@ class TalkingPoseAppearanceEncode:
                 "the sd-image-variations image encoder). ViT-H and ViT-bigG models do not fit."
             )
         prepared = images.prepare_source(image[0], width, height, fit)  # alpha flattened onto white there
-        # CLIP and VAE first: loading them may push the TalkingPose networks out of VRAM, partly or wholly.
+        # CLIP and VAE first: loading them may push the reference UNet out of VRAM, partly or wholly.
         embeds = host.clip_image_embeds(clip_vision, prepared)
         raw = host.vae_encode_mean(vae, prepared.reference_image())
         if raw.ndim != 4 or raw.shape[1] != model.networks.latent_channels or raw.shape[-1] * 8 != width:
@@ -179,7 +193,7 @@ class TalkingPoseAppearanceEncode:
                 f"The VAE returned latents of shape {tuple(raw.shape)}; TalkingPose needs an SD1.x VAE "
                 "(4 channels, 8× smaller), e.g. sd-vae-ft-mse."
             )
-        networks = model.load(appearance_encode_bytes(model.networks, width, height))
+        networks = model.load_encoder(appearance_encode_bytes(model.networks, width, height))
         with torch.no_grad():
             appearance = encode_appearance(networks, embeds, raw.float() * SD_LATENT_SCALE, width, height, fit)
         return (appearance,)
@@ -231,8 +245,8 @@ class TalkingPoseClosedLoopSampler:
         if meta_batch is not None:
             chunk = chunk_number(meta_batch, prompt, unique_id)
             state = SAMPLER_CARRY.carried(meta_batch, unique_id, chunk, state)
-        memory = denoise_step_bytes(model.networks, appearance, cfg)
-        networks = model.load(memory)
+        memory = denoise_step_bytes(model.networks, appearance, cfg, steps)
+        networks = model.load_sampler(memory)
         try:
             sampler = ClosedLoopSampler(networks, appearance, settings, state)
         except TalkingPoseError as exc:
@@ -257,7 +271,7 @@ class TalkingPoseClosedLoopSampler:
         try:
             for i in range(n):
                 pose = images.pose_pixels(pose_images[i], appearance.width, appearance.height, appearance.fit)
-                model.load(memory)  # previews and other nodes' models may have moved the networks since
+                model.load_sampler(memory)  # previews and other nodes' models may have moved the networks since
                 latent = sampler.denoise(pose, on_step)
                 latents.append(latent)
                 progress.update(1, preview(latent[None]) if preview else None)

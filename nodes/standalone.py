@@ -120,10 +120,16 @@ class ManagedModel:
     def load(self, memory_required: int = 0):
         """Put the weights on the compute device; returns the module. `memory_required` (bytes of activations)
         only matters where other models compete for the memory."""
-        device = torch_device()
-        if self.module.weights_device != device:
-            self.module.to(device)
+        load_together([self], memory_required)
         return self.module
+
+
+def load_together(models: list[ManagedModel], memory_required: int = 0) -> None:
+    """Put several managed models on the compute device."""
+    device = torch_device()
+    for model in models:
+        if model.module.weights_device != device:
+            model.module.to(device)
 
 
 def clip_projection_width(clip_vision) -> int | None:

@@ -17,14 +17,17 @@ class Appearance:
 
     image_context: [1, 1, C] CLIP image embedding (one context token) for the conditional row.
     reference_latent: [1, 4, h, w] VAE posterior mean × latent scale.
-    reference: per self-attention block, the reference tokens' keys and values ([1, heads, L, d] each).
-    model_fingerprint: the fingerprint of the networks that made it: the reference keys/values are those
-    networks' own projections, so they fit no other weights. Device and dtype are those of the tensors.
+    reference_tokens: per self-attention block (by module path), the input tokens of the reference UNet's
+    self-attention ([1, L, C]). The sampler projects them to keys and values with the denoising UNet's own
+    key/value weights (`TalkingPoseNetworks.project_reference`), once per video: so encoding needs the reference
+    UNet alone, and sampling needs no reference UNet.
+    model_fingerprint: the fingerprint of the networks that made it (weights and LoRA): the tokens are its
+    reference UNet's, so they fit no other weights. Device and dtype are those of the tensors.
     """
 
     image_context: torch.Tensor
     reference_latent: torch.Tensor
-    reference: dict
+    reference_tokens: dict
     width: int
     height: int
     fingerprint: str
@@ -40,18 +43,18 @@ class Appearance:
         return self.image_context.dtype
 
     def to(self, device, dtype) -> "Appearance":
-        """This appearance with its context and reference keys/values on `device` in `dtype` (itself when they
-        already are)."""
+        """This appearance with its context and reference tokens on `device` in `dtype` (itself when they already
+        are)."""
         device = torch.device(device)
         if _same_device(self.device, device) and self.dtype == dtype:
             return self
         move = lambda t: t.to(device, dtype)  # noqa: E731
         return replace(self, image_context=move(self.image_context),
-                       reference={name: (move(k), move(v)) for name, (k, v) in self.reference.items()})
+                       reference_tokens={name: move(t) for name, t in self.reference_tokens.items()})
 
     def bytes(self) -> int:
-        """Memory the reference keys/values and the context take on their device."""
-        tensors = [self.image_context] + [t for kv in self.reference.values() for t in kv]
+        """Memory the reference tokens and the context take on their device."""
+        tensors = [self.image_context, *self.reference_tokens.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
@@ -72,7 +75,8 @@ def clip_embedding_width(model) -> int | None:
 
 
 def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: torch.Tensor, width: int, height: int, fit: str = "stretch") -> Appearance:
-    """Run the reference UNet once and project its tokens; `image_embeds` is [1, C] or [1, 1, C]."""
+    """Run the reference UNet once and keep its tokens; `image_embeds` is [1, C] or [1, 1, C]. Only the reference
+    UNet runs here (the sampler projects the tokens)."""
     embeds = image_embeds.reshape(image_embeds.shape[0], -1, image_embeds.shape[-1])
     if embeds.shape[0] != 1 or embeds.shape[1] != 1:
         raise TalkingPoseError(
@@ -93,8 +97,9 @@ def encode_appearance(networks, image_embeds: torch.Tensor, reference_latent: to
         )
     if not torch.isfinite(reference_latent).all() or not torch.isfinite(embeds).all():
         raise TalkingPoseError("The source image encoded to NaN values; check the VAE and CLIP vision model.")
-    reference = networks.reference_keys_values(reference_latent, embeds)
+    with torch.no_grad():
+        tokens = networks.reference_tokens(reference_latent, embeds)
     digest = hashlib.sha256(reference_latent.detach().float().cpu().numpy().tobytes())
     digest.update(embeds.detach().float().cpu().numpy().tobytes())
-    return Appearance(embeds.to(networks.weights_device, networks.weights_dtype), reference_latent.detach(), reference, width, height,
+    return Appearance(embeds.to(networks.reference_device, networks.weights_dtype), reference_latent.detach(), tokens, width, height,
                       digest.hexdigest()[:16], fit, networks.fingerprint)

@@ -59,7 +59,7 @@ class GuidedStep:
 
     Rows are laid out as [unconditional × n, conditional × n] under guidance (cfg > 1): unconditional rows get a
     zero image context and no reference tokens, conditional row i gets appearance i. `reference` is the
-    appearances' stacked keys/values (`sampler.stack_references`).
+    appearances' stacked keys/values (`sampler.reference_keys_values`).
     """
 
     def __init__(self, networks, scheduler, image_context: torch.Tensor, reference, cfg: float, height: int, width: int,

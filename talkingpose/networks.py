@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -98,6 +99,47 @@ _PROCESSORS_REPLACED = (
 )
 
 
+@dataclass(frozen=True)
+class AttentionBlock:
+    """One attention block of the denoising UNet at one output size: "self" or "cross" attention, its module path,
+    its token count, the width of its input (channels) and of its keys and values (inner)."""
+
+    kind: str
+    name: str
+    tokens: int
+    channels: int
+    inner: int
+
+
+# Which of the networks' modules each side runs: Appearance Encode runs the reference UNet once per source image,
+# the sampler everything else at every step. Each side is a unit of a memory manager (ComfyUI's), so one can be
+# offloaded while the other runs; the reference keys/values are projected by the sampler side (`sampler.py`),
+# with the denoising UNet's own key/value weights, so the encoder side needs nothing of the denoising UNet.
+ENCODER_SIDE = ("reference_unet",)
+SAMPLER_SIDE = ("denoising_unet", "pose_guider", "motion_modules")
+
+
+class _Side(nn.Module):
+    """Some of the networks' modules, the same objects (not copies), under one module."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        super().__init__()
+        for name, module in modules.items():
+            self.add_module(name, module)
+
+    @property
+    def weights_device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class EncoderSide(_Side):
+    """The reference UNet (`TalkingPoseNetworks.encoder_side`)."""
+
+
+class SamplerSide(_Side):
+    """The denoising UNet, pose guider and motion modules (`TalkingPoseNetworks.sampler_side`)."""
+
+
 class TalkingPoseNetworks(nn.Module):
     def __init__(self, denoising_unet, reference_unet, pose_guider, fingerprint: str = "", source: str = "",
                  motion_modules: dict[str, nn.Module] | None = None):
@@ -161,31 +203,38 @@ class TalkingPoseNetworks(nn.Module):
     def weights_dtype(self) -> torch.dtype:
         return self.denoising_unet.conv_in.weight.dtype
 
-    # ---------------------------------------------------------------------------------------------- memory
-    def forward_memory(self, rows: int, width: int, height: int) -> int:
-        """Bytes of activations one UNet pass over `rows` latents of a width × height output needs beyond the
-        weights, for ComfyUI's memory manager (`memory_required`). An estimate, counted in latent-size maps of
-        the first block's width: about 24 alive at the peak of an SD1.5-layout pass (the skip connections kept
-        for the up blocks, q/k/v and the feed-forward's 8× wide intermediate of the highest-resolution
-        transformer block, with reference keys/values doubling k and v), doubled for allocator slack. Attention
-        scores are not counted: PyTorch's flash and memory-efficient SDPA kernels never hold them."""
-        tokens = (height // 8) * (width // 8)
-        return 48 * rows * tokens * self.unet_width * self.weights_dtype.itemsize
+    @property
+    def reference_device(self) -> torch.device:
+        """Where the reference UNet is: a memory manager may hold it apart from the rest (`encoder_side`)."""
+        return self.reference_unet.conv_in.weight.device
 
-    def reference_memory(self, width: int, height: int) -> int:
-        """Bytes of one appearance's reference keys and values (what a reference pass records and projects)."""
+    # ---------------------------------------------------------------------------------------------- memory
+    def attention_blocks(self, width: int, height: int) -> list["AttentionBlock"]:
+        """The denoising UNet's attention blocks with their token count at a width × height output and their
+        widths (the memory estimates count the buffers the sampler keeps per block from these)."""
         levels = len(self.denoising_unet.config.block_out_channels)
-        total = 0
-        for name, attn in self._denoising_attention.items():
-            block, _, rest = name.partition(".")
-            if block == "mid_block":
-                level = levels - 1
-            else:
-                index = int(rest.split(".", 1)[0])
-                level = index if block == "down_blocks" else levels - 1 - index
-            tokens = (height // 8 >> level) * (width // 8 >> level)
-            total += 2 * tokens * attn.to_k.out_features * self.weights_dtype.itemsize
-        return total
+        blocks = []
+        for kind, modules in (("self", self._denoising_attention), ("cross", self._cross_attention)):
+            for name, attn in modules.items():
+                block, _, rest = name.partition(".")
+                if block == "mid_block":
+                    level = levels - 1
+                else:
+                    index = int(rest.split(".", 1)[0])
+                    level = index if block == "down_blocks" else levels - 1 - index
+                tokens = (height // 8 >> level) * (width // 8 >> level)
+                blocks.append(AttentionBlock(kind, name, tokens, attn.to_q.in_features, attn.to_k.out_features))
+        return blocks
+
+    # ---------------------------------------------------------------------------------------------- managed parts
+    def encoder_side(self) -> "EncoderSide":
+        """The modules Appearance Encode runs (the reference UNet), as one module for a memory manager."""
+        return EncoderSide({name: getattr(self, name) for name in ENCODER_SIDE})
+
+    def sampler_side(self) -> "SamplerSide":
+        """The modules the sampler runs (denoising UNet, pose guider, motion modules), as one module for a memory
+        manager: the reference UNet is not among them, so it can stay offloaded while frames are sampled."""
+        return SamplerSide({name: getattr(self, name) for name in SAMPLER_SIDE})
 
     # ---------------------------------------------------------------------------------------------- speed
     def use_channels_last(self) -> None:
@@ -214,13 +263,14 @@ class TalkingPoseNetworks(nn.Module):
     def reference_tokens(self, reference_latent: torch.Tensor, image_context: torch.Tensor) -> dict[str, torch.Tensor]:
         """One reference-UNet pass at timestep 0: the input tokens of every transformer block's self-attention,
         keyed by the block's path (the same path as its denoising twin). Differentiable when autograd is on, as
-        fine-tuning needs; the sampler goes through `reference_keys_values`."""
+        fine-tuning needs. An appearance keeps these tokens; the sampler projects them (`project_reference`)."""
         self._recorded.clear()
+        device = self.reference_device
         try:
             self.reference_unet(
-                reference_latent.to(self.weights_device, self.weights_dtype),
-                torch.zeros((), dtype=torch.long, device=self.weights_device),
-                encoder_hidden_states=image_context.to(self.weights_device, self.weights_dtype),
+                reference_latent.to(device, self.weights_dtype),
+                torch.zeros((), dtype=torch.long, device=device),
+                encoder_hidden_states=image_context.to(device, self.weights_dtype),
                 return_dict=False,
             )
             if len(self._recorded) != len(self._denoising_attention):

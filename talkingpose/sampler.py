@@ -201,7 +201,7 @@ class BatchedClosedLoopSampler:
         self.networks = networks
         self.scheduler = self.samplers[0].scheduler
         # The videos' reference keys/values and the step's constants never change: made once, not every frame.
-        self._reference = stack_references([s.appearance.reference for s in self.samplers])
+        self._reference = reference_keys_values(networks, [s.appearance for s in self.samplers])
         self._step = prepare_step(networks, self.scheduler, [s.appearance for s in self.samplers],
                                   self.samplers[0].settings.cfg, self._reference)
 
@@ -219,7 +219,7 @@ class BatchedClosedLoopSampler:
 
 
 def check_appearance(networks, appearance) -> None:
-    """Refuse an appearance encoded by other networks: its reference keys/values are their projections."""
+    """Refuse an appearance encoded by other networks: its reference tokens are their reference UNet's."""
     made_by = getattr(appearance, "model_fingerprint", "")
     if made_by != networks.fingerprint:
         raise TalkingPoseError(
@@ -234,7 +234,7 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
                   on_step=None, reference=None, step: GuidedStep | None = None) -> torch.Tensor:
     """Denoise one frame for each of `n` independent videos at once ([n, C, h, w] -> [n, C, h, w], float32).
 
-    `reference` is the appearances' stacked keys/values when the caller keeps them (`stack_references`);
+    `reference` is the appearances' stacked keys/values when the caller keeps them (`reference_keys_values`);
     `step` the `GuidedStep` the caller keeps for the video (`guided_step`); either is made here when not given.
     """
     n = start.shape[0]
@@ -248,9 +248,16 @@ def denoise_batch(networks, scheduler, appearances, cfg: float, start: torch.Ten
 def prepare_step(networks, scheduler, appearances, cfg: float, reference=None, mode: str | None = None) -> GuidedStep:
     """The guided step for these appearances, with the video's constants computed (see `guided_step`)."""
     if reference is None:
-        reference = stack_references([a.reference for a in appearances])
+        reference = reference_keys_values(networks, appearances)
     context = torch.cat([a.image_context for a in appearances])
     return GuidedStep(networks, scheduler, context, reference, cfg, appearances[0].height, appearances[0].width, mode)
+
+
+@torch.no_grad()
+def reference_keys_values(networks, appearances):
+    """The appearances' reference tokens projected to the denoising blocks' keys and values, stacked (row i =
+    appearance i). Projected per appearance, as one appearance alone is, so batching changes no value."""
+    return stack_references([networks.project_reference(a.reference_tokens) for a in appearances])
 
 
 def stack_references(references):

@@ -32,9 +32,16 @@ class FakePatcher:
 
     def offload_half(self) -> int:
         """Push every other weight out (as ComfyUI's partial unload does module by module); returns how many."""
+        return self._offload(lambda i: i % 2 == 0)
+
+    def offload_all(self) -> int:
+        """Push every weight out (as ComfyUI's unload of a whole model); returns how many."""
+        return self._offload(lambda i: True)
+
+    def _offload(self, chosen) -> int:
         pushed = 0
         for i, (module, name, param) in enumerate(self._params()):
-            if i % 2 == 0 and not param.is_meta:
+            if chosen(i) and not param.is_meta:
                 self._stash[(module, name)] = param
                 setattr(module, name, torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False))
                 pushed += 1

@@ -57,6 +57,45 @@ LONG_DRIVING_NAME, LONG_FRAMES, FRAMES_PER_BATCH = "tp_driving_long.mp4", 7, 3
 TONE_BASE_HZ, TONE_STEP_HZ = 300, 150  # its audio: a tone of 300 Hz + 150 Hz * frame index, so audio tells its frame
 
 
+# A module the test host loads as a custom node (no nodes): it records, for every load_models_gpu call, the models
+# asked for and then ComfyUI's current_loaded_models, and can unload every model, over two test-only routes.
+MEMORY_PROBE = """
+import comfy.model_management as mm
+from aiohttp import web
+from server import PromptServer
+
+NODE_CLASS_MAPPINGS = {}
+calls = []
+_load_models_gpu = mm.load_models_gpu
+
+
+def _name(patcher):
+    return type(patcher.model).__name__
+
+
+def load_models_gpu(models, *args, **kwargs):
+    result = _load_models_gpu(models, *args, **kwargs)
+    calls.append({"requested": [_name(m) for m in models],
+                  "loaded": [_name(m.model) for m in mm.current_loaded_models if m.model is not None]})
+    return result
+
+
+mm.load_models_gpu = load_models_gpu
+
+
+@PromptServer.instance.routes.post("/tp_test/unload_models")
+async def unload_models(request):
+    mm.unload_all_models()
+    calls.clear()
+    return web.json_response({"loaded": [_name(m.model) for m in mm.current_loaded_models if m.model is not None]})
+
+
+@PromptServer.instance.routes.get("/tp_test/loads")
+async def loads(request):
+    return web.json_response(calls)
+"""
+
+
 # ------------------------------------------------------------------------------------------------ set-up
 def _skip_without_host(reason: str) -> None:
     if os.environ.get("TALKINGPOSE_REQUIRE_COMFYUI") == "1":
@@ -229,6 +268,7 @@ def _start_host(base: Path, env: dict | None = None):
     vhs = root / "custom_nodes" / VHS_DIR_NAME
     if vhs.is_dir():
         (base / "custom_nodes" / VHS_DIR_NAME).symlink_to(vhs, target_is_directory=True)
+    (base / "custom_nodes" / "tp_test_memory_probe.py").write_text(MEMORY_PROBE, encoding="utf-8")
 
     port = _free_port()
     log = base / "server.log"
@@ -491,6 +531,26 @@ def test_comfyui_host_runs_the_core_nodes_workflow(comfy, defs):
     assert len(files) == 1 and files[0].name.startswith(prefix.split("/")[-1]), files
     info = check_video(files[0])
     print(f"core workflow: {time.monotonic() - started:.1f} s, {info}")
+
+
+def test_comfyui_host_samples_without_the_reference_unet_loaded(comfy, defs):
+    """The encoder side (reference UNet) and the sampler side (denoising UNet, pose guider) are separate models of
+    ComfyUI's memory manager: with every model unloaded and the appearance cached, a new seed runs the sampler
+    alone, which loads its side only; the reference UNet is not among ComfyUI's loaded models while it samples."""
+    workflow = load_workflow("1 Animate a photo (core nodes).json")
+    prompt = small_prompt(workflow, defs, f"tp_tests/sides_{uuid.uuid4().hex[:8]}", seed=11)
+    comfy.run(prompt, workflow)
+    encode_loads = [c["requested"] for c in comfy.get("/tp_test/loads") if "EncoderSide" in c["requested"]]
+    assert all(c == ["EncoderSide"] for c in encode_loads), encode_loads  # (none where an earlier test cached it)
+    status, unloaded = comfy.post("/tp_test/unload_models", {})
+    assert status == 200 and unloaded["loaded"] == [], unloaded
+    set_inputs(prompt, "TalkingPoseClosedLoopSampler", seed=12)  # Appearance Encode's output stays cached
+    comfy.run(prompt, workflow)
+    calls = comfy.get("/tp_test/loads")
+    sampler_loads = [c for c in calls if "SamplerSide" in c["requested"]]
+    assert len(sampler_loads) >= FRAMES, calls  # the sampler loads its side before every frame
+    assert all(c["requested"] == ["SamplerSide"] and "EncoderSide" not in c["loaded"] for c in sampler_loads), calls
+    assert not any("EncoderSide" in c["requested"] or "TalkingPoseNetworks" in c["requested"] for c in calls), calls
 
 
 def test_comfyui_host_gets_the_templates_sample_inputs_on_load(comfy):

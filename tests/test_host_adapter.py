@@ -107,16 +107,15 @@ def test_appearance_encode_survives_clip_and_vae_pushing_the_networks_out(comfy,
     pipe = load_pipeline(tiny_weights["model"], tiny_weights["vae"], tiny_weights["image_encoder"])
     expected = pipe.encode_appearance(_image()[0], SIZE, SIZE)
     torch.testing.assert_close(appearance.reference_latent, expected.reference_latent, rtol=1e-4, atol=1e-4)
-    for name, (k, v) in expected.reference.items():
-        torch.testing.assert_close(appearance.reference[name][0], k, rtol=1e-4, atol=1e-4)
+    for name, tokens in expected.reference_tokens.items():
+        torch.testing.assert_close(appearance.reference_tokens[name], tokens, rtol=1e-4, atol=1e-4)
 
 
 def test_every_forward_group_loads_with_a_memory_estimate_that_grows_with_the_size(comfy):
     model = _load(comfy)
-    networks_patcher = model.managed.patcher
     small = _encode(comfy, model, 64)
     large = _encode(comfy, model, 128)
-    encode_loads = [m for p, m, full in comfy.mm.calls if p is networks_patcher]
+    encode_loads = [m for p, m, full in comfy.mm.calls if p is model.encoder.patcher]
     assert len(encode_loads) == 2 and 0 < encode_loads[0] < encode_loads[1]
     assert encode_loads[1] >= 4 * encode_loads[0] * 0.9  # activations grow with the area
 
@@ -124,7 +123,7 @@ def test_every_forward_group_loads_with_a_memory_estimate_that_grows_with_the_si
     comfy.mm.squeeze = True  # each frame's preview pushes half of the networks out before the next frame
     poses = _image(batch=3, h=48, w=48, seed=3)
     out, _ = model_nodes.TalkingPoseClosedLoopSampler().sample(model, small, poses, 5, 2, 3.5, 0.05, unique_id="7")
-    frame_loads = [(m, full) for p, m, full in comfy.mm.calls if p is networks_patcher]
+    frame_loads = [(m, full) for p, m, full in comfy.mm.calls if p is model.sampler.patcher]
     assert comfy.previewer.previews == 3
     assert len(frame_loads) >= 3 and all(m > 0 and full for m, full in frame_loads)
     assert out["samples"].shape == (3, 4, 8, 8) and torch.isfinite(out["samples"]).all()
@@ -137,15 +136,52 @@ def test_nodes_announce_the_engines_memory_estimates(comfy):
     from talkingpose import memory
 
     model = _load(comfy)
-    patcher = model.managed.patcher
     comfy.mm.calls.clear()
     appearance = _encode(comfy, model)
-    assert [m for p, m, full in comfy.mm.calls if p is patcher] == [memory.appearance_encode_bytes(model.networks, SIZE, SIZE)]
+    assert [m for p, m, full in comfy.mm.calls if p is model.encoder.patcher] == [memory.appearance_encode_bytes(model.networks, SIZE, SIZE)]
     for cfg in (3.5, 1.0):
         comfy.mm.calls.clear()
         model_nodes.TalkingPoseClosedLoopSampler().sample(model, appearance, _image(1, 48, 48), 0, 1, cfg, 0.05, unique_id="7")
-        assert {m for p, m, full in comfy.mm.calls if p is patcher} == {memory.denoise_step_bytes(model.networks, appearance, cfg)}
-    assert memory.denoise_step_bytes(model.networks, appearance, 3.5) > memory.denoise_step_bytes(model.networks, appearance, 1.0)
+        assert {m for p, m, full in comfy.mm.calls if p is model.sampler.patcher} == {memory.denoise_step_bytes(model.networks, appearance, cfg, 1)}
+    assert memory.denoise_step_bytes(model.networks, appearance, 3.5, 1) > memory.denoise_step_bytes(model.networks, appearance, 1.0, 1)
+
+
+def test_encode_loads_only_the_reference_unet_and_sampling_no_reference_unet(comfy):
+    """The encoder and sampler sides are separate models of ComfyUI's memory manager: Appearance Encode asks it for
+    the reference UNet alone, the sampler for the denoising UNet and pose guider alone, so the side not running
+    can stay offloaded (the reference UNet is 1.6 GB in fp16 at SD1.5 size)."""
+    model = _load(comfy)
+    nets = model.networks
+
+    def parameters_loaded():  # every TalkingPose parameter the manager was asked to load since the last clear
+        others = (comfy.clip.patcher, comfy.vae.patcher, comfy.previewer.patcher)
+        return {id(t) for patcher, _, _ in comfy.mm.calls if patcher not in others for t in patcher.model.parameters()}
+
+    def ids(module):
+        return {id(t) for t in module.parameters()}
+
+    comfy.mm.calls.clear()
+    appearance = _encode(comfy, model)
+    assert parameters_loaded() == ids(nets.reference_unet)
+    comfy.mm.calls.clear()
+    model_nodes.TalkingPoseClosedLoopSampler().sample(model, appearance, _image(2, 48, 48), 0, 2, 3.5, 0.05, unique_id="7")
+    assert parameters_loaded() == ids(nets) - ids(nets.reference_unet)  # denoising UNet, pose guider, motion modules
+    # every network is on one of the two sides
+    assert ids(nets) == ids(nets.encoder_side()) | ids(nets.sampler_side())
+
+
+def test_sampling_runs_with_the_reference_unet_pushed_out(comfy):
+    """With the reference UNet wholly offloaded (no data here: the meta device) the sampler gives the frames it
+    gives with it loaded: the reference keys and values come from the appearance, projected by the sampler side."""
+    model = _load(comfy)
+    appearance = _encode(comfy, model)
+    poses = _image(2, 48, 48, seed=3)
+    sampler = model_nodes.TalkingPoseClosedLoopSampler()
+    expected, _ = sampler.sample(model, appearance, poses, 5, 2, 3.5, 0.05, unique_id="7")
+    model.encoder.patcher.offload_all()
+    assert all(p.is_meta for p in model.networks.reference_unet.parameters())
+    latents, _ = sampler.sample(model, appearance, poses, 5, 2, 3.5, 0.05, unique_id="7")
+    torch.testing.assert_close(latents["samples"], expected["samples"], rtol=0, atol=0)
 
 
 def test_networks_left_on_another_device_are_reported_once(comfy, caplog, tmp_path, monkeypatch):
@@ -156,8 +192,8 @@ def test_networks_left_on_another_device_are_reported_once(comfy, caplog, tmp_pa
     fake.mm.novram = True
     model = model_nodes.LoadTalkingPoseModel().load("random-tiny/", "fp32")[0]
     with caplog.at_level(logging.WARNING, logger="TalkingPose"):
-        model.load(1)
-        model.load(1)
+        model.load_sampler(1)
+        model.load_sampler(1)
     warnings = [r.getMessage() for r in caplog.records if "stayed on cpu" in r.getMessage()]
     assert len(warnings) == 1 and "instead of cuda:0" in warnings[0] and "--novram" in warnings[0]
 
@@ -166,20 +202,20 @@ def test_networks_split_across_devices_are_refused_with_a_sentence(comfy):
     model = _load(comfy)
     model.load()
     comfy.mm.novram = True  # the next load leaves what was pushed out where it is
-    model.managed.patcher.offload_half()
+    model.sampler.patcher.offload_half()
     with pytest.raises(TalkingPoseError, match=r"split across devices \(.*MB on cpu, .*MB on meta"):
-        model.load()
+        model.load_sampler()
 
 
 # ------------------------------------------------------------------------------------------------ precision
 def test_auto_precision_follows_comfyuis_unet_dtype_with_fp16_first(comfy):
     comfy.mm.unet_dtype_answer = torch.bfloat16  # e.g. ComfyUI started with --bf16-unet
     model = _load(comfy, "auto")
-    assert model.managed.dtype == torch.bfloat16 and model.networks.weights_dtype == torch.bfloat16
+    assert model.encoder.dtype == model.sampler.dtype == torch.bfloat16 and model.networks.weights_dtype == torch.bfloat16
     call = comfy.mm.unet_dtype_calls[-1]
     assert call["supported_dtypes"] == [torch.float16, torch.bfloat16, torch.float32]
     assert call["model_params"] == sum(p.numel() for p in model.networks.parameters())
-    assert _load(comfy, "fp32").managed.dtype == torch.float32  # an explicit choice wins
+    assert _load(comfy, "fp32").sampler.dtype == torch.float32  # an explicit choice wins
 
 
 def test_storage_only_dtypes_from_comfyui_fall_back_to_a_compute_dtype(comfy, caplog):

@@ -1,6 +1,7 @@
 """What stays in memory during a render and how much it needs: the encode-side networks leave the compute
 device once the appearance is encoded, and the fit check's estimate counts every resident weight."""
 import numpy as np
+import pytest
 import torch
 
 from talkingpose.pipeline import load_pipeline
@@ -40,3 +41,110 @@ def test_fp16_decode_that_overflows_is_decoded_again_in_float32(tiny_weights):
     # an ordinary latent stays in half precision: close to float32, not bit-equal
     difference = (decode_latents(half, ordinary) - decode_latents(single, ordinary)).abs().max()
     assert 0 < difference < 0.01
+
+
+# ------------------------------------------------------------------------------------------------ the estimate
+def _parameter_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+@pytest.mark.parametrize("preset", ["tiny", "sd15"])
+def test_the_weight_term_is_the_parameter_bytes_of_the_resident_networks(preset):
+    """Built on the meta device in fp16 (shapes, no data): every network counts while the source is encoded; the
+    reference UNet and the CLIP image encoder wait on the CPU while a GPU samples, and stay in RAM on a CPU."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from talkingpose import memory
+    from talkingpose.random_weights import PRESETS, random_networks
+
+    nets = random_networks(preset, device="meta", dtype=torch.float16)
+    with torch.device("meta"):
+        vae = AutoencoderKL(**PRESETS[preset]["vae"]).half()
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**PRESETS[preset]["clip"])).half()
+    sampling = _parameter_bytes(nets.denoising_unet) + _parameter_bytes(nets.pose_guider) + _parameter_bytes(vae)
+    everything = sampling + _parameter_bytes(nets.reference_unet) + _parameter_bytes(clip)
+
+    def weights(phase, device_type="cuda"):
+        terms = memory.estimate_phases(512, 512, 2, preset, device_type)[phase]
+        return sum(t.bytes for t in terms if t.name.endswith(" weights") and t.name != "fused Q/K/V weights")
+
+    assert weights("source VAE encode") == weights("reference pass") == everything
+    assert weights("sampling step") == weights("frame decode") == sampling
+    assert weights("frame decode", "cpu") == everything
+    if preset == "sd15":  # the networks of the release: 2 × 860 M UNet parameters, 84 M VAE, 304 M ViT-L/14
+        assert 3.9 * 2**30 < everything < 4.0 * 2**30
+
+
+def test_the_estimate_grows_with_the_output_size_as_the_activations_do():
+    from talkingpose import memory
+
+    sizes = [(512, 512), (512, 768), (768, 768)]
+    phases = [memory.estimate_phases(w, h, 2, "sd15") for w, h in sizes]
+    estimates = [memory.estimate_bytes(w, h, 2, "sd15") for w, h in sizes]
+    assert estimates[0] < estimates[1] < estimates[2]
+    growing = {"VAE activations", "UNet pass activations", "CUDA graph pool", "reference UNet pass activations",
+               "reference tokens", "kept cross-attention outputs", "reference keys/values", "key/value buffers"}
+    for phase in phases[0]:
+        small, large = ({t.name: t.bytes for t in p[phase]} for p in (phases[0], phases[2]))
+        for name in small:
+            if name in growing:  # proportional to the pixel count: 768² has 2.25 times the pixels of 512²
+                assert large[name] == pytest.approx(2.25 * small[name], rel=1e-3), (phase, name)
+            elif name.endswith("weights"):
+                assert large[name] == small[name], (phase, name)
+
+
+def test_the_sampler_terms_are_the_buffers_a_prepared_step_keeps(tiny_pipeline):
+    """Each term of the sampler's constants against the tensors a prepared step really holds after a frame."""
+    from talkingpose import memory
+    from talkingpose.sampler import make_scheduler, prepare_step
+
+    nets = tiny_pipeline.networks
+    size, steps = 64, 3
+    appearance = tiny_pipeline.encode_appearance(np.zeros((size, size, 3), dtype=np.uint8), size, size)
+    scheduler = make_scheduler()
+    scheduler.set_timesteps(steps)
+    step = prepare_step(nets, scheduler, [appearance], 3.5, mode="static")
+    pose = nets.pose_features(torch.rand(1, 3, size, size))
+    step.denoise(torch.randn(1, 4, size // 8, size // 8), pose)
+    terms = {t.name: t.bytes for t in memory.sampler_terms(nets, size, size, 2, steps, 4)}
+
+    def nbytes(tensors):
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    prepared = step.prepared.self_attention.values()
+    assert terms["appearance"] == appearance.bytes()
+    assert terms["fused Q/K/V weights"] == nbytes(p.qkv_weight for p in prepared)
+    assert terms["kept cross-attention outputs"] == nbytes(step.prepared.cross_attention.values())
+    assert terms["reference keys/values"] == nbytes(t for p in prepared for t in p.reference)
+    assert terms["key/value buffers"] == nbytes(p.keys_values for p in prepared)
+    static = step._static
+    held = nbytes([step._time_table, static["row"], static["pose"], static["latents"]]) + static["latents"].numel() * 4
+    assert terms["time table and static buffers"] == held  # (+ the frame's result, a copy of the latents)
+
+
+def test_the_fit_check_refuses_a_card_the_render_would_run_out_of(monkeypatch):
+    """A 4 GiB card cannot hold both SD1.5-size UNets, the VAE and the CLIP image encoder in fp16 (3.9 GiB of
+    weights while the source is encoded) and a 512² render's activations: refused with the figures and a size that
+    fits on it; a card smaller than the weights is told so."""
+    from types import SimpleNamespace
+
+    from talkingpose import memory
+    from talkingpose.errors import TalkingPoseError
+
+    def card_of(gib):
+        monkeypatch.setattr(memory, "device_memory", lambda device: (gib * 2**30, gib * 2**30, f"GPU memory of a {gib} GB card"))
+
+    card = SimpleNamespace(type="cuda")
+    card_of(4)
+    with pytest.raises(TalkingPoseError, match=r"--size 512x512 needs about 4\.5 GiB of memory, more than the 4\.0 GiB "
+                                               r"GPU memory of a 4 GB card of this machine\. Use a smaller size "
+                                               r"\(up to about 176x176 fits\)"):
+        memory.check_fits(512, 512, card, torch.float16)
+    assert memory.estimate_bytes(176, 176, 2) <= 4 * 2**30 < memory.estimate_bytes(184, 184, 2)
+    card_of(3)
+    with pytest.raises(TalkingPoseError, match=r"more than the 3\.0 GiB .* No size fits: the weights alone need about "
+                                               r"3\.9 GiB; use a machine with more memory\."):
+        memory.check_fits(512, 512, card, torch.float16)
+    card_of(6)
+    assert memory.check_fits(512, 512, card, torch.float16) == memory.estimate_bytes(512, 512, 2)

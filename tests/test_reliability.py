@@ -520,15 +520,15 @@ def test_the_memory_check_reads_the_systems_memory_without_proc(monkeypatch, cap
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", no_proc)
-    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=5 * 2**30, available=2**30))
-    with pytest.raises(TalkingPoseError, match=r"more than the 5\.0 GiB RAM of this machine\. Use a smaller size "
-                                               r"\(up to about 424x424 fits\)"):
-        memory.check_fits(512, 512, torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=12 * 2**30, available=2**30))
+    with pytest.raises(TalkingPoseError, match=r"more than the 12\.0 GiB RAM of this machine\. Use a smaller size "
+                                               r"\(up to about 824x824 fits\)"):
+        memory.check_fits(1024, 1024, torch.device("cpu"), torch.float32)
     with caplog.at_level("WARNING", logger="TalkingPose"):
         memory.check_fits(256, 256, torch.device("cpu"), torch.float32)
     assert "only 1.0 GiB of RAM is free now" in caplog.text
     # less memory than the weights alone: a sentence, not a crash on the square root of a negative number
     monkeypatch.setattr(psutil, "virtual_memory", lambda: SimpleNamespace(total=2**30, available=2**29))
     with pytest.raises(TalkingPoseError, match=r"more than the 1\.0 GiB RAM .* No size fits: the weights alone need "
-                                               r"about 4\.2 GiB"):
+                                               r"about 7\.9 GiB"):
         memory.check_fits(512, 512, torch.device("cpu"), torch.float32)

@@ -241,6 +241,22 @@ def test_non_integer_seeds_are_refused(seed):
         SamplerSettings(seed=seed)
 
 
+def test_sampler_projects_the_appearance_as_one_reference_pass_projects_it(tiny_pipeline, appearance):
+    """The appearance keeps the reference UNet's tokens (encoding needs no denoising UNet); the sampler projects
+    them with the denoising blocks' key/value weights: the very keys and values a reference pass projected at
+    once gives, bit for bit, also when appearances are batched."""
+    from talkingpose.sampler import reference_keys_values
+
+    nets = tiny_pipeline.networks
+    expected = nets.reference_keys_values(appearance.reference_latent, appearance.image_context)
+    other = tiny_pipeline.encode_appearance(_source(3), SIZE, SIZE)
+    batched = reference_keys_values(nets, [appearance, other])
+    assert reference_keys_values(nets, [appearance]).keys() == expected.keys() == batched.keys()
+    for name, (k, v) in reference_keys_values(nets, [appearance]).items():
+        assert torch.equal(k, expected[name][0]) and torch.equal(v, expected[name][1])
+        assert torch.equal(batched[name][0][:1], k) and torch.equal(batched[name][1][:1], v)
+
+
 @pytest.mark.parametrize("cfg", [3.5, 1.0])
 def test_prepared_step_equals_the_unet_forward_and_scheduler_step_bit_for_bit(tiny_pipeline, appearance, cfg):
     """The step prepared once per video (time tables, kept cross-attention, fused Q/K/V, reference buffers, DDIM
@@ -255,9 +271,11 @@ def test_prepared_step_equals_the_unet_forward_and_scheduler_step_bit_for_bit(ti
     guided = cfg > 1
     context = torch.cat([torch.zeros_like(appearance.image_context), appearance.image_context]) if guided else appearance.image_context
     latents = start
+    with torch.no_grad():
+        reference = nets.project_reference(appearance.reference_tokens)
     for t in scheduler.timesteps:
         v = nets.predict(torch.cat([latents] * (2 if guided else 1)), t, context, torch.cat([pose] * (2 if guided else 1)),
-                         appearance.reference, 1 if guided else 0)
+                         reference, 1 if guided else 0)
         if guided:
             v = v.chunk(2)[0] + cfg * (v.chunk(2)[1] - v.chunk(2)[0])
         latents = scheduler.step(v, t, latents, eta=0.0).prev_sample
