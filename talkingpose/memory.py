@@ -5,8 +5,9 @@ The estimate is a sum of named terms, each counted from what it is rather than f
 
 - weights: the parameter count of each network resident in a phase (built from its configuration in
   `random_weights.PRESETS` on the meta device: shapes, no data), times the compute dtype's size. The standalone
-  pipeline (`pipeline.py`) holds every network on the device while it encodes the source; afterwards the reference
-  UNet and the CLIP image encoder wait on the CPU, unless the CPU is the compute device (then they stay in RAM).
+  pipeline (`pipeline.py`) holds the encode side (reference UNet, CLIP image encoder) and the VAE on the device
+  while it encodes the source, the sampler side (denoising UNet, pose guider) and the VAE while it samples; the
+  side that is not running waits on the CPU, unless the CPU is the compute device (then everything stays in RAM).
 - the sampler's constants for a video (`guided_step.py`, `reference_attention.py`): the fused Q/K/V weight copy
   of every self-attention block, every cross-attention block's output (kept: it is the same at every step), the
   appearance's reference keys/values, projected once, and the key/value buffers that hold them next to each
@@ -135,9 +136,10 @@ def _preset(architecture: str):
 def resident_parameters(architecture: str, phase: str, device_type: str = "cuda") -> dict[str, int]:
     """Parameter count of each network on the compute device during `phase` ("encode" or "sample")."""
     _, counts = _preset(architecture)
-    if phase == "encode" or device_type == "cpu":  # the CPU is also where the encode side waits: it stays
+    if device_type == "cpu":  # the CPU is also where the side that is not running waits: everything stays
         return dict(counts)
-    return {name: n for name, n in counts.items() if name not in ("reference UNet", "CLIP image encoder")}
+    waiting = ("denoising UNet", "pose guider") if phase == "encode" else ("reference UNet", "CLIP image encoder")
+    return {name: n for name, n in counts.items() if name not in waiting}
 
 
 def estimate_phases(width: int, height: int, dtype_bytes: int = 4, architecture: str = "sd15",
@@ -214,7 +216,8 @@ def check_fits(width: int, height: int, device, dtype, architecture: str = "sd15
     gib = 2**30
     if total_memory is not None and need > total_memory:
         largest = largest_square(total_memory, dtype_bytes, architecture, device_type)
-        weights = sum(resident_parameters(architecture, "encode", device_type).values()) * dtype_bytes
+        weights = max(sum(resident_parameters(architecture, phase, device_type).values())
+                      for phase in ("encode", "sample")) * dtype_bytes
         advice = (f"Use a smaller size (up to about {largest}x{largest} fits)." if largest else
                   f"No size fits: the weights alone need about {weights / gib:.1f} GiB; use a machine with more memory.")
         raise TalkingPoseError(

@@ -20,13 +20,15 @@ log = logging.getLogger("TalkingPose")
 
 
 class TalkingPosePipeline:
-    """`offload_device`: where the encode-side networks (reference UNet, CLIP image encoder) wait between
-    sources. They run once per source, so on a GPU they leave it once the appearance is encoded (1.6 + 0.6 GB in
-    fp16 at SD1.5 size) and come back only for the next source."""
+    """`offload_device`: where the networks that are not running wait. The encode side (reference UNet, CLIP
+    image encoder: 1.6 + 0.6 GB in fp16 at SD1.5 size) runs once per source, the sampler side (denoising UNet,
+    pose guider, motion modules: 1.6 GB) for every frame; on a GPU the two take turns, so it never holds both
+    UNets: the encode side comes in for a source while the sampler side waits, then they swap back."""
 
     def __init__(self, networks, vae, image_encoder, latent_scale: float = SD_LATENT_SCALE, offload_device="cpu"):
         self.networks = networks
         self.offload_device = torch.device(offload_device)
+        self.compute_device = networks.weights_device
         self.vae = vae
         self.image_encoder = image_encoder
         self.latent_scale = latent_scale
@@ -44,26 +46,36 @@ class TalkingPosePipeline:
 
     @property
     def device(self):
-        return self.networks.weights_device
+        return self.compute_device
 
     def to(self, device, dtype=None):
-        """Move everything, all in `dtype`: the VAE too (`decode_latents` decodes a frame that overflows fp16
-        again in float32)."""
-        for module, module_dtype in ((self.networks, dtype), (self.vae, dtype), (self.image_encoder, dtype)):
-            torch.nn.Module.to(module, device=device, dtype=module_dtype)
+        """Everything in `dtype` (the VAE too: `decode_latents` decodes a frame that overflows fp16 again in
+        float32); on `device` the sampler side and the VAE, the encode side waiting on `offload_device` until a
+        source comes. Cast before the move, so the device never holds more than its share even while loading."""
+        self.compute_device = torch.device(device)
+        for module in (self.networks, self.vae, self.image_encoder):
+            torch.nn.Module.to(module, dtype=dtype)
+        self._place_encoders(self.offload_device)
+        for module in (self.networks.sampler_side(), self.vae):
+            module.to(self.compute_device)
         return self
 
     @torch.no_grad()
     def encode_appearance(self, source, width: int, height: int, fit: str = "stretch") -> Appearance:
-        """The appearance of `source`; the encode-side networks are on the compute device only meanwhile."""
+        """The appearance of `source`. The encode side is on the compute device only meanwhile, and the sampler
+        side, which encoding does not use, waits on the offload device meanwhile (a no-op where both are the same
+        device, as on a CPU)."""
         prepared = images.prepare_source(source, width, height, fit)
-        self._place_encoders(self.device)
+        sampler_side = self.networks.sampler_side()
+        sampler_side.to(self.offload_device)
+        self._place_encoders(self.compute_device)
         try:
             embeds = clip_image_embeds(self.image_encoder, prepared)
             latent = vae_encode_mean(self.vae, prepared.reference_image()) * self.latent_scale
             return encode_appearance(self.networks, embeds, latent, width, height, fit)
         finally:
             self._place_encoders(self.offload_device)
+            sampler_side.to(self.compute_device)
 
     def _place_encoders(self, device: torch.device) -> None:
         for module in (self.networks.reference_unet, self.image_encoder):
