@@ -69,7 +69,7 @@ class RenderWorker:
         with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
             self.pipe = load_job_pipeline(Path(scratch), models_root=options.models_root, model_name=options.model_name,
                                           random_weights=options.random_weights, device=options.device,
-                                          precision=options.precision)
+                                          precision=options.precision, weights_fp8=options.weights_fp8)
         self.identity = {"pid": os.getpid(), "host": socket.gethostname()}
         self._open: dict = {}  # out name -> (JobSpec, JobRender)
         self._opened_at: dict = {}  # out name -> when this process opened it
