@@ -289,9 +289,11 @@ def preflight(job: AnimateJob) -> None:
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
     if job.lora is not None:
-        from .lora import check_strength
+        from .lora import FP8_REFUSAL, check_strength
 
         check_strength(job.lora_strength)
+        if job.weights_fp8:
+            raise TalkingPoseError(FP8_REFUSAL)
     if job.source is not None:
         _load_source(job)
     check_models_root(job.models_root)

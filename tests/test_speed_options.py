@@ -179,3 +179,23 @@ def test_weights_fp8_reaches_the_pipeline_from_animate_and_batch(shared_dir, tmp
     assert options.weights_fp8 and options.output_record()["weights_fp8"] is True
     # off: the record of a finished job is what it was before the option existed (reruns still skip it)
     assert "weights_fp8" not in RenderOptions().output_record()
+
+
+def test_a_lora_on_fp8_weights_is_refused_with_what_to_do(tiny_weights, shared_dir, tmp_path, capsys):
+    """peft would keep the adapters' weights in fp8 as well and multiply in it, which PyTorch cannot do: refused,
+    before the networks load on the command line and when an adapter is attached (the nodes' path)."""
+    from talkingpose.cli import main
+    from talkingpose.errors import TalkingPoseError
+    from talkingpose.lora import LoraAdapter, activate
+
+    adapter = tmp_path / "style.safetensors"
+    adapter.write_bytes(b"")
+    code = main(["animate", "--driving", str(shared_dir / "samples" / "driving" / "vid3.mp4"), "--random-weights",
+                 "--size", "64x64", "--frames", "1", "--out", str(tmp_path / "x.mp4"), "--weights-fp8",
+                 "--lora", str(adapter)])
+    assert code != 0
+    assert "cannot run on weights stored in fp8" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x.mp4*"))  # refused before anything was made
+    pipe = load_pipeline(tiny_weights["model"], tiny_weights["vae"], tiny_weights["image_encoder"], weights_fp8=True)
+    with pytest.raises(TalkingPoseError, match="weight storage 'as precision'"):
+        activate(pipe.networks, [(LoraAdapter(rank=2, alpha=2.0, unet_weights={}), 1.0)])
