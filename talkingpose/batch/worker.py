@@ -25,10 +25,9 @@ import os
 import socket
 import tempfile
 import time
-from pathlib import Path
-
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from .. import durable
 from ..errors import RunMismatch, TalkingPoseError
