@@ -2,6 +2,9 @@
 
     python -m benchmarks.gpu_figures --official .official            # on the GPU (benchmarks/gpu_figures.sh)
     python -m benchmarks.gpu_figures --dry-run --out /tmp/figures    # every stage, tiny, on the CPU
+    python -m benchmarks.gpu_figures --part pack ...                 # all but the official comparison
+    python -m benchmarks.gpu_figures --part official --official DIR  # the official comparison alone
+    python -m benchmarks.gpu_figures --merge PACK.json OFFICIAL.json # the two parts -> one results file
 
 Random weights of the real SD1.5 size are written once (`random_weights.write_random_weights`) with a source
 picture and a DWPose-style render video; each stage is its own process (its peak memory its own) and runs the
@@ -9,12 +12,22 @@ pack as a user does: `animate.run` from the render video with decode and encode,
 sampler alone and for K videos batched. The official TalkingPose inference (`benchmarks/official_speed.py`,
 code and pinned wheels from `benchmarks/prepare_official.sh`) runs on the same weights and inputs.
 
+A device call carries at most 64 MiB, less than the official code and every wheel together: `--part pack`
+(every figure but the official comparison; the pack's wheels) and `--part official` (the official code, its
+pinned wheels and the pack's diffusers, which writes the same random weights) run in two calls, each writing a
+part file (`"part"`: pack or official, every key, null where the other part measures it), and `--merge` joins
+them into the one results file (the speed-up only when both parts ran on the same GPU).
+
 `--dry-run` runs every stage with the tiny preset at tiny sizes on the CPU and writes a file with the same
 keys, marked `"dry_run": true`; its numbers say nothing about a GPU. Keys:
 commit, gpu, torch, diffusers, animate_512_s_per_frame, animate_512x768_s_per_frame, sampler_512_s_per_frame,
 batched8_frames_per_s, batched16_frames_per_s, peak_vram_512_gb, peak_vram_512x768_gb, cap8gb_512x768_ok,
 cap6gb_512_ok, golden_fp32_max_abs, graph_equals_eager, memory_estimate (per size: measured peak allocated and
-reserved, estimate, ratio to the allocated peak), official_512_s_per_frame, speedup_vs_official.
+reserved, estimate, ratio to the allocated peak), official_512_s_per_frame, speedup_vs_official; and the opt-ins
+that change frames (fp8 weight storage, fewer steps; see `benchmarks/bench_deviation.py`), measured against the
+exact render on the same random weights: fp8_vs_exact_psnr_db, fp8_vs_exact_max_abs (8-bit frames),
+steps20_vs_30_psnr_db, steps15_vs_30_psnr_db, steps10_vs_30_psnr_db, animate_512_fp8_s_per_frame,
+peak_vram_512_fp8_gb.
 """
 from __future__ import annotations
 
@@ -32,26 +45,30 @@ GIB = 2**30
 # (width, height, frames) of each stage; the dry run shrinks them (`_plan`).
 REAL = {"preset": "sd15", "device": "cuda", "steps": 30, "animate_512": (512, 512, 30), "animate_512x768": (512, 768, 20),
         "cap8gb": (512, 768, 100, 8), "cap6gb": (512, 512, 100, 6), "sampler_frames": 20, "batched": {8: 4, 16: 3},
-        "estimate_sizes": [(512, 512), (512, 768), (768, 768)], "official": (512, 512, 6)}
+        "estimate_sizes": [(512, 512), (512, 768), (768, 768)], "official": (512, 512, 6), "deviation": (512, 4)}
 DRY = {"preset": "tiny", "device": "cpu", "steps": 2, "animate_512": (64, 64, 4), "animate_512x768": (64, 96, 3),
        "cap8gb": (64, 96, 4, 8), "cap6gb": (64, 64, 4, 6), "sampler_frames": 2, "batched": {8: 2, 16: 2},
-       "estimate_sizes": [(64, 64), (64, 96), (96, 96)], "official": (64, 64, 3)}
+       "estimate_sizes": [(64, 64), (64, 96), (96, 96)], "official": (64, 64, 3), "deviation": (64, 2)}
 KEYS = ("commit", "gpu", "torch", "diffusers", "animate_512_s_per_frame", "animate_512x768_s_per_frame",
         "sampler_512_s_per_frame", "batched8_frames_per_s", "batched16_frames_per_s", "peak_vram_512_gb",
         "peak_vram_512x768_gb", "cap8gb_512x768_ok", "cap6gb_512_ok", "golden_fp32_max_abs", "graph_equals_eager",
-        "memory_estimate", "official_512_s_per_frame", "speedup_vs_official")
+        "memory_estimate", "official_512_s_per_frame", "speedup_vs_official", "fp8_vs_exact_psnr_db",
+        "fp8_vs_exact_max_abs", "steps20_vs_30_psnr_db", "steps15_vs_30_psnr_db", "steps10_vs_30_psnr_db",
+        "animate_512_fp8_s_per_frame", "peak_vram_512_fp8_gb")
+OFFICIAL_KEYS = ("official_512_s_per_frame", "official_versions")  # what the official part measures
+PARTS = ("all", "pack", "official")
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def prepare_inputs(work: Path, plan: dict) -> dict:
+def prepare_inputs(work: Path, plan: dict, video: bool = True) -> dict:
     """Random weights, the UNet config, a source picture and a DWPose-style render video (and its frames as
-    PNG for the official code), made once per run."""
+    PNG for the official code), made once per run; the same in both parts (fixed seeds). `video`: False for
+    the official part, whose call carries no PyAV."""
     import numpy as np
     from PIL import Image
 
     from benchmarks.bench_sampler import synthetic_pose
     from talkingpose.random_weights import PRESETS, write_random_weights
-    from talkingpose.video_io import VideoWriter
 
     weights = write_random_weights(work / "models", plan["preset"])
     config = work / "unet_config.json"
@@ -61,12 +78,15 @@ def prepare_inputs(work: Path, plan: dict) -> dict:
     source = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
     Image.fromarray(source).save(work / "source.png")
     video = work / "poses.mp4"
-    with VideoWriter(video, 25, (width, height)) as writer:
-        for i in range(frames):
-            pose = synthetic_pose(i, max(width, height))[:height, :width]
-            writer.write(pose)
-            if i < plan["official"][2]:
-                Image.fromarray(pose).resize(plan["official"][:2]).save(work / f"pose_{i:03d}.png")
+    poses = [synthetic_pose(i, max(width, height))[:height, :width] for i in range(frames)]
+    for i, pose in enumerate(poses[:plan["official"][2]]):
+        Image.fromarray(pose).resize(plan["official"][:2]).save(work / f"pose_{i:03d}.png")
+    if video:
+        from talkingpose.video_io import VideoWriter
+
+        with VideoWriter(video, 25, (width, height)) as writer:
+            for pose in poses:
+                writer.write(pose)
     Image.fromarray(source).resize(plan["official"][:2]).save(work / "source_official.png")
     return {"models": str(work / "models"), "unet_config": str(config), "source": str(work / "source.png"),
             "poses": str(video), "weights": {k: str(v) for k, v in weights.items()}}
@@ -91,10 +111,10 @@ def stage_animate(args, inputs, plan) -> dict:
     if args.cap_gb and plan["device"] == "cuda":
         torch.cuda.set_per_process_memory_fraction(args.cap_gb * GIB / torch.cuda.get_device_properties(0).total_memory)
     stamps = []
-    out = Path(args.work) / f"animate-{width}x{height}-{frames}-{args.cap_gb}.mp4"
+    out = Path(args.work) / f"animate-{width}x{height}-{frames}-{args.cap_gb}{'-fp8' if args.weights_fp8 else ''}.mp4"
     job = animate.AnimateJob(out=out, poses=Path(inputs["poses"]), source=Path(inputs["source"]), width=width,
                              height=height, frames=frames, models_root=Path(inputs["models"]), device=plan["device"],
-                             settings=SamplerSettings(steps=plan["steps"]), overwrite=True)
+                             settings=SamplerSettings(steps=plan["steps"]), overwrite=True, weights_fp8=args.weights_fp8)
     if plan["device"] == "cuda":
         torch.cuda.reset_peak_memory_stats()
     try:
@@ -187,8 +207,32 @@ def stage_golden(args, inputs, plan) -> dict:
             "frame_max_abs": float((frames - expected["frames"]).abs().max())}
 
 
+def stage_deviation(args, inputs, plan) -> dict:
+    """The opt-ins that change frames against the exact render (`bench_deviation`): fp8 weight storage and
+    20/15/10 steps against 30, on the run's random weights and inputs, in the device's compute precision."""
+    import torch
+    from PIL import Image
+
+    from benchmarks.bench_deviation import deviations
+    from talkingpose.pipeline import load_pipeline
+    from talkingpose.video_io import VideoReader
+
+    size, frames = plan["deviation"]
+    weights = inputs["weights"]
+    dtype = torch.float16 if plan["device"] == "cuda" else torch.float32
+    with VideoReader(Path(inputs["poses"]), max_frames=frames) as reader:
+        poses = list(reader)
+
+    def load(weights_fp8: bool):
+        return load_pipeline(Path(weights["model"]), Path(weights["vae"]), Path(weights["image_encoder"]),
+                             device=plan["device"], dtype=dtype, weights_fp8=weights_fp8)
+
+    return deviations(load, Image.open(inputs["source"]).convert("RGB"), poses, size, size)
+
+
 _DRY_RUN = False  # the driver's --dry-run, handed to every stage
-STAGES = {"animate": stage_animate, "estimate": stage_estimate, "graph": stage_graph, "golden": stage_golden}
+STAGES = {"animate": stage_animate, "estimate": stage_estimate, "graph": stage_graph, "golden": stage_golden,
+          "deviation": stage_deviation}
 
 
 # ------------------------------------------------------------------------------------------------ driver
@@ -233,7 +277,8 @@ def _official(args, work: Path, inputs: dict, plan: dict) -> dict | None:
     env = {**os.environ, "PYTHONPATH": str(site)}
     command = [sys.executable, str(ROOT / "benchmarks" / "official_speed.py"), str(official / "TalkingPose"),
                inputs["models"], inputs["unet_config"], str(official_inputs), str(width), str(height), str(frames),
-               str(plan["steps"]), plan["device"], "fp16" if plan["device"] == "cuda" else "fp32", str(out)]
+               str(plan["steps"]), plan["device"], "fp16", str(out)]  # the official pipeline casts its CLIP input
+    # to fp16 (pipeline_pose2vid_long.py): it runs in fp16 only, also in the CPU dry run
     done = subprocess.run(command, env=env, cwd=work, timeout=args.timeout)
     return json.loads(out.read_text()) if done.returncode == 0 and out.is_file() else None
 
@@ -254,20 +299,42 @@ def run_all(args) -> Path:
     global _DRY_RUN
     _DRY_RUN = args.dry_run
     plan = DRY if args.dry_run else REAL
+    if args.part == "official" and args.official is None:
+        raise SystemExit("--part official measures the official code: give --official CARRY_DIR "
+                         "(benchmarks/prepare_official.sh makes it).")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    inputs = prepare_inputs(work, plan)
+    inputs = prepare_inputs(work, plan, video=args.part != "official")
     (work / "inputs.json").write_text(json.dumps(inputs))
     print(f"[inputs] {time.perf_counter() - started:.0f} s", flush=True)
-    t = args.timeout
     figures = dict.fromkeys(KEYS)
     figures.update(_identity(plan))
+    if args.part != "official":
+        _pack_figures(args, work, plan, figures)
+    official = _official(args, work, inputs, plan) if args.part != "pack" else None
+    if official:
+        figures["official_512_s_per_frame"] = official["official_s_per_frame"]
+        figures["official_versions"] = {k: official[k] for k in ("official_diffusers", "official_transformers")}
+        if figures["animate_512_s_per_frame"]:
+            figures["speedup_vs_official"] = official["official_s_per_frame"] / figures["animate_512_s_per_frame"]
+    figures["dry_run"] = bool(args.dry_run)
+    if args.part != "all":
+        figures["part"] = args.part
+    figures["wall_s"] = time.perf_counter() - started
+    return _write(figures, Path(args.out))
+
+
+def _pack_figures(args, work: Path, plan: dict, figures: dict) -> None:
+    """Every figure of the pack's own code (all but the official comparison), into `figures`."""
+    t = args.timeout
     a512 = _child(work, "animate", t, "--width", plan["animate_512"][0], "--height", plan["animate_512"][1],
                   "--frames", plan["animate_512"][2])
     a768 = _child(work, "animate", t, "--width", plan["animate_512x768"][0], "--height", plan["animate_512x768"][1],
                   "--frames", plan["animate_512x768"][2])
-    for key, run in (("512", a512), ("512x768", a768)):
+    fp8 = _child(work, "animate", t, "--width", plan["animate_512"][0], "--height", plan["animate_512"][1],
+                 "--frames", plan["animate_512"][2], "--weights-fp8")
+    for key, run in (("512", a512), ("512x768", a768), ("512_fp8", fp8)):
         if run and run["ok"]:
             figures[f"animate_{key}_s_per_frame"] = run["s_per_frame"]
             figures[f"peak_vram_{key}_gb"] = run["peak_gb"]
@@ -286,23 +353,58 @@ def run_all(args) -> Path:
     figures["golden_fp32_max_abs"] = golden and max(golden["latent_max_abs"], golden["frame_max_abs"])
     estimate = _child(work, "estimate", t)
     figures["memory_estimate"] = estimate and estimate["rows"]
-    official = _official(args, work, inputs, plan)
-    if official:
-        figures["official_512_s_per_frame"] = official["official_s_per_frame"]
-        figures["official_versions"] = {k: official[k] for k in ("official_diffusers", "official_transformers")}
-        if figures["animate_512_s_per_frame"]:
-            figures["speedup_vs_official"] = official["official_s_per_frame"] / figures["animate_512_s_per_frame"]
-    figures["dry_run"] = bool(args.dry_run)
-    figures["wall_s"] = time.perf_counter() - started
-    out_dir = Path(args.out)
+    deviation = _child(work, "deviation", t)
+    if deviation:
+        figures["fp8_vs_exact_psnr_db"] = deviation["fp8 weight storage"]["psnr_db"]
+        figures["fp8_vs_exact_max_abs"] = deviation["fp8 weight storage"]["max_abs"]
+        for steps in (20, 15, 10):
+            figures[f"steps{steps}_vs_30_psnr_db"] = deviation[f"{steps} steps"]["psnr_db"]
+
+
+def _write(figures: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     name = "".join(c if c.isalnum() else "-" for c in figures["gpu"]).strip("-")
-    path = out_dir / f"{stamp}-{name}{'-dry-run' if args.dry_run else ''}.json"
+    suffix = ("-dry-run" if figures["dry_run"] else "") + (f"-{figures['part']}" if figures.get("part") else "")
+    path = out_dir / f"{stamp}-{name}{suffix}.json"
     path.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
     print(f"written: {path}")
     return path
+
+
+def merge(paths: list[Path], out_dir: Path) -> Path:
+    """The pack part and the official part (`--part`) as one results file: the pack part's figures, the
+    official part's measurement, and the speed-up when both ran on the same GPU (timings of two cards are not
+    compared: then it stays null and `official_gpu` says where the official code ran)."""
+    parts = {}
+    for path in paths:
+        figures = json.loads(Path(path).read_text())
+        part = figures.get("part")
+        if part not in ("pack", "official") or part in parts:
+            raise SystemExit(f"{path} is not the {'other ' if part in parts else ''}part of a two-part run "
+                             f"(its \"part\" is {part!r}); give one pack part and one official part.")
+        parts[part] = figures
+    if len(parts) != 2:
+        raise SystemExit("give two files: the pack part and the official part (gpu_figures.sh --part ...)")
+    pack, official = parts["pack"], parts["official"]
+    if pack["dry_run"] != official["dry_run"]:
+        raise SystemExit("one part is a CPU dry run and the other is not: merge parts of the same kind of run.")
+    merged = {key: value for key, value in pack.items() if key != "part"}
+    for key in OFFICIAL_KEYS:
+        merged[key] = official.get(key)
+    if official["commit"] != pack["commit"]:
+        merged["official_commit"] = official["commit"]
+    same_gpu = official["gpu"] == pack["gpu"]
+    if not same_gpu:
+        merged["official_gpu"] = official["gpu"]
+    if same_gpu and merged["official_512_s_per_frame"] and merged["animate_512_s_per_frame"]:
+        merged["speedup_vs_official"] = merged["official_512_s_per_frame"] / merged["animate_512_s_per_frame"]
+    else:
+        merged["speedup_vs_official"] = None
+    merged["wall_s"] = pack["wall_s"] + official["wall_s"]
+    merged["merged_from"] = [Path(p).name for p in paths]
+    return _write(merged, out_dir)
 
 
 def main(argv=None) -> None:
@@ -319,7 +421,16 @@ def main(argv=None) -> None:
     ap.add_argument("--height", type=int)
     ap.add_argument("--frames", type=int)
     ap.add_argument("--cap-gb", type=float, default=0)
+    ap.add_argument("--weights-fp8", action="store_true", help="(animate stage) fp8 weight storage")
+    ap.add_argument("--part", choices=PARTS, default="all",
+                    help="pack: all but the official comparison; official: that alone (two device calls, see "
+                         "gpu_figures.sh); all (default): both")
+    ap.add_argument("--merge", nargs=2, type=Path, metavar=("PART", "PART"),
+                    help="join a pack part and an official part into one results file in --out")
     args = ap.parse_args(argv)
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return
     if args.stage is None:
         run_all(args)
         return

@@ -18,6 +18,9 @@ from pathlib import Path
 # transformers 4.30.2 refuses a tokenizers newer than 0.14 at import; the image encoder uses no tokenizer, so
 # tokenizers is hidden from it (find_spec then says it is absent and the check is skipped).
 sys.modules["tokenizers"] = None
+# peft, where the machine has it (this pack's environment does), is too new for transformers 4.30.2, and diffusers
+# 0.27.2 imports it whenever it is found; the official inference uses no adapters, so it is hidden the same way.
+sys.modules["peft"] = None
 
 
 def main(official, weights, unet_config, inputs, width, height, frames, steps, device, dtype_name, out):

@@ -2,7 +2,8 @@
 
     python -m benchmarks.results_table [benchmarks/results/*.json]
 
-One column per file (GPU, commit), one row per figure; CPU dry runs are left out unless named explicitly.
+One column per file (GPU, commit), one row per figure; CPU dry runs and the parts of a two-part run (joined by
+`python -m benchmarks.gpu_figures --merge`) are left out unless named explicitly.
 """
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ ROWS = (
     ("graph_equals_eager", "CUDA graph == eager, bitwise", "{}"),
     ("official_512_s_per_frame", "official code 512², s/frame", "{:.3f}"),
     ("speedup_vs_official", "speed-up over the official code", "{:.1f}×"),
+    ("animate_512_fp8_s_per_frame", "animate 512², fp8 weights (opt-in), s/frame", "{:.3f}"),
+    ("peak_vram_512_fp8_gb", "peak VRAM 512², fp8 weights (opt-in), GB allocated", "{:.2f}"),
+    ("fp8_vs_exact_psnr_db", "fp8 weights vs exact, PSNR dB (random weights)", "{:.1f}"),
+    ("fp8_vs_exact_max_abs", "fp8 weights vs exact, largest pixel difference (0-255)", "{}"),
+    ("steps20_vs_30_psnr_db", "20 steps vs 30, PSNR dB (random weights)", "{:.1f}"),
+    ("steps15_vs_30_psnr_db", "15 steps vs 30, PSNR dB (random weights)", "{:.1f}"),
+    ("steps10_vs_30_psnr_db", "10 steps vs 30, PSNR dB (random weights)", "{:.1f}"),
 )
 
 
@@ -33,10 +41,11 @@ def _cell(value, form: str) -> str:
 
 def table(paths: list[Path], include_dry_runs: bool = False) -> str:
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    runs = [r for r in runs if include_dry_runs or not r.get("dry_run")]
+    runs = [r for r in runs if include_dry_runs or not (r.get("dry_run") or r.get("part"))]
     if not runs:
         return "(no GPU runs in benchmarks/results/ yet)"
-    head = "| figure | " + " | ".join(f"{r['gpu']}{' (CPU dry run)' if r.get('dry_run') else ''}, {r['commit'][:7]}"
+    head = "| figure | " + " | ".join(f"{r['gpu']}{' (CPU dry run)' if r.get('dry_run') else ''}"
+                                      f"{' (' + r['part'] + ' part)' if r.get('part') else ''}, {r['commit'][:7]}"
                                       for r in runs) + " |"
     lines = [head, "| --- |" + " --- |" * len(runs)]
     for key, label, form in ROWS:

@@ -91,6 +91,10 @@ def _missing_model_message() -> str:
            f"To download them (several GB), run with ComfyUI's Python: {_download_command()}"
 
 
+WEIGHTS_AS_PRECISION = "as precision (exact)"
+WEIGHTS_FP8 = "fp8 (less VRAM, changes frames)"
+
+
 class LoadTalkingPoseModel:
     CATEGORY = CATEGORY
     RETURN_TYPES = ("TALKINGPOSE_MODEL",)
@@ -119,10 +123,19 @@ class LoadTalkingPoseModel:
                                "on most GPUs, as the official inference runs; --fp16-unet, --bf16-unet and "
                                "--fp32-unet decide it), fp32 on the CPU.",
                 }),
-            }
+            },
+            "optional": {
+                "weight_storage": ([WEIGHTS_AS_PRECISION, WEIGHTS_FP8], {
+                    "default": WEIGHTS_AS_PRECISION,
+                    "tooltip": "fp8: the UNets' weights are kept in fp8 and cast to the compute precision layer by "
+                               "layer, about half their fp16 memory (for cards of 6 GB or less). It CHANGES THE "
+                               "FRAMES (the README gives the deviation measured) and runs without the CUDA graph. "
+                               "Leave it at the precision for the exact render.",
+                }),
+            },
         }
 
-    def load(self, model, precision):
+    def load(self, model, precision, weight_storage=WEIGHTS_AS_PRECISION):
         from talkingpose.checkpoints import count_parameters, load_networks
         from talkingpose.errors import TalkingPoseError
 
@@ -133,6 +146,8 @@ class LoadTalkingPoseModel:
         path = installed[model]
         dtype = host.compute_dtype(precision, model_params=count_parameters(path))
         networks = load_networks(path, dtype=dtype)
+        if weight_storage == WEIGHTS_FP8:
+            networks.store_weights_in_fp8()
         return (TalkingPoseModel(networks, host.ManagedModel(networks.encoder_side(), dtype),
                                  host.ManagedModel(networks.sampler_side(), dtype), model),)
 

@@ -46,6 +46,7 @@ class AnimateJob:
     fit: str = "stretch"
     channels_last: bool = False  # speed options of the denoising networks; results unchanged
     compile: bool = False
+    weights_fp8: bool = False  # UNet weights stored in fp8: less memory, CHANGES the frames (opt-in)
     keypoints: Path | None = None  # POSE_KEYPOINT JSON track, used instead of a pose video or extraction
     alignment: str = "off"  # off, similarity (one scale + shift per video), retarget (every bone to the source's length)
     smooth: float = 0.0  # whole-track smoothing strength, 0 (off) to 1
@@ -288,9 +289,11 @@ def preflight(job: AnimateJob) -> None:
     images.check_output_size(job.width, job.height)
     check_output(job.out, job.resume, job.overwrite)
     if job.lora is not None:
-        from .lora import check_strength
+        from .lora import FP8_REFUSAL, check_strength
 
         check_strength(job.lora_strength)
+        if job.weights_fp8:
+            raise TalkingPoseError(FP8_REFUSAL)
     if job.source is not None:
         _load_source(job)
     check_models_root(job.models_root)
@@ -350,7 +353,7 @@ def check_inputs(job: AnimateJob) -> tuple[Fraction | float, int, list | None]:
 
 
 def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, random_weights=None, device="auto",
-                      precision="auto", channels_last=False, compile=False):
+                      precision="auto", channels_last=False, compile=False, weights_fp8=False):
     """The pipeline an animate job runs on (the arguments as in `AnimateJob`); random weights are written into
     `scratch`, which may be deleted once this returns."""
     from . import runtime
@@ -367,7 +370,7 @@ def load_job_pipeline(scratch: Path, *, models_root=None, model_name=None, rando
     else:
         weights = locate_weights(runtime.models_root(models_root), model_name)
     return load_pipeline(weights["model"], weights["vae"], weights["image_encoder"], device=device, dtype=dtype,
-                         channels_last=channels_last, compile=compile)
+                         channels_last=channels_last, compile=compile, weights_fp8=weights_fp8)
 
 
 class JobRender:
@@ -443,7 +446,7 @@ def run(job: AnimateJob, progress=None, overlap: bool = True) -> Path:
     with tempfile.TemporaryDirectory(prefix="talkingpose-random-") as scratch:
         pipe = load_job_pipeline(Path(scratch), models_root=job.models_root, model_name=job.model_name,
                                  random_weights=job.random_weights, device=job.device, precision=job.precision,
-                                 channels_last=job.channels_last, compile=job.compile)
+                                 channels_last=job.channels_last, compile=job.compile, weights_fp8=job.weights_fp8)
         if job.lora is not None:
             from .lora import apply_lora
 

@@ -40,13 +40,15 @@ def ddim_coefficients(scheduler) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def step_mode(device: torch.device, compiled: bool) -> str:
+def step_mode(device: torch.device, compiled: bool, weights_in_fp8: bool = False) -> str:
     """How the step runs: "graph" (captured as a CUDA graph, replayed) on CUDA; "static" (the graph's body on
     static buffers, run eagerly) with a torch.compiled UNet, which then meets the same tensors at every step
-    instead of recompiling for new ones, and whose compiled code is not captured; "eager" elsewhere."""
+    instead of recompiling for new ones, and whose compiled code is not captured; "eager" elsewhere, and with
+    fp8 weight storage: diffusers' layerwise casting gives each layer new weight tensors at every pass, which a
+    graph (replaying the addresses it captured) cannot follow."""
     if compiled:
         return "static"
-    return "graph" if device.type == "cuda" else "eager"
+    return "graph" if device.type == "cuda" and not weights_in_fp8 else "eager"
 
 
 def is_guided(cfg: float) -> bool:
@@ -68,9 +70,11 @@ class GuidedStep:
         self.networks = networks
         self.cfg = cfg
         self.device, self.dtype = networks.weights_device, networks.weights_dtype
-        self.mode = mode or step_mode(self.device, networks._compiled)
+        self.mode = mode or step_mode(self.device, networks._compiled, networks.weights_in_fp8)
         if self.mode not in ("graph", "static", "eager"):
             raise ValueError(f"mode {mode!r}")
+        if self.mode == "graph" and networks.weights_in_fp8:
+            raise ValueError("a CUDA graph cannot replay a pass with fp8 weight storage (see step_mode)")
         self.weights = self._weights_signature(networks)
         self.steps = len(scheduler.timesteps)
         self.guided = is_guided(cfg)

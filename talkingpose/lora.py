@@ -230,11 +230,18 @@ def _registry(networks) -> dict:
     return registry
 
 
+# peft would store the adapters' weights in fp8 too and multiply in it, which PyTorch cannot do.
+FP8_REFUSAL = ("A LoRA adapter cannot run on weights stored in fp8: load the model with weight storage 'as "
+               "precision' (without --weights-fp8) to use a LoRA.")
+
+
 def attach(networks, adapter: LoraAdapter) -> str:
     """Inject the adapter's weights into the networks (once per adapter); returns its adapter name. The adapter
     stays inactive until `activate` selects it."""
     from peft.utils import set_peft_model_state_dict
 
+    if networks.weights_in_fp8:
+        raise TalkingPoseError(FP8_REFUSAL)
     registry = _registry(networks)
     name = adapter.name
     if name in registry["adapters"]:

@@ -93,13 +93,18 @@ class TalkingPosePipeline:
 
 
 def load_pipeline(model_path: Path, vae_path: Path, image_encoder_path: Path, device="cpu", dtype=torch.float32,
-                  channels_last: bool = False, compile: bool = False, **kwargs) -> TalkingPosePipeline:
+                  channels_last: bool = False, compile: bool = False, weights_fp8: bool = False,
+                  **kwargs) -> TalkingPosePipeline:
     """`channels_last`: NHWC convolutions (faster in half precision on tensor cores); `compile`: torch.compile
-    the denoising UNet (falls back to eager where it cannot compile). Neither changes the results."""
+    the denoising UNet (falls back to eager where it cannot compile). Neither changes the results.
+    `weights_fp8`: the UNets' weights stored in fp8 (`TalkingPoseNetworks.store_weights_in_fp8`), an opt-in that
+    changes the frames."""
     from .checkpoints import load_networks
 
     networks = load_networks(model_path, dtype=dtype, **kwargs)
     pipe = TalkingPosePipeline(networks, load_vae(vae_path), load_image_encoder(image_encoder_path)).to(device, dtype)
+    if weights_fp8:
+        networks.store_weights_in_fp8()
     if channels_last:
         networks.use_channels_last()
     if compile:

@@ -55,8 +55,9 @@ def _output(attn, attended: torch.Tensor, dtype) -> torch.Tensor:
 
 
 def fused_query_key_value_weight(attn) -> torch.Tensor | None:
-    """Q, K and V weights as one [3·inner, in] matrix, or None where they cannot be fused: projections adapted by
-    LoRA (peft wraps them; their adapters must keep running) or with biases (the released blocks have none)."""
+    """Q, K and V weights as one [3·inner, in] matrix in their storage dtype, or None where they cannot be fused:
+    projections adapted by LoRA (peft wraps them; their adapters must keep running) or with biases (the released
+    blocks have none)."""
     projections = (attn.to_q, attn.to_k, attn.to_v)
     if any(type(p) is not torch.nn.Linear or p.bias is not None for p in projections):
         return None
@@ -77,7 +78,9 @@ class PreparedSelfAttention:
 
     def project(self, attn, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.qkv_weight is not None:
-            return F.linear(hidden_states, self.qkv_weight)
+            # Kept in the weights' storage dtype: fp8 storage (`store_weights_in_fp8`) casts it per use, as
+            # diffusers casts every other layer's weights; otherwise the cast is a no-op.
+            return F.linear(hidden_states, self.qkv_weight.to(hidden_states.dtype))
         return torch.cat([attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)], dim=-1)
 
     def buffer(self, tokens: int, qkv: torch.Tensor) -> torch.Tensor:

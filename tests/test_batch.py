@@ -272,6 +272,51 @@ def test_worker_with_two_slots_keeps_each_latent_within_the_batched_tolerance(tm
         torch.testing.assert_close(together, alone, rtol=0, atol=1e-3)
 
 
+def test_worker_with_two_slots_equals_the_serial_batched_loop_bit_for_bit(tmp_path, monkeypatch):
+    """Issue 17: the worker makes poses ahead and keeps each frame beside the next denoising; its latents and
+    files are those of the serial loop (pose, batched denoise, keep, one after another) bit for bit."""
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    from talkingpose.batch.worker import RenderWorker
+    from talkingpose.sampler import BatchedClosedLoopSampler
+
+    latents = {}
+    commit = animate.JobRender.commit
+
+    def keep_latent(render, latent, state=None):
+        latents.setdefault((render.job.out.parent.name, render.job.out.name), []).append(latent.clone())
+        commit(render, latent, state)
+
+    monkeypatch.setattr(animate.JobRender, "commit", keep_latent)
+    options = replace(OPTIONS, segment_frames=2)
+    specs, errors = load_manifest(_manifest(tmp_path / "jobs.csv", [("a.mp4", "vid1", 7, None, 4),
+                                                                      ("b.mp4", "vid2", None, 0.2, 4)]), options)
+    assert not errors
+    with worker_threads():
+        worker = RenderWorker(options, str(tmp_path / "worker"))
+        ended = set()
+        while len(ended) < len(specs):
+            events = worker.step([s.__dict__ for s in specs if s.out not in ended])["events"]
+            assert all(e["kind"] != "failed" for e in events), events
+            ended |= {e["out"] for e in events if e["kind"] == "done"}
+        renders = [animate.JobRender(animate_job(spec, options, tmp_path / "serial"), worker.pipe) for spec in specs]
+        batched = BatchedClosedLoopSampler(worker.pipe.networks, [r.appearance for r in renders],
+                                           [r.sampler.settings for r in renders], states=[r.sampler.state for r in renders])
+        for render, sampler in zip(renders, batched.samplers):
+            render.sampler = sampler
+        while (poses := [render.next_pose() for render in renders])[0] is not None:
+            for render, latent in zip(renders, batched.denoise(torch.cat(poses))):
+                render.commit(latent)
+        for render in renders:
+            render.finish()
+    for spec in specs:
+        serial, worker_made = latents["serial", spec.out], latents["worker", spec.out]
+        assert len(serial) == len(worker_made) == 4
+        for a, b in zip(serial, worker_made):
+            torch.testing.assert_close(b, a, rtol=0, atol=0)
+        assert (tmp_path / "worker" / spec.out).read_bytes() == (tmp_path / "serial" / spec.out).read_bytes()
+
+
 def test_bad_rows_fail_alone_with_their_reason(ray_local, tmp_path):
     good = {"out": "good.mp4", "driving": str(DRIVING / "vid1.mp4"), "poses": str(POSES / "vid1.mp4"), "frames": 2}
     (tmp_path / "not_a_video.mp4").write_text("hello")

@@ -169,3 +169,26 @@ def test_node_definitions_are_well_formed():
     beta = NODE_CLASS_MAPPINGS["TalkingPoseClosedLoopSampler"].INPUT_TYPES()["required"]["beta"][1]
     assert (beta["default"], beta["min"], beta["max"], beta["step"], beta["display"]) == (0.05, 0.0, 1.0, 0.005, "slider")
     assert "553" in beta["tooltip"] and "203" in beta["tooltip"]
+
+
+def test_loader_weight_storage_fp8_is_an_optional_opt_in(models_dir, tiny_weights):
+    """Old workflows have no weight_storage widget: the loader then keeps the exact weights; fp8 is chosen only
+    by name, renders, and carries its own fingerprint (appearances and states of it are not the exact model's)."""
+    from nodes.model_nodes import WEIGHTS_FP8
+    from talkingpose.networks import FP8_STORAGE
+
+    spec = LoadTalkingPoseModel.INPUT_TYPES()
+    assert "weight_storage" not in spec["required"] and WEIGHTS_FP8 in spec["optional"]["weight_storage"][0]
+    (exact,) = LoadTalkingPoseModel().load("random-tiny/", "fp32")
+    assert FP8_STORAGE not in {p.dtype for p in exact.networks.parameters()}
+    (fp8,) = LoadTalkingPoseModel().load("random-tiny/", "fp32", WEIGHTS_FP8)
+    assert fp8.networks.denoising_unet.conv_in.weight.dtype == FP8_STORAGE
+    assert fp8.networks.fingerprint == exact.networks.fingerprint + "+fp8-e4m3"
+    clip, vae = load_image_encoder(tiny_weights["image_encoder"]), load_vae(tiny_weights["vae"])
+    appearance = _encode((fp8, clip, vae))
+    latent, state = TalkingPoseClosedLoopSampler().sample(fp8, appearance, _image(batch=2, h=48, w=48, seed=3),
+                                                          seed=5, steps=2, cfg=3.5, beta=0.05)
+    assert torch.isfinite(latent["samples"]).all() and state.next_frame == 2
+    with pytest.raises(TalkingPoseError, match="another TalkingPose model"):
+        TalkingPoseClosedLoopSampler().sample(exact, appearance, _image(batch=1, h=48, w=48), seed=5, steps=2,
+                                              cfg=3.5, beta=0.05)

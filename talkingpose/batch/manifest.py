@@ -39,12 +39,15 @@ class RenderOptions:
     device: str = "auto"
     precision: str = "auto"
     segment_frames: int = 16  # animate.SEGMENT_FRAMES (not imported: this module stays free of torch)
+    weights_fp8: bool = False  # the UNets' weights stored in fp8: changes the frames (opt-in)
 
     def output_record(self) -> dict:
         """The options that change the frames made (device and segment size do not change what a job is)."""
         record = asdict(self)
         for name in ("seed", "beta", "device", "segment_frames"):
             record.pop(name)
+        if not self.weights_fp8:  # absent, as in the records of batches run before the option existed
+            record.pop("weights_fp8")
         return record
 
 
@@ -89,7 +92,7 @@ def animate_job(spec: JobSpec, options: RenderOptions, out_dir: Path, resume: bo
         settings=SamplerSettings(steps=options.steps, cfg=options.cfg, beta=spec.beta, seed=spec.seed),
         models_root=path(options.models_root), model_name=options.model_name, random_weights=options.random_weights,
         resume=resume, device=options.device, precision=options.precision, fit=options.fit, fps=spec.fps,
-        segment_frames=options.segment_frames,
+        segment_frames=options.segment_frames, weights_fp8=options.weights_fp8,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .options import add_alignment, output_file, size
+from .options import STEPS_HELP, WEIGHTS_FP8_HELP, add_alignment, output_file, size
 from .pose import DEFAULT, resolve_strength, strength
 from .progress import Progress
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     an.add_argument("--out", type=output_file, required=True, help="output mp4")
     an.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
     an.add_argument("--frames", type=int, help="stop after this many frames")
-    an.add_argument("--steps", type=int, default=30)
+    an.add_argument("--steps", type=int, default=30, help=STEPS_HELP)
     an.add_argument("--cfg", type=float, default=3.5)
     an.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta (0-1; the paper's 0.05)")
     an.add_argument("--seed", type=int, default=42)
@@ -38,6 +38,7 @@ def register(subparsers) -> None:
     an.add_argument("--channels-last", action="store_true", help="NHWC convolutions: faster in half precision on GPUs")
     an.add_argument("--compile", action="store_true",
                     help="torch.compile the denoising UNet: faster after a slow first frame; falls back when it cannot compile")
+    an.add_argument("--weights-fp8", action="store_true", help=WEIGHTS_FP8_HELP)
     an.add_argument("--resume", action="store_true", help="continue an interrupted run of the same command")
     an.add_argument("--lora", type=Path, help="LoRA adapter made by `finetune` for this model")
     an.add_argument("--lora-strength", type=float, default=1.0, help="0 = base model, 1 = as trained (default 1)")
@@ -60,6 +61,7 @@ def run(args) -> int:
         models_root=args.models, model_name=args.model, random_weights=args.random_weights, resume=args.resume,
         overwrite=args.overwrite,
         device=args.device, precision=args.precision, fit=args.fit, channels_last=args.channels_last, compile=args.compile,
+        weights_fp8=args.weights_fp8,
         keypoints=args.keypoints, alignment=args.alignment, smooth=resolve_strength(args.smooth), fps=args.fps,
         lora=args.lora, lora_strength=args.lora_strength,
     )

@@ -5,13 +5,13 @@ import sys
 import time
 from pathlib import Path
 
-from .options import output_folder, size
+from .options import STEPS_HELP, WEIGHTS_FP8_HELP, output_folder, size
 
 
 def add_render_options(parser) -> None:
     """The options every job of a batch shares (as in `animate`)."""
     parser.add_argument("--size", type=size, default=(512, 512), help="output WIDTHxHEIGHT, multiples of 8 (default 512x512)")
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=30, help=STEPS_HELP)
     parser.add_argument("--cfg", type=float, default=3.5)
     parser.add_argument("--seed", type=int, default=42, help="seed of jobs without their own")
     parser.add_argument("--beta", type=float, default=0.05, help="closed-loop gain beta of jobs without their own (0-1)")
@@ -20,6 +20,7 @@ def add_render_options(parser) -> None:
     parser.add_argument("--model", help="which model under talkingpose/ (default: the first found)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (on each worker)")
     parser.add_argument("--precision", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    parser.add_argument("--weights-fp8", action="store_true", help=WEIGHTS_FP8_HELP)
     parser.add_argument("--random-weights", nargs="?", const="tiny", choices=["tiny", "sd15"],
                         help="smoke run: the real pipeline on random weights (default preset tiny); output is labelled")
     parser.add_argument("--segment-frames", type=int, default=16,
@@ -54,6 +55,7 @@ def render_options(args):
         width=width, height=height, steps=args.steps, cfg=args.cfg, seed=args.seed, beta=args.beta, fit=args.fit,
         models_root=str(args.models.resolve()) if args.models else None, model_name=args.model,
         random_weights=args.random_weights, device=args.device, precision=args.precision, segment_frames=args.segment_frames,
+        weights_fp8=args.weights_fp8,
     )
 
 

@@ -8,6 +8,14 @@ from pathlib import Path
 from .. import file_names
 from ..errors import TalkingPoseError
 
+# Options that change the frames beyond fp16 rounding are opt-in and say so in their help; the README gives their
+# measured deviation from the exact render.
+STEPS_HELP = ("denoising steps per frame (default 30, as the paper); fewer is faster but CHANGES THE FRAMES "
+              "(an opt-in: see the README for the deviation measured)")
+WEIGHTS_FP8_HELP = ("store the UNets' weights in fp8 (e4m3), cast to the compute precision layer by layer: about half "
+                    "their fp16 memory, for cards of 6 GB or less; CHANGES THE FRAMES (an opt-in: see the README for "
+                    "the deviation measured) and runs without the CUDA graph")
+
 
 def size(text: str) -> tuple[int, int]:
     """`WIDTHxHEIGHT` -> (width, height)."""
