@@ -238,14 +238,8 @@ def test_two_videos_per_worker_refill_slots_within_the_batched_tolerance(ray_loc
             assert psnr_8bit(theirs, mine) > 30
 
 
-def test_worker_with_two_slots_keeps_each_latent_within_the_batched_tolerance(tmp_path, monkeypatch):
-    """The worker itself (no Ray), K = 2: every latent of every video within 1e-3 of the video rendered alone,
-    also for the video that goes on alone and for the one that joins it after the first ended."""
-    if not (DRIVING / "vid1.mp4").is_file():
-        pytest.skip(f"shared samples not found in {DRIVING}")
-    from talkingpose.batch.manifest import load_manifest
-    from talkingpose.batch.worker import RenderWorker
-
+def _record_committed_latents(monkeypatch) -> dict:
+    """Every latent a render commits, by (output folder name, output file name), in commit order."""
     latents = {}
     commit = animate.JobRender.commit
 
@@ -254,6 +248,18 @@ def test_worker_with_two_slots_keeps_each_latent_within_the_batched_tolerance(tm
         commit(render, latent, state)
 
     monkeypatch.setattr(animate.JobRender, "commit", keep_latent)
+    return latents
+
+
+def test_worker_with_two_slots_keeps_each_latent_within_the_batched_tolerance(tmp_path, monkeypatch):
+    """The worker itself (no Ray), K = 2: every latent of every video within 1e-3 of the video rendered alone,
+    also for the video that goes on alone and for the one that joins it after the first ended."""
+    if not (DRIVING / "vid1.mp4").is_file():
+        pytest.skip(f"shared samples not found in {DRIVING}")
+    from talkingpose.batch.manifest import load_manifest
+    from talkingpose.batch.worker import RenderWorker
+
+    latents = _record_committed_latents(monkeypatch)
     specs, errors = load_manifest(_manifest(tmp_path / "jobs.csv"), OPTIONS)
     assert not errors
     with worker_threads():
@@ -280,14 +286,7 @@ def test_worker_with_two_slots_equals_the_serial_batched_loop_bit_for_bit(tmp_pa
     from talkingpose.batch.worker import RenderWorker
     from talkingpose.sampler import BatchedClosedLoopSampler
 
-    latents = {}
-    commit = animate.JobRender.commit
-
-    def keep_latent(render, latent, state=None):
-        latents.setdefault((render.job.out.parent.name, render.job.out.name), []).append(latent.clone())
-        commit(render, latent, state)
-
-    monkeypatch.setattr(animate.JobRender, "commit", keep_latent)
+    latents = _record_committed_latents(monkeypatch)
     options = replace(OPTIONS, segment_frames=2)
     specs, errors = load_manifest(_manifest(tmp_path / "jobs.csv", [("a.mp4", "vid1", 7, None, 4),
                                                                       ("b.mp4", "vid2", None, 0.2, 4)]), options)
