@@ -12,6 +12,22 @@ JS_TESTS = sorted((PACK_ROOT / "tests" / "web").glob("*.test.mjs"))
 NODE = shutil.which("node")
 
 
+def import_extension(sibling: str) -> str:
+    """Node.js lines that import the extension file named by argv[1] as an ES module, with ComfyUI's app.js and
+    api.js replaced by the test's `globalThis.__tp_app` / `__tp_api` and its `sibling` module found beside it."""
+    return f"""
+const stub = (name) => "data:text/javascript," + encodeURIComponent(`export const ${{name}} = globalThis.__tp_${{name}};`);
+const {{ readFileSync }} = await import("node:fs");
+const {{ pathToFileURL }} = await import("node:url");
+const path = process.argv[1];
+const source = readFileSync(path, "utf8")
+  .replace('"../../scripts/app.js"', JSON.stringify(stub("app")))
+  .replace('"../../scripts/api.js"', JSON.stringify(stub("api")))
+  .replace('"./{sibling}"', JSON.stringify(new URL("{sibling}", pathToFileURL(path)).href));
+await import("data:text/javascript," + encodeURIComponent(source));
+"""
+
+
 def test_js_tests_exist():
     assert JS_TESTS, "no tests/web/*.test.mjs found"
 
@@ -34,15 +50,7 @@ def test_extension_parses_and_registers():
 const registered = [], listened = [];
 globalThis.__tp_app = { registerExtension: (e) => registered.push(e), canvas: { onDrawForeground: null } };
 globalThis.__tp_api = { addEventListener: (type) => listened.push(type) };
-const stub = (name) => "data:text/javascript," + encodeURIComponent(`export const ${name} = globalThis.__tp_${name};`);
-const { readFileSync } = await import("node:fs");
-const { pathToFileURL } = await import("node:url");
-const path = process.argv[1];
-const source = readFileSync(path, "utf8")
-  .replace('"../../scripts/app.js"', JSON.stringify(stub("app")))
-  .replace('"../../scripts/api.js"', JSON.stringify(stub("api")))
-  .replace('"./progress_format.js"', JSON.stringify(new URL("progress_format.js", pathToFileURL(path)).href));
-await import("data:text/javascript," + encodeURIComponent(source));
+""" + import_extension("progress_format.js") + r"""
 if (registered.length !== 1) throw new Error("expected one registerExtension call, got " + registered.length);
 const ext = registered[0];
 ext.setup();
@@ -91,15 +99,7 @@ const loader = { type: "TalkingPoseModelLoader", pos: [0, 0], widgets: [{ name: 
 globalThis.__tp_app = { registerExtension: (e) => registered.push(e), canvas: { onDrawForeground: null },
                         graph: { _nodes: [loader] }, extensionManager: { toast: { add: (t) => toasts.push(t) } } };
 globalThis.__tp_api = { fetchApi: async (route) => { fetched.push(route); return { ok: true, json: async () => status }; } };
-const stub = (name) => "data:text/javascript," + encodeURIComponent(`export const ${name} = globalThis.__tp_${name};`);
-const { readFileSync } = await import("node:fs");
-const { pathToFileURL } = await import("node:url");
-const path = process.argv[1];
-const source = readFileSync(path, "utf8")
-  .replace('"../../scripts/app.js"', JSON.stringify(stub("app")))
-  .replace('"../../scripts/api.js"', JSON.stringify(stub("api")))
-  .replace('"./weights_format.js"', JSON.stringify(new URL("weights_format.js", pathToFileURL(path)).href));
-await import("data:text/javascript," + encodeURIComponent(source));
+""" + import_extension("weights_format.js") + r"""
 const ext = registered[0];
 ext.setup();
 await ext.afterConfigureGraph();
